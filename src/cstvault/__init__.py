@@ -1,0 +1,45 @@
+"""cstvault: lossless, compact, navigable concrete syntax trees for whole codebases."""
+
+from __future__ import annotations
+
+from . import languages
+from .codec import CorruptRecord, EncodeError
+from .codec import decode as decode_record
+from .codec import encode as encode_columns
+from .extract import extract
+from .extract import parse as ts_parse
+from .tree import Node, Point, Range, Tree, TreeCursor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptRecord",
+    "EncodeError",
+    "Node",
+    "Point",
+    "Range",
+    "Tree",
+    "TreeCursor",
+    "encode",
+    "load",
+    "parse",
+]
+
+
+def encode(source: bytes, language: str) -> bytes:
+    """Parse `source` with tree-sitter and return its tree as a record."""
+    return encode_columns(extract(ts_parse(source, language), language), source)
+
+
+def load(record: bytes | memoryview, source: bytes | memoryview) -> Tree:
+    """A navigable `Tree` from a record and the source it was made from."""
+    return Tree(decode_record(record), source)
+
+
+def parse(source: bytes, language: str) -> Tree:
+    """Parse, encode and decode: a `Tree` exactly as the store would serve it."""
+    return load(encode(source, language), source)
+
+
+def detect_language(path: str) -> str | None:
+    return languages.detect(path)

@@ -1,0 +1,1 @@
+"""Benchmarks: pinned corpus, codec, (later) store and phases."""

@@ -1,0 +1,74 @@
+"""Vectorised LEB128 (unsigned varint) and zigzag coding with numpy; no per-value Python loop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import CorruptRecord
+
+_MAX_BYTES = 10  # a uint64 needs at most 10 LEB128 bytes
+
+
+def zigzag(values: np.ndarray) -> np.ndarray:
+    v = values.astype(np.int64)
+    return ((v << 1) ^ (v >> 63)).astype(np.uint64)
+
+
+def unzigzag(values: np.ndarray) -> np.ndarray:
+    v = values.astype(np.uint64)
+    return ((v >> np.uint64(1)).astype(np.int64)) ^ -((v & np.uint64(1)).astype(np.int64))
+
+
+def encode(values: np.ndarray) -> bytes:
+    """LEB128-encode non-negative integers (any integer dtype) into one byte string."""
+    v = np.asarray(values)
+    if v.size == 0:
+        return b""
+    if v.dtype.kind == "i" and int(v.min()) < 0:
+        raise ValueError("varint.encode takes non-negative values; zigzag them first")
+    v = v.astype(np.uint64)
+    if int(v.max()) < 0x80:
+        return v.astype(np.uint8).tobytes()
+    # number of 7-bit groups per value
+    nbytes = np.ones(v.shape, dtype=np.int64)
+    for k in range(1, _MAX_BYTES):
+        nbytes += v >= (np.uint64(1) << np.uint64(7 * k))
+    total = int(nbytes.sum())
+    ends = np.cumsum(nbytes)
+    starts = ends - nbytes
+    # byte j of value i sits at starts[i] + j; shift = 7*j
+    owner = np.repeat(np.arange(v.size), nbytes)
+    pos = np.arange(total) - starts[owner]
+    out = ((v[owner] >> (pos * 7).astype(np.uint64)) & np.uint64(0x7F)).astype(np.uint8)
+    cont = np.ones(total, dtype=bool)
+    cont[ends - 1] = False
+    out[cont] |= 0x80
+    return out.tobytes()
+
+
+def decode(buf: bytes | memoryview | np.ndarray, count: int) -> np.ndarray:
+    """Decode exactly `count` varints filling all of `buf`; CorruptRecord otherwise."""
+    b = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf
+    if count == 0:
+        if b.size:
+            raise CorruptRecord("trailing bytes after the last varint")
+        return np.zeros(0, dtype=np.int64)
+    if b.size == count:  # all single-byte values
+        if int(b.max()) >= 0x80:
+            raise CorruptRecord("varint stream length mismatch")
+        return b.astype(np.int64)
+    last = b < 0x80
+    ends = np.flatnonzero(last)
+    if ends.size != count or ends[-1] != b.size - 1:
+        raise CorruptRecord(f"varint stream holds {ends.size} values, expected {count}")
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    if int((ends - starts).max()) >= _MAX_BYTES:
+        raise CorruptRecord("varint longer than 10 bytes")
+    pos = np.arange(b.size, dtype=np.int64) - np.repeat(starts, ends - starts + 1)
+    parts = (b & 0x7F).astype(np.uint64) << (pos * 7).astype(np.uint64)
+    values = np.add.reduceat(parts, starts)
+    if int(values.max()) > np.iinfo(np.int64).max:
+        raise CorruptRecord("varint value out of range")
+    return values.astype(np.int64)

@@ -1,0 +1,42 @@
+"""The in-memory form of one tree: numpy columns over nodes in preorder.
+
+Flag bits are shared by the extractor, the record opcodes and the read API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HAS_CHILDREN = 0x01
+NAMED = 0x02
+EXTRA = 0x04
+MISSING = 0x08
+HAS_FIELD = 0x10
+HAS_ERROR = 0x20
+EXPLICIT = 0x40  # record only: leaf length stored / internal span exception stored
+UNEXPECTED = 0x80  # leaf only: an ERROR token that prints as (UNEXPECTED c)
+
+ERROR_KIND = 0xFFFF
+
+
+@dataclass
+class Columns:
+    """One tree as struct-of-arrays, N nodes in preorder (index 0 is the root)."""
+
+    language: str
+    kind: np.ndarray  # uint16 public symbol (node.kind_id)
+    grammar: np.ndarray  # uint16 grammar symbol (node.grammar_id)
+    flags: np.ndarray  # uint8 bit set above (never EXPLICIT)
+    field: np.ndarray  # uint16 field id, 0 = none
+    size: np.ndarray  # int64 subtree size (the node plus its descendants)
+    start: np.ndarray  # int64 start byte
+    end: np.ndarray  # int64 end byte
+    unexpected: np.ndarray  # int64 char code for UNEXPECTED leaves, in preorder of those leaves
+    # hidden MISSING tokens printed by str(node) but absent from the visible tree:
+    # (node index, ')' count after it, text) -- see sexp.find_phantoms
+    phantoms: tuple[tuple[int, int, str], ...] = field(default=())
+
+    def __len__(self) -> int:
+        return int(self.kind.shape[0])

@@ -1,0 +1,136 @@
+"""Grammar registry: language name <-> grammar wheel <-> file extensions.
+
+Grammars come only from the official single-language wheels installed with the package;
+nothing is ever downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+
+import numpy as np
+import tree_sitter as ts
+
+
+@dataclass(frozen=True)
+class LanguageSpec:
+    name: str
+    module: str
+    function: str
+    distribution: str
+    extensions: tuple[str, ...]
+
+
+SPECS: tuple[LanguageSpec, ...] = (
+    LanguageSpec("python", "tree_sitter_python", "language", "tree-sitter-python", (".py", ".pyi")),
+    LanguageSpec(
+        "javascript",
+        "tree_sitter_javascript",
+        "language",
+        "tree-sitter-javascript",
+        (".js", ".mjs", ".cjs", ".jsx"),
+    ),
+    LanguageSpec(
+        "typescript",
+        "tree_sitter_typescript",
+        "language_typescript",
+        "tree-sitter-typescript",
+        (".ts", ".mts", ".cts"),
+    ),
+    LanguageSpec(
+        "tsx", "tree_sitter_typescript", "language_tsx", "tree-sitter-typescript", (".tsx",)
+    ),
+    LanguageSpec("rust", "tree_sitter_rust", "language", "tree-sitter-rust", (".rs",)),
+    LanguageSpec("go", "tree_sitter_go", "language", "tree-sitter-go", (".go",)),
+    LanguageSpec("java", "tree_sitter_java", "language", "tree-sitter-java", (".java",)),
+    LanguageSpec("c", "tree_sitter_c", "language", "tree-sitter-c", (".c", ".h")),
+    LanguageSpec(
+        "cpp",
+        "tree_sitter_cpp",
+        "language",
+        "tree-sitter-cpp",
+        (".cc", ".cpp", ".cxx", ".c++", ".hh", ".hpp", ".hxx", ".h++", ".ipp", ".tcc"),
+    ),
+)
+
+BY_NAME: dict[str, LanguageSpec] = {s.name: s for s in SPECS}
+BY_EXTENSION: dict[str, str] = {ext: s.name for s in SPECS for ext in s.extensions}
+
+
+class UnknownLanguage(ValueError):
+    """Raised for a language name or file type no installed grammar handles."""
+
+
+def names() -> list[str]:
+    return [s.name for s in SPECS]
+
+
+def detect(path: str | os.PathLike[str]) -> str | None:
+    """Language name for a path by its extension, or None when unsupported."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    return BY_EXTENSION.get(ext)
+
+
+@cache
+def language(name: str) -> ts.Language:
+    """The tree-sitter Language for a registered language name."""
+    spec = BY_NAME.get(name)
+    if spec is None:
+        raise UnknownLanguage(f"unknown language {name!r}; known: {', '.join(names())}")
+    module = importlib.import_module(spec.module)
+    return ts.Language(getattr(module, spec.function)())
+
+
+@cache
+def parser(name: str) -> ts.Parser:
+    return ts.Parser(language(name))
+
+
+@cache
+def identity(name: str) -> str:
+    """Grammar identity stored in records: language, grammar wheel version and ABI."""
+    spec = BY_NAME[name]
+    return f"{name}:{metadata.version(spec.distribution)}:abi{language(name).abi_version}"
+
+
+def identity_language(ident: str) -> str:
+    return ident.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class KindTables:
+    """Per-language lookup tables indexed by symbol id (65536 entries: ERROR is 0xFFFF)."""
+
+    names: tuple[str, ...]
+    named: np.ndarray  # bool per symbol id
+    visible: np.ndarray  # bool per symbol id
+    token_len: np.ndarray  # int64: UTF-8 length of an anonymous token's text, -1 if not fixed
+    fields: tuple[str | None, ...]
+
+
+@cache
+def tables(name: str) -> KindTables:
+    lang = language(name)
+    count = lang.node_kind_count
+    kind_names: list[str] = [""] * 65536
+    named = np.zeros(65536, dtype=bool)
+    visible = np.zeros(65536, dtype=bool)
+    token_len = np.full(65536, -1, dtype=np.int64)
+    for k in range(count):
+        kn = lang.node_kind_for_id(k) or ""
+        kind_names[k] = kn
+        named[k] = lang.node_kind_is_named(k)
+        visible[k] = lang.node_kind_is_visible(k)
+        if not named[k] and lang.node_kind_is_visible(k):
+            token_len[k] = len(kn.encode("utf-8"))
+    kind_names[0xFFFF] = "ERROR"
+    named[0xFFFF] = True
+    visible[0xFFFF] = True
+    fields: list[str | None] = [None] + [
+        lang.field_name_for_id(f) for f in range(1, lang.field_count + 1)
+    ]
+    return KindTables(tuple(kind_names), named, visible, token_len, tuple(fields))

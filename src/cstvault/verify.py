@@ -1,0 +1,244 @@
+"""The round-trip gate: stored tree == tree-sitter's tree, node for node, byte for byte.
+
+The reference side is tree-sitter's own TreeCursor walk (independent of `extract`); our side
+is the decoded record. Attribute columns are compared with numpy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tree_sitter as ts
+import zstandard
+
+from . import languages
+from .codec import CorruptRecord, EncodeError, decode, encode
+from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
+from .extract import extract, parse
+from .tree import Tree, build_structure
+from .walk import iter_files
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+ATTRIBUTES = (
+    "type", "kind_id", "field_name", "is_named", "is_extra", "is_missing", "is_error",
+    "has_error", "start_byte", "end_byte", "start_row", "start_column", "end_row",
+    "end_column", "child_count",
+)  # fmt: skip
+
+
+@dataclass
+class Mismatch:
+    path: str
+    node: int
+    attribute: str
+    expected: Any
+    got: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "node": self.node,
+            "attribute": self.attribute,
+            "expected": self.expected,
+            "got": self.got,
+        }
+
+
+@dataclass
+class Report:
+    files: int = 0
+    ok: int = 0
+    mismatched: int = 0
+    lines: int = 0
+    nodes: int = 0
+    bytes: int = 0
+    record_bytes: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    max_mismatches: int = 20
+
+    def add_mismatches(self, found: list[Mismatch]) -> None:
+        room = self.max_mismatches - len(self.mismatches)
+        if room > 0:
+            self.mismatches.extend(found[:room])
+
+    def as_dict(self) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for s in self.skipped:
+            key = s["reason"].split(":", 1)[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        return {
+            "files": self.files,
+            "ok": self.ok,
+            "mismatched": self.mismatched,
+            "skipped": self.skipped,
+            "skipped_by_reason": reasons,
+            "lines": self.lines,
+            "nodes": self.nodes,
+            "source_bytes": self.bytes,
+            "record_bytes": self.record_bytes,
+            "mismatches": [m.as_dict() for m in self.mismatches],
+        }
+
+
+def reference(tree: ts.Tree) -> dict[str, list[Any]]:
+    """Every compared attribute of every node, read from tree-sitter's own cursor walk."""
+    out: dict[str, list[Any]] = {a: [] for a in ATTRIBUTES}
+    apps = [out[a].append for a in ATTRIBUTES]
+    (a_type, a_kind, a_field, a_named, a_extra, a_missing, a_error, a_herr, a_sb, a_eb,
+     a_sr, a_sc, a_er, a_ec, a_cc) = apps  # fmt: skip
+    c = tree.walk()
+    while True:
+        n = c.node
+        a_type(n.type)
+        a_kind(n.kind_id)
+        a_field(c.field_name)
+        a_named(n.is_named)
+        a_extra(n.is_extra)
+        a_missing(n.is_missing)
+        a_error(n.is_error)
+        a_herr(n.has_error)
+        a_sb(n.start_byte)
+        a_eb(n.end_byte)
+        sp, ep = n.start_point, n.end_point
+        a_sr(sp[0])
+        a_sc(sp[1])
+        a_er(ep[0])
+        a_ec(ep[1])
+        a_cc(n.child_count)
+        if c.goto_first_child():
+            continue
+        while not c.goto_next_sibling():
+            if not c.goto_parent():
+                return out
+
+
+def ours(tree: Tree) -> dict[str, np.ndarray]:
+    """The same attributes from a decoded tree, as arrays."""
+    cols = tree.columns
+    names = np.array(tree._names, dtype=object)
+    fields = np.array(tree._field_names, dtype=object)
+    flags = cols.flags
+    sr, sc = tree.points(cols.start)
+    er, ec = tree.points(cols.end)
+    field_names = fields[cols.field]
+    field_names[0] = None  # tree-sitter's cursor reports no field at its root
+    return {
+        "type": names[cols.kind],
+        "kind_id": cols.kind.astype(np.int64),
+        "field_name": field_names,
+        "is_named": (flags & NAMED) != 0,
+        "is_extra": (flags & EXTRA) != 0,
+        "is_missing": (flags & MISSING) != 0,
+        "is_error": cols.kind == ERROR_KIND,
+        "has_error": (flags & HAS_ERROR) != 0,
+        "start_byte": cols.start,
+        "end_byte": cols.end,
+        "start_row": sr,
+        "start_column": sc,
+        "end_row": er,
+        "end_column": ec,
+        "child_count": build_structure(cols.size).child_count,
+    }
+
+
+def compare_trees(path: str, expected: ts.Tree, got: Tree, limit: int = 20) -> list[Mismatch]:
+    """Node-by-node comparison in preorder plus str(root); returns the first mismatches."""
+    ref = reference(expected)
+    mine = ours(got)
+    found: list[Mismatch] = []
+    n_ref, n_got = len(ref["kind_id"]), len(mine["kind_id"])
+    if n_ref != n_got:
+        found.append(Mismatch(path, min(n_ref, n_got), "node_count", n_ref, n_got))
+    n = min(n_ref, n_got)
+    for attr in ATTRIBUTES:
+        exp = np.array(ref[attr], dtype=object if attr in ("type", "field_name") else None)
+        g = mine[attr]
+        bad = np.flatnonzero(exp[:n] != g[:n])
+        for i in bad[:limit].tolist():
+            found.append(Mismatch(path, i, attr, _plain(exp[i]), _plain(g[i])))
+    exp_s, got_s = str(expected.root_node), str(got.root_node)
+    if exp_s != got_s:
+        at = next((k for k, (a, b) in enumerate(zip(exp_s, got_s, strict=False)) if a != b), n)
+        found.append(Mismatch(path, -1, "str(root)", exp_s[at : at + 80], got_s[at : at + 80]))
+    return found[:limit]
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def check_source(source: bytes) -> str | None:
+    """Why a file cannot be stored, or None."""
+    if len(source) > MAX_FILE_BYTES:
+        return f"too large: {len(source)} bytes > {MAX_FILE_BYTES}"
+    if b"\0" in source[:8192]:
+        return "binary: NUL byte in the first 8 KiB"
+    return None
+
+
+_ZSTD_C = zstandard.ZstdCompressor(level=3)
+_ZSTD_D = zstandard.ZstdDecompressor()
+
+
+def verify_source(path: str, source: bytes, language: str, report: Report) -> None:
+    reason = check_source(source)
+    if reason:
+        report.skipped.append({"path": path, "reason": reason})
+        return
+    ts_tree = parse(source, language)
+    if ts_tree is None:
+        report.skipped.append({"path": path, "reason": "tree-sitter: parse failed"})
+        return
+    try:
+        record = encode(extract(ts_tree, language), source)
+        stored_source = _ZSTD_D.decompress(_ZSTD_C.compress(source))
+        tree = Tree(decode(record), stored_source)
+    except EncodeError as exc:
+        report.skipped.append({"path": path, "reason": f"unencodable: {exc}"})
+        return
+    except CorruptRecord as exc:
+        report.files += 1
+        report.mismatched += 1
+        report.add_mismatches([Mismatch(path, -1, "record", "decodable", str(exc))])
+        return
+    report.files += 1
+    report.lines += source.count(b"\n") + (1 if source and not source.endswith(b"\n") else 0)
+    report.nodes += len(tree)
+    report.bytes += len(source)
+    report.record_bytes += len(record)
+    found = compare_trees(path, ts_tree, tree)
+    if stored_source != source:
+        found.append(Mismatch(path, -1, "source", len(source), len(stored_source)))
+    if found:
+        report.mismatched += 1
+        report.add_mismatches(found)
+    else:
+        report.ok += 1
+
+
+def verify_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    progress: Callable[[Path], None] | None = None,
+) -> Report:
+    """Round-trip every supported file under `paths` (gitignore respected)."""
+    report = Report()
+    for path, language in iter_files(paths):
+        if progress:
+            progress(path)
+        try:
+            source = path.read_bytes()
+        except OSError as exc:
+            report.skipped.append({"path": str(path), "reason": f"unreadable: {exc}"})
+            continue
+        verify_source(str(path), source, language, report)
+    return report
+
+
+def supported_languages() -> list[str]:
+    return languages.names()

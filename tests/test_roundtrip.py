@@ -1,0 +1,92 @@
+"""The round-trip gate on snippets: decoded tree == tree-sitter's tree, for every language."""
+
+from __future__ import annotations
+
+import pytest
+
+import cstvault
+from cstvault import languages
+from cstvault.extract import parse
+from cstvault.verify import Report, compare_trees, verify_source
+from snippets import COMMENT_ONLY, EDGE_CASES, SNIPPETS, deep
+
+CASES = [(lang, name, src) for lang, d in SNIPPETS.items() for name, src in d.items()]
+
+
+def assert_roundtrip(source: bytes, language: str) -> cstvault.Tree:
+    expected = parse(source, language)
+    got = cstvault.parse(source, language)
+    assert compare_trees("<snippet>", expected, got) == []
+    assert got.text == source
+    assert str(got.root_node) == str(expected.root_node)
+    return got
+
+
+def test_every_language_has_snippets():
+    assert set(SNIPPETS) == set(languages.names())
+    assert set(COMMENT_ONLY) == set(languages.names())
+
+
+@pytest.mark.parametrize(
+    ("language", "name", "source"), CASES, ids=[f"{a}-{b}" for a, b, _ in CASES]
+)
+def test_snippet_roundtrip(language: str, name: str, source: bytes):
+    tree = assert_roundtrip(source, language)
+    has_error = parse(source, language).root_node.has_error
+    assert tree.root_node.has_error == has_error
+    if name != "ok":
+        assert has_error
+
+
+def test_missing_nodes_survive():
+    tree = assert_roundtrip(SNIPPETS["python"]["error"], "python")
+    missing = [n for n in _all(tree) if n.is_missing]
+    assert missing and all(n.start_byte == n.end_byte for n in missing)
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_edge_cases_python(name: str):
+    assert_roundtrip(EDGE_CASES[name], "python")
+
+
+@pytest.mark.parametrize("language", languages.names())
+def test_empty_and_comment_only(language: str):
+    assert_roundtrip(b"", language)
+    tree = assert_roundtrip(COMMENT_ONLY[language], language)
+    assert any(n.is_extra for n in _all(tree))
+
+
+@pytest.mark.parametrize("language", languages.names())
+def test_unicode_crlf_bom(language: str):
+    base = SNIPPETS[language]["ok"]
+    assert_roundtrip(base.replace(b"\n", b"\r\n"), language)
+    assert_roundtrip(b"\xef\xbb\xbf" + base, language)
+    assert_roundtrip(base + "// \u00e9\u4e2d \U0001f600\n".encode(), language)
+
+
+@pytest.mark.parametrize("language", languages.names())
+def test_nesting_10000_deep(language: str):
+    source = deep(language, 10_000)
+    tree = assert_roundtrip(source, language)
+    depths = tree._structure().depth
+    depth = int(depths.max())
+    assert depth > 10_000
+    leaf = cstvault.Node(tree, int(depths.argmax()))
+    chain = 0
+    while leaf.parent is not None:
+        leaf = leaf.parent
+        chain += 1
+    assert chain == depth
+
+
+def test_verify_source_reports_and_skips():
+    report = Report()
+    verify_source("a.py", SNIPPETS["python"]["ok"], "python", report)
+    verify_source("b.py", b"\0\0binary", "python", report)
+    assert report.ok == 1 and report.files == 1
+    assert report.skipped[0]["reason"].startswith("binary")
+    assert report.nodes > 50 and report.lines == SNIPPETS["python"]["ok"].count(b"\n")
+
+
+def _all(tree: cstvault.Tree):
+    return [cstvault.Node(tree, i) for i in range(len(tree))]
