@@ -2,8 +2,73 @@
 
 from __future__ import annotations
 
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
 import click
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def _machine() -> dict:
+    import os
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cores": os.cpu_count(), "ram_gib": round(mem / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
 def register(group: click.Group) -> None:
-    pass
+    @group.command()
+    @click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+                  help="Cache directory (default ~/.cache/cstvault, or $CSTVAULT_CACHE).")
+    @click.option("--lines", type=int, default=None,
+                  help="Deterministic subset of about this many lines (default: full 8.5M).")
+    @click.option("--json", "as_json", is_flag=True)
+    def corpus(directory: Path | None, lines: int | None, as_json: bool) -> None:
+        """Fetch the pinned benchmark corpus, verify checksums, write a manifest."""
+        from . import corpus as corpus_mod
+
+        d = directory or corpus_mod.DEFAULT_DIR
+        try:
+            manifest = corpus_mod.build(d, lines, log=lambda m: err.print(m, style="dim"))
+        except corpus_mod.CorpusError as exc:
+            raise click.ClickException(str(exc)) from exc
+        summary = {k: manifest[k] for k in ("path", "languages", "total", "sources")}
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+        else:
+            for lang, v in manifest["languages"].items():
+                click.echo(f"{lang:11s} {v['files']:7,d} files {v['lines']:11,d} lines")
+            t = manifest["total"]
+            click.echo(f"{'total':11s} {t['files']:7,d} files {t['lines']:11,d} lines")
+            click.echo(f"corpus at {manifest['path']}")
+
+    @group.command()
+    @click.argument("paths", nargs=-1, type=click.Path(exists=True), required=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def codec(paths: tuple[str, ...], as_json: bool) -> None:
+        """Codec sizes and speeds per language and in total, against tree-sitter."""
+        from . import codec as codec_mod
+
+        t0 = time.perf_counter()
+        result = codec_mod.run(paths, log=lambda m: err.print(m, style="dim"))
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+        result["machine"] = _machine()
+        result["command"] = "cstvault bench codec " + " ".join(sys.argv[3:])
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            for lang, v in {**result["languages"], "total": result["total"]}.items():
+                click.echo(
+                    f"{lang:11s} lines {v['lines']:>10,d}  "
+                    f"tree {v['tree_bytes_per_line_zstd19']:.2f} B/line z19  "
+                    f"decode {v['decode_ns_per_node']:.1f} ns/node  "
+                    f"enc {v['extract_encode_lines_per_s']:,d} lines/s"
+                )

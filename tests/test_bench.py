@@ -1,0 +1,43 @@
+"""`cstvault bench codec` on a small tree the test writes: every documented key is measured."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from cstvault import cli
+from cstvault.bench import corpus
+from snippets import SNIPPETS
+from test_cli import EXT
+
+KEYS = {
+    "files", "lines", "nodes", "parse_lines_per_s", "extract_encode_lines_per_s",
+    "tree_bytes_per_line_raw", "tree_bytes_per_line_zstd19", "source_bytes_per_line_zstd19",
+    "decode_ns_per_node", "walk_ns_per_node", "walk_ns_per_node_tree_sitter", "parent_ns",
+    "parent_ns_tree_sitter", "next_sibling_ns", "next_sibling_ns_tree_sitter",
+}  # fmt: skip
+
+
+def test_bench_codec_json(tmp_path):
+    for lang, cases in SNIPPETS.items():
+        for name, src in cases.items():
+            (tmp_path / f"{lang}_{name}.{EXT[lang]}").write_bytes(src * 20)
+    res = CliRunner().invoke(cli.main, ["bench", "codec", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    assert set(out["languages"]) == set(SNIPPETS)
+    for block in [out["total"], *out["languages"].values()]:
+        assert set(block) >= KEYS
+        assert block["tree_bytes_per_line_zstd19"] < block["tree_bytes_per_line_raw"]
+        assert block["decode_ns_per_node"] > 0
+    assert out["total"]["files"] == 3 * len(SNIPPETS)
+    assert out["total"]["nodes"] == sum(v["nodes"] for v in out["languages"].values())
+
+
+def test_corpus_pins_cover_every_language_quota():
+    langs = {s.language for s in corpus.SOURCES}
+    assert langs == set(corpus.QUOTAS)
+    assert sum(corpus.QUOTAS.values()) >= 8_000_000
+    assert all(q >= 300_000 for q in corpus.QUOTAS.values())
+    assert all(len(s.sha256) == 64 for s in corpus.SOURCES)
