@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import cstvault
@@ -90,3 +91,48 @@ def test_verify_source_reports_and_skips():
 
 def _all(tree: cstvault.Tree):
     return [cstvault.Node(tree, i) for i in range(len(tree))]
+
+
+@pytest.mark.parametrize(("language", "name", "source"), CASES[::2] + CASES[1::2])
+def test_native_walker_matches_python_oracle(language: str, name: str, source: bytes):
+    from cstvault.extract import extract, parse_extract
+
+    native = parse_extract(source, language)
+    oracle = extract(parse(source, language), language)
+    for col in ("kind", "grammar", "flags", "field", "size", "start", "end", "unexpected"):
+        assert np.array_equal(getattr(native, col), getattr(oracle, col)), col
+    assert native.phantoms == oracle.phantoms
+
+
+PHANTOMS = [
+    ("c", b'#include "a.h"'),
+    ("c", b"int x;\n#include <a.h> int y;\nint z;\n"),
+    ("go", b"package p\nfunc f() {} func g() {}\n"),
+    ("go", b"package p\nvar x = 1 var y = 2 var z = 3\n"),
+    ("cpp", b'#include <a.h>\n#include "b.h" #include "c.h" #include "d.h"\n'),
+    ("cpp", b"#if A\n#include <x.h> #include <y.h>\n#endif\n"),
+]
+
+
+@pytest.mark.parametrize(("language", "source"), PHANTOMS)
+def test_hidden_missing_tokens_print_like_tree_sitter(language: str, source: bytes):
+    """A MISSING token with no visible node ("phantom") still prints in str(node)."""
+    from cstvault.extract import parse_extract
+
+    assert parse_extract(source, language).phantoms
+    tree = assert_roundtrip(source, language)
+    expected = parse(source, language)
+    theirs = {(n.start_byte, n.end_byte, n.type): str(n) for n in _ts_nodes(expected)}
+    for node in _all(tree):
+        assert str(node) == theirs[(node.start_byte, node.end_byte, node.type)]
+
+
+def _ts_nodes(tree):
+    out, c = [], tree.walk()
+    while True:
+        out.append(c.node)
+        if c.goto_first_child():
+            continue
+        while not c.goto_next_sibling():
+            if not c.goto_parent():
+                return out

@@ -6,8 +6,8 @@ from . import languages
 from .codec import CorruptRecord, EncodeError
 from .codec import decode as decode_record
 from .codec import encode as encode_columns
-from .extract import extract
 from .extract import parse as ts_parse
+from .extract import parse_extract
 from .tree import Node, Point, Range, Tree, TreeCursor
 
 __version__ = "0.1.0"
@@ -28,7 +28,7 @@ __all__ = [
 
 def encode(source: bytes, language: str) -> bytes:
     """Parse `source` with tree-sitter and return its tree as a record."""
-    return encode_columns(extract(ts_parse(source, language), language), source)
+    return encode_columns(parse_extract(source, language), source)
 
 
 def load(record: bytes | memoryview, source: bytes | memoryview) -> Tree:

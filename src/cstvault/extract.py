@@ -1,7 +1,8 @@
 """The only code that walks tree-sitter trees: one iterative TreeCursor pass -> Columns.
 
-The walk reads the few attributes tree-sitter cannot give in bulk; everything derivable
-(named bit, has-children, error flags of clean trees) is filled in with numpy afterwards.
+`parse_extract` is the production path: parse and walk in tree-sitter's C (cstvault._native),
+no Python object per node. `extract` walks a py-tree-sitter Tree from Python; it is the
+oracle the tests hold the native walker to.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tree_sitter as ts
 
-from . import languages
+from . import _native, languages
 from .columns import (
     ERROR_KIND,
     EXTRA,
@@ -27,6 +28,27 @@ _SPECIAL_CHARS = {"INVALID": -1, "'\\0'": 0, "'\\n'": 10, "'\\t'": 9, "'\\r'": 1
 
 def parse(source: bytes, language: str) -> ts.Tree:
     return languages.parser(language).parse(source)
+
+
+def parse_extract(source: bytes, language: str) -> Columns:
+    """Parse `source` and return its columns, all in C."""
+    n, kind, gram, flags, field, size, start, end, unexpected, sexp_text = (
+        _native.parse_extract(source, languages.capsule(language))
+    )
+    cols = Columns(
+        language=language,
+        kind=np.frombuffer(kind, dtype=np.uint16),
+        grammar=np.frombuffer(gram, dtype=np.uint16),
+        flags=np.frombuffer(flags, dtype=np.uint8),
+        field=np.frombuffer(field, dtype=np.uint16),
+        size=np.frombuffer(size, dtype=np.uint32).astype(np.int64),
+        start=np.frombuffer(start, dtype=np.uint32).astype(np.int64),
+        end=np.frombuffer(end, dtype=np.uint32).astype(np.int64),
+        unexpected=np.frombuffer(unexpected, dtype=np.int64),
+    )
+    if sexp_text is not None:
+        _attach_phantoms(cols, sexp_text)
+    return cols
 
 
 def _unexpected_char(sexp: str) -> int | None:
@@ -136,11 +158,14 @@ def _columns(
 
 
 def _with_phantoms(cols: Columns, tree: ts.Tree) -> Columns:
+    return _attach_phantoms(cols, str(tree.root_node))
+
+
+def _attach_phantoms(cols: Columns, theirs: str) -> Columns:
     """Record hidden MISSING tokens that only tree-sitter's S-expression shows."""
     from . import sexp
     from .tree import Tree
 
-    theirs = str(tree.root_node)
     mine = Tree(cols, b"")
     if sexp.render(mine, 0) != theirs:
         cols.phantoms = tuple(sexp.find_phantoms(mine, theirs))

@@ -76,13 +76,19 @@ def detect(path: str | os.PathLike[str]) -> str | None:
 
 
 @cache
-def language(name: str) -> ts.Language:
-    """The tree-sitter Language for a registered language name."""
+def capsule(name: str) -> object:
+    """The grammar wheel's capsule holding its `const TSLanguage *`."""
     spec = BY_NAME.get(name)
     if spec is None:
         raise UnknownLanguage(f"unknown language {name!r}; known: {', '.join(names())}")
     module = importlib.import_module(spec.module)
-    return ts.Language(getattr(module, spec.function)())
+    return getattr(module, spec.function)()
+
+
+@cache
+def language(name: str) -> ts.Language:
+    """The tree-sitter Language for a registered language name."""
+    return ts.Language(capsule(name))
 
 
 @cache

@@ -129,9 +129,13 @@ def find_phantoms(tree: Tree, theirs: str) -> list[tuple[int, int, str]]:
     while ours[i_s:] != theirs[i_t:]:
         d = _first_difference(ours, theirs, i_s, i_t)
         i_s, i_t = i_s + d, i_t + d
+        back = _phantom_start(theirs, i_t)
+        if back is None:
+            return found  # not a phantom: leave it for verify to report
+        i_s, i_t = i_s - back, i_t - back
         text = _phantom_at(ours, theirs, i_s, i_t)
         if text is None:
-            return found  # not a phantom: leave it for verify to report
+            return found
         k = int(np.searchsorted(bounds, i_s, side="right")) - 1
         off = i_s - int(bounds[k])
         if off == 0 and k > 0:
@@ -142,6 +146,14 @@ def find_phantoms(tree: Tree, theirs: str) -> list[tuple[int, int, str]]:
         found.append((k, j, text))
         i_t += len(text)
     return found
+
+
+def _phantom_start(theirs: str, at: int) -> int | None:
+    """How far before `at` the phantom that makes the strings differ begins."""
+    for back in range(0, min(at, 64) + 1):
+        if _PHANTOM.match(theirs, at - back):
+            return back
+    return None
 
 
 def _first_difference(a: str, b: str, ia: int, ib: int) -> int:
@@ -156,13 +168,16 @@ def _first_difference(a: str, b: str, ia: int, ib: int) -> int:
 
 
 def _phantom_at(ours: str, theirs: str, i_s: int, i_t: int) -> str | None:
+    """The phantom text starting at theirs[i_t]: up to the ')' after which both strings
+    line up again (or another phantom starts)."""
     m = _PHANTOM.match(theirs, i_t)
     if not m:
         return None
-    rest = ours[i_s : i_s + 200]
+    window = ours[i_s : i_s + 16]
     close = theirs.find(")", m.end())
     while close != -1 and close < m.end() + 200:
-        if theirs.startswith(rest, close + 1):
-            return theirs[i_t : close + 1]
-        close = theirs.find(")", close + 1)
+        after = close + 1
+        if theirs.startswith(window, after) or _PHANTOM.match(theirs, after):
+            return theirs[i_t:after]
+        close = theirs.find(")", after)
     return None

@@ -19,7 +19,7 @@ import zstandard
 from . import languages
 from .codec import CorruptRecord, EncodeError, decode, encode
 from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
-from .extract import extract, parse
+from .extract import parse, parse_extract
 from .tree import Tree, build_structure
 from .walk import iter_files
 
@@ -196,7 +196,7 @@ def verify_source(path: str, source: bytes, language: str, report: Report) -> No
         report.skipped.append({"path": path, "reason": "tree-sitter: parse failed"})
         return
     try:
-        record = encode(extract(ts_tree, language), source)
+        record = encode(parse_extract(source, language), source)
         stored_source = _ZSTD_D.decompress(_ZSTD_C.compress(source))
         tree = Tree(decode(record), stored_source)
     except EncodeError as exc:
