@@ -6,7 +6,6 @@ from . import languages
 from .codec import CorruptRecord, EncodeError
 from .codec import decode as decode_record
 from .codec import encode as encode_columns
-from .extract import parse as ts_parse
 from .extract import parse_extract
 from .tree import Node, Point, Range, Tree, TreeCursor
 

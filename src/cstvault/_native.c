@@ -254,6 +254,427 @@ static PyObject *parse_extract(PyObject *self, PyObject *args) {
     return out;
 }
 
+
+/* ---------------------------------------------------------------------------------------
+ * Record decoding (docs/format.md): one C pass per column, every read bounds-checked.
+ * ------------------------------------------------------------------------------------- */
+
+#define EXPLICIT 0x40
+
+typedef struct {
+    const uint8_t *p, *end;
+} Reader;
+
+static int read_varint(Reader *r, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (r->p >= r->end) return -1;
+        uint8_t b = *r->p++;
+        if (shift == 63 && (b & 0x7E)) return -1;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) { *out = v; return v > (uint64_t)INT64_MAX ? -1 : 0; }
+    }
+    return -1;
+}
+
+static inline int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+
+typedef struct {
+    int32_t *parent, *prev, *child_count, *depth;
+} Structure;
+
+/* Parent / previous sibling / child count / depth from subtree sizes with one stack pass;
+ * returns an error message when the sizes do not nest, else NULL. */
+static const char *structure_of(const int64_t *size, int64_t n, Structure *st) {
+    if (n <= 0 || size[0] != n) return "root size differs from the node count";
+    int64_t *stack = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t *lastc = malloc(sizeof(int64_t) * (size_t)n);
+    if (!stack || !lastc) { free(stack); free(lastc); return "out of memory"; }
+    int64_t sp = 0;
+    const char *err = NULL;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t sz = size[i];
+        if (sz < 1 || sz > n - i) { err = "subtree size out of range"; break; }
+        while (sp && stack[sp - 1] + size[stack[sp - 1]] <= i) sp--;
+        st->child_count[i] = 0;
+        if (sp) {
+            int64_t p = stack[sp - 1];
+            if (i + sz > p + size[p]) { err = "subtree sizes do not nest"; break; }
+            st->parent[i] = (int32_t)p;
+            st->prev[i] = (int32_t)lastc[sp - 1];
+            lastc[sp - 1] = i;
+            st->child_count[p]++;
+        } else if (i) {
+            err = "more than one root"; break;
+        } else {
+            st->parent[i] = -1;
+            st->prev[i] = -1;
+        }
+        st->depth[i] = (int32_t)sp;
+        if (sz > 1) { stack[sp] = i; lastc[sp] = -1; sp++; }
+    }
+    free(stack);
+    free(lastc);
+    return err;
+}
+
+static PyObject *Corrupt;
+
+static PyObject *corrupt(const char *msg) {
+    PyErr_SetString(Corrupt, msg);
+    return NULL;
+}
+
+static PyObject *new_bytes(Py_ssize_t len, void **data) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, len);
+    if (b) *data = PyBytes_AS_STRING(b);
+    return b;
+}
+
+/* structure(size: int64 buffer) -> (parent, prev, child_count, depth) as int32 bytes */
+static PyObject *py_structure(PyObject *self, PyObject *args) {
+    Py_buffer sz;
+    if (!PyArg_ParseTuple(args, "y*", &sz)) return NULL;
+    int64_t n = sz.len / 8;
+    void *a, *b, *c, *d;
+    PyObject *pa = new_bytes(4 * n, &a), *pb = new_bytes(4 * n, &b);
+    PyObject *pc = new_bytes(4 * n, &c), *pd = new_bytes(4 * n, &d);
+    PyObject *out = NULL;
+    if (pa && pb && pc && pd) {
+        Structure st = {a, b, c, d};
+        const char *err = structure_of((const int64_t *)sz.buf, n, &st);
+        if (err) corrupt(err);
+        else out = PyTuple_Pack(4, pa, pb, pc, pd);
+    }
+    Py_XDECREF(pa); Py_XDECREF(pb); Py_XDECREF(pc); Py_XDECREF(pd);
+    PyBuffer_Release(&sz);
+    return out;
+}
+
+/* decode_body(record, body, n, kinds, wide_kind, wide_field, phantom_len, source_len,
+ *             token_len[65536] int64, kind_limit, field_limit)
+ * -> (kind, grammar, flags, field, size, start, end, unexpected, phantoms,
+ *     parent, prev, child_count, depth) */
+static PyObject *decode_body(PyObject *self, PyObject *args) {
+    Py_buffer rec, tok;
+    Py_ssize_t body, n, kinds, phantom_len;
+    int wide_kind, wide_field;
+    long long source_len;
+    long kind_limit, field_limit;
+    if (!PyArg_ParseTuple(args, "y*nnnppnLy*ll", &rec, &body, &n, &kinds, &wide_kind,
+                          &wide_field, &phantom_len, &source_len, &tok, &kind_limit,
+                          &field_limit))
+        return NULL;
+    PyObject *result = NULL;
+    PyObject *cols[13] = {0};
+    void *ptr[13];
+    uint64_t *table = NULL;
+    const uint8_t *buf = rec.buf;
+    const uint8_t *stop = buf + rec.len - 4; /* the CRC trails the body */
+    const int64_t *token_len = tok.buf;
+    const char *err = NULL;
+    if (tok.len != 65536 * 8) { err = "token table size"; goto done; }
+    if (n <= 0 || body < 0 || body + n > stop - buf) { err = "record truncated"; goto done; }
+    const uint8_t *op = buf + body;
+    const uint8_t *kidx = op + n;
+    Py_ssize_t kw = wide_kind ? 2 : 1, fw = wide_field ? 2 : 1;
+    if (kidx + kw * n > stop) { err = "record truncated in the kind column"; goto done; }
+    const uint8_t *fcol = kidx + kw * n;
+    Py_ssize_t n_field = 0, n_inner = 0, n_unexp = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t o = op[i];
+        n_field += (o & HAS_FIELD) != 0;
+        if (o & HAS_CHILDREN) {
+            n_inner++;
+            if (o & UNEXPECTED) { err = "UNEXPECTED on an internal node"; goto done; }
+        } else {
+            n_unexp += (o & UNEXPECTED) != 0;
+        }
+    }
+    if (op[n - 1] & HAS_CHILDREN) { err = "last node has children"; goto done; }
+    const uint8_t *phant = fcol + fw * n_field;
+    if (phant + phantom_len > stop || phantom_len < 0) { err = "record truncated in fields"; goto done; }
+    Reader r = {phant + phantom_len, stop};
+
+    const Py_ssize_t widths[13] = {2, 2, 1, 2, 8, 8, 8, 8, 1, 4, 4, 4, 4};
+    for (int k = 0; k < 13; k++) {
+        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : widths[k] * n;
+        cols[k] = new_bytes(len, &ptr[k]);
+        if (!cols[k]) goto done;
+    }
+    uint16_t *kind = ptr[0], *gram = ptr[1], *field = ptr[3];
+    uint8_t *flags = ptr[2];
+    int64_t *size = ptr[4], *start = ptr[5], *end = ptr[6], *unexp = ptr[7];
+    memcpy(ptr[8], phant, (size_t)phantom_len);
+
+    table = malloc(sizeof(uint64_t) * 2 * (size_t)kinds);
+    if (!table) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
+        if (read_varint(&r, &table[k])) { err = "varint block truncated"; goto done; }
+        if (table[k] >= (uint64_t)kind_limit && table[k] != 0xFFFF) { err = "kind id out of range"; goto done; }
+    }
+    Py_ssize_t fi = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t k = kidx[i];
+        if (wide_kind) {
+            uint16_t w;
+            memcpy(&w, kidx + 2 * i, 2);
+            k = w;
+        }
+        if (k >= (size_t)kinds) { err = "kind index out of range"; goto done; }
+        kind[i] = (uint16_t)table[2 * k];
+        gram[i] = (uint16_t)table[2 * k + 1];
+        flags[i] = op[i] & (uint8_t)~EXPLICIT;
+        uint16_t f = 0;
+        if (op[i] & HAS_FIELD) {
+            if (wide_field) memcpy(&f, fcol + 2 * fi, 2); else f = fcol[fi];
+            fi++;
+            if (f > field_limit) { err = "field id out of range"; goto done; }
+        }
+        field[i] = f;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (op[i] & HAS_CHILDREN) {
+            uint64_t v;
+            if (read_varint(&r, &v)) { err = "varint block truncated (sizes)"; goto done; }
+            if (v > (uint64_t)n) { err = "subtree size out of range"; goto done; }
+            size[i] = (int64_t)v + 2;
+        } else {
+            size[i] = 1;
+        }
+    }
+    /* leaves: all gaps (preorder), then the explicit lengths (preorder); read both at once */
+    Reader lens = r;
+    for (Py_ssize_t k = 0; k < n - n_inner; k++) {
+        uint64_t skip;
+        if (read_varint(&lens, &skip)) { err = "varint block truncated (gaps)"; goto done; }
+    }
+    const uint8_t *gaps_end = lens.p;
+    int64_t pos = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (op[i] & HAS_CHILDREN) continue;
+        uint64_t gap;
+        read_varint(&r, &gap); /* bounds already checked by the skip above */
+        if (gap > (uint64_t)(source_len - pos)) { err = "gap runs past the source"; goto done; }
+        pos += (int64_t)gap;
+        start[i] = pos;
+        int64_t len;
+        if (op[i] & EXPLICIT) {
+            uint64_t v;
+            if (read_varint(&lens, &v)) { err = "varint block truncated (lengths)"; goto done; }
+            if (v > (uint64_t)source_len) { err = "leaf length out of range"; goto done; }
+            len = (int64_t)v;
+        } else {
+            len = token_len[kind[i]];
+            if (len < 0) { err = "leaf length missing"; goto done; }
+        }
+        if (len > source_len - pos) { err = "leaf runs past the source"; goto done; }
+        pos += len;
+        end[i] = pos;
+    }
+    if (r.p != gaps_end) { err = "varint block inconsistent"; goto done; }
+    r = lens;
+    Structure st = {ptr[9], ptr[10], ptr[11], ptr[12]};
+    err = structure_of(size, n, &st);
+    if (err) goto done;
+    /* internal spans: first leaf start (reverse pass), last leaf end (last node in preorder) */
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        if (size[i] > 1) {
+            start[i] = start[i + 1];
+            end[i] = end[i + size[i] - 1];
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((op[i] & (HAS_CHILDREN | EXPLICIT)) == (HAS_CHILDREN | EXPLICIT)) {
+            uint64_t lead, tail;
+            if (read_varint(&r, &lead) || read_varint(&r, &tail)) { err = "varint block truncated (exceptions)"; goto done; }
+            start[i] -= unzigzag(lead);
+            end[i] += unzigzag(tail);
+            if (start[i] < 0 || end[i] > source_len || start[i] > end[i]) { err = "span exception out of range"; goto done; }
+        }
+    }
+    for (Py_ssize_t k = 0; k < n_unexp; k++) {
+        uint64_t v;
+        if (read_varint(&r, &v)) { err = "varint block truncated (unexpected)"; goto done; }
+        unexp[k] = unzigzag(v);
+    }
+    if (r.p != r.end) { err = "trailing bytes after the varint block"; goto done; }
+    result = PyTuple_New(13);
+    if (result)
+        for (int k = 0; k < 13; k++) { PyTuple_SET_ITEM(result, k, cols[k]); cols[k] = NULL; }
+done:
+    if (err && !PyErr_Occurred()) corrupt(err);
+    for (int k = 0; k < 13; k++) Py_XDECREF(cols[k]);
+    free(table);
+    PyBuffer_Release(&rec);
+    PyBuffer_Release(&tok);
+    return err ? NULL : result;
+}
+
+
+/* ---------------------------------------------------------------------------------------
+ * Record encoding: columns -> record body (the CRC32C is appended by the caller).
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *p;
+} Writer;
+
+static inline void put_varint(Writer *w, uint64_t v) {
+    while (v >= 0x80) { *w->p++ = (uint8_t)(v | 0x80); v >>= 7; }
+    *w->p++ = (uint8_t)v;
+}
+
+static inline uint64_t zigzag64(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+
+static inline void put_le(uint8_t **p, uint64_t v, int bytes) {
+    for (int k = 0; k < bytes; k++) { *(*p)++ = (uint8_t)(v >> (8 * k)); }
+}
+
+static PyObject *EncodeErr;
+
+/* encode_body(kind u16, gram u16, flags u8, field u16, size i64, start i64, end i64,
+ *             unexpected i64, token_len i64[65536], identity, phantoms, source_len, source_crc)
+ * -> record body bytes */
+static PyObject *encode_body(PyObject *self, PyObject *args) {
+    Py_buffer b[9];
+    const char *ident, *phant;
+    Py_ssize_t ilen, plen;
+    unsigned long long slen, scrc;
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y#y#KK", &b[0], &b[1], &b[2], &b[3], &b[4],
+                          &b[5], &b[6], &b[7], &b[8], &ident, &ilen, &phant, &plen, &slen, &scrc))
+        return NULL;
+    const uint16_t *kind = b[0].buf, *gram = b[1].buf, *field = b[3].buf;
+    const uint8_t *flags = b[2].buf;
+    const int64_t *size = b[4].buf, *start = b[5].buf, *end = b[6].buf, *unexp = b[7].buf;
+    const int64_t *token_len = b[8].buf;
+    Py_ssize_t n = b[2].len, n_unexp = b[7].len / 8;
+    PyObject *out = NULL;
+    const char *err = NULL;
+    uint8_t *mem = NULL, *op = NULL;
+    int64_t *fls = NULL;
+    uint16_t *map = NULL;
+    uint32_t *alias = NULL; /* (kind << 16 | gram) of aliased pairs, first-appearance order */
+    if (n <= 0 || b[0].len != 2 * n || b[1].len != 2 * n || b[3].len != 2 * n ||
+        b[4].len != 8 * n || b[5].len != 8 * n || b[6].len != 8 * n || b[8].len != 65536 * 8 ||
+        ilen > 255 || n > (Py_ssize_t)UINT32_MAX || slen > UINT32_MAX) {
+        err = "column lengths disagree or out of range";
+        goto done;
+    }
+    uint64_t present[1024];
+    memset(present, 0, sizeof present);
+    map = malloc(65536 * sizeof(uint16_t));
+    size_t n_alias = 0, cap_alias = 0;
+    op = malloc((size_t)n);
+    fls = malloc(sizeof(int64_t) * (size_t)n);
+    if (!map || !op || !fls) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (gram[i] == kind[i]) { present[kind[i] >> 6] |= 1ULL << (kind[i] & 63); continue; }
+        uint32_t key = (uint32_t)kind[i] << 16 | gram[i];
+        size_t k = 0;
+        while (k < n_alias && alias[k] != key) k++;
+        if (k == n_alias) {
+            if (n_alias == cap_alias) {
+                cap_alias = cap_alias ? 2 * cap_alias : 16;
+                uint32_t *q = realloc(alias, cap_alias * sizeof(uint32_t));
+                if (!q) { PyErr_NoMemory(); goto done; }
+                alias = q;
+            }
+            alias[n_alias++] = key;
+        }
+    }
+    size_t n_kinds = 0;
+    for (int w = 0; w < 1024; w++)
+        for (uint64_t bits = present[w]; bits; bits &= bits - 1) n_kinds++;
+    size_t total_kinds = n_kinds + n_alias;
+    if (total_kinds > 0xFFFF) { err = "too many distinct kinds"; goto done; }
+    int wide_kind = total_kinds > 256;
+    int wide_field = 0;
+    Py_ssize_t n_field = 0, n_inner = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (flags[i] & HAS_FIELD) { n_field++; if (field[i] > 255) wide_field = 1; }
+        if (size[i] > 1) n_inner++;
+        if (size[i] < 1 || size[i] > n - i) { err = "subtree size out of range"; goto done; }
+    }
+    /* first leaf start of every node (reverse pass) and the opcodes */
+    for (Py_ssize_t i = n - 1; i >= 0; i--) fls[i] = size[i] > 1 ? fls[i + 1] : start[i];
+    int64_t prev_end = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t o = flags[i] & (uint8_t)~EXPLICIT;
+        if (size[i] > 1) {
+            o |= HAS_CHILDREN;
+            if (fls[i] != start[i] || end[i + size[i] - 1] != end[i]) o |= EXPLICIT;
+        } else {
+            o &= (uint8_t)~HAS_CHILDREN;
+            if (start[i] < prev_end || end[i] < start[i]) { err = "leaves overlap or run backwards"; goto done; }
+            prev_end = end[i];
+            if (end[i] - start[i] != token_len[kind[i]]) o |= EXPLICIT;
+        }
+        op[i] = o;
+    }
+    size_t bound = 25 + (size_t)ilen + (size_t)n * 5 + (size_t)plen +
+                   10 * (2 * total_kinds + 2 * (size_t)n + 2 * (size_t)n_inner + (size_t)n_unexp);
+    mem = malloc(bound);
+    if (!mem) { PyErr_NoMemory(); goto done; }
+    uint8_t *p = mem;
+    memcpy(p, "CSTV", 4); p += 4;
+    *p++ = 1;
+    *p++ = (uint8_t)((wide_kind ? 1 : 0) | (wide_field ? 2 : 0));
+    put_le(&p, (uint64_t)n, 4);
+    put_le(&p, slen, 4);
+    put_le(&p, scrc, 4);
+    put_le(&p, total_kinds, 2);
+    *p++ = (uint8_t)ilen;
+    put_le(&p, (uint64_t)plen, 4);
+    memcpy(p, ident, (size_t)ilen); p += ilen;
+    memcpy(p, op, (size_t)n); p += n;
+    /* kind table: plain kinds ascending, then aliased pairs */
+    size_t idx = 0;
+    uint32_t *table = malloc(sizeof(uint32_t) * (total_kinds ? total_kinds : 1));
+    if (!table) { PyErr_NoMemory(); goto done; }
+    for (int w = 0; w < 1024; w++)
+        for (uint64_t bits = present[w]; bits; bits &= bits - 1) {
+            uint32_t k = (uint32_t)(w * 64 + __builtin_ctzll(bits));
+            map[k] = (uint16_t)idx;
+            table[idx++] = k << 16 | k;
+        }
+    for (size_t k = 0; k < n_alias; k++) table[idx++] = alias[k];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t k;
+        if (gram[i] == kind[i]) k = map[kind[i]];
+        else {
+            uint32_t key = (uint32_t)kind[i] << 16 | gram[i];
+            size_t a = 0;
+            while (alias[a] != key) a++;
+            k = (uint32_t)(n_kinds + a);
+        }
+        put_le(&p, k, wide_kind ? 2 : 1);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (flags[i] & HAS_FIELD) put_le(&p, field[i], wide_field ? 2 : 1);
+    memcpy(p, phant, (size_t)plen); p += plen;
+    Writer w = {p};
+    for (size_t k = 0; k < total_kinds; k++) { put_varint(&w, table[k] >> 16); put_varint(&w, table[k] & 0xFFFF); }
+    free(table);
+    for (Py_ssize_t i = 0; i < n; i++) if (size[i] > 1) put_varint(&w, (uint64_t)(size[i] - 2));
+    prev_end = 0;
+    for (Py_ssize_t i = 0; i < n; i++) if (size[i] == 1) { put_varint(&w, (uint64_t)(start[i] - prev_end)); prev_end = end[i]; }
+    for (Py_ssize_t i = 0; i < n; i++) if (size[i] == 1 && (op[i] & EXPLICIT)) put_varint(&w, (uint64_t)(end[i] - start[i]));
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (size[i] > 1 && (op[i] & EXPLICIT)) {
+            put_varint(&w, zigzag64(fls[i] - start[i]));
+            put_varint(&w, zigzag64(end[i] - end[i + size[i] - 1]));
+        }
+    for (Py_ssize_t k = 0; k < n_unexp; k++) put_varint(&w, zigzag64(unexp[k]));
+    out = PyBytes_FromStringAndSize((const char *)mem, w.p - mem);
+done:
+    if (err && !PyErr_Occurred()) PyErr_SetString(EncodeErr, err);
+    free(mem); free(op); free(fls); free(map); free(alias);
+    for (int k = 0; k < 9; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
+    return out;
+}
+
 static PyObject *runtime_version(PyObject *self, PyObject *args) {
     return PyLong_FromLong(TREE_SITTER_LANGUAGE_VERSION);
 }
@@ -263,9 +684,21 @@ static PyMethodDef methods[] = {
      "parse_extract(source, language_capsule) -> (n, kind, grammar, flags, field, size, "
      "start, end, unexpected, sexp_or_None)"},
     {"language_abi", runtime_version, METH_NOARGS, "Newest grammar ABI the runtime reads."},
+    {"encode_body", encode_body, METH_VARARGS, "Encode columns as a record body."},
+    {"decode_body", decode_body, METH_VARARGS, "Decode a record body (see bytecode.decode)."},
+    {"structure", py_structure, METH_VARARGS,
+     "structure(size int64 buffer) -> (parent, prev, child_count, depth) int32 bytes"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Corrupt = PyErr_NewException("cstvault._native.CorruptRecord", PyExc_ValueError, NULL);
+    if (!Corrupt || PyModule_AddObjectRef(m, "CorruptRecord", Corrupt) < 0) return NULL;
+    EncodeErr = PyErr_NewException("cstvault._native.EncodeError", PyExc_ValueError, NULL);
+    if (!EncodeErr || PyModule_AddObjectRef(m, "EncodeError", EncodeErr) < 0) return NULL;
+    return m;
+}

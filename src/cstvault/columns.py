@@ -37,6 +37,8 @@ class Columns:
     # hidden MISSING tokens printed by str(node) but absent from the visible tree:
     # (node index, ')' count after it, text) -- see sexp.find_phantoms
     phantoms: tuple[tuple[int, int, str], ...] = field(default=())
+    # int32 buffers (parent, prev sibling, child count, depth) when the decoder built them
+    structure: tuple[bytes, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])

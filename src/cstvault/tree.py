@@ -15,7 +15,7 @@ import numpy as np
 import tree_sitter as ts
 from tree_sitter import Point, Range
 
-from . import languages, sexp
+from . import _native, languages, sexp
 from .codec.errors import CorruptRecord
 from .columns import (
     ERROR_KIND,
@@ -40,30 +40,15 @@ class Structure:
     depth: np.ndarray
 
 
-def build_structure(size: np.ndarray) -> Structure:
-    """Parent / previous-sibling / depth arrays from subtree sizes, vectorised (radix sort)."""
-    n = size.shape[0]
-    idx = np.arange(n, dtype=np.int64)
-    ends = idx + size
-    closed = np.cumsum(np.bincount(ends, minlength=n + 1))[:n]
-    depth = idx - closed
-    order = np.argsort(depth.astype(np.uint16 if n < 65536 else np.int64), kind="stable")
-    d_sorted = depth[order]
-    first = (order == 0) | (depth[np.maximum(order - 1, 0)] == d_sorted - 1)
-    pos = np.arange(n, dtype=np.int64)
-    run_start = np.maximum.accumulate(np.where(first, pos, 0))
-    parent = np.empty(n, dtype=np.int64)
-    parent[order] = order[run_start] - 1
-    prev = np.empty(n, dtype=np.int64)
-    prev_sorted = np.where(first, -1, order[np.maximum(pos - 1, 0)])
-    prev[order] = prev_sorted
-    parent[0] = -1
-    prev[0] = -1
-    if n > 1:
-        p = parent[1:]
-        if (p < 0).any() or (p >= idx[1:]).any() or (ends[1:] > ends[p]).any():
-            raise CorruptRecord("subtree sizes do not nest")
-    child_count = np.bincount(parent[1:], minlength=n) if n > 1 else np.zeros(1, np.int64)
+def build_structure(cols: Columns) -> Structure:
+    """Parent / previous-sibling / child-count / depth arrays (one C pass over the sizes)."""
+    raw = cols.structure
+    if raw is None:
+        try:
+            raw = _native.structure(np.ascontiguousarray(cols.size, dtype=np.int64))
+        except _native.CorruptRecord as exc:
+            raise CorruptRecord(str(exc)) from None
+    parent, prev, child_count, depth = (np.frombuffer(b, dtype=np.int32) for b in raw)
     return Structure(parent, prev, child_count, depth)
 
 
@@ -100,7 +85,7 @@ class Tree:
     # -- derived indexes, built on first use -------------------------------------------
     def _structure(self) -> Structure:
         if self._struct is None:
-            self._struct = build_structure(self._cols.size)
+            self._struct = build_structure(self._cols)
             self._parent = memoryview(self._struct.parent)
             self._prev = memoryview(self._struct.prev)
         return self._struct

@@ -20,7 +20,7 @@ from . import languages
 from .codec import CorruptRecord, EncodeError, decode, encode
 from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
 from .extract import parse, parse_extract
-from .tree import Tree, build_structure
+from .tree import Tree
 from .walk import iter_files
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -143,7 +143,7 @@ def ours(tree: Tree) -> dict[str, np.ndarray]:
         "start_column": sc,
         "end_row": er,
         "end_column": ec,
-        "child_count": build_structure(cols.size).child_count,
+        "child_count": tree._structure().child_count,
     }
 
 

@@ -125,7 +125,7 @@ def bench_language(files: list[tuple[Path, str]], log: Callable[[str], None]) ->
         t3 = time.perf_counter()
         dec = decode(rec)
         t4 = time.perf_counter()
-        build_structure(dec.size)
+        build_structure(dec)
         t5 = time.perf_counter()
         parse_s += t1 - t0
         extract_s += t2 - t1

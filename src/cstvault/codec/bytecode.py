@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import crc32c
 import numpy as np
 
-from .. import languages
-from ..columns import EXPLICIT, HAS_CHILDREN, HAS_FIELD, UNEXPECTED, Columns
-from . import varint
+from .. import _native, languages
+from ..columns import Columns
 from .errors import CorruptRecord, EncodeError
 
 MAGIC = b"CSTV"
@@ -48,91 +47,25 @@ class Header:
 
 def encode(cols: Columns, source: bytes) -> bytes:
     """Encode one tree's columns (and the identity of its grammar) as a record."""
-    n = len(cols)
-    if n == 0 or n > _MAX_U32 or len(source) > _MAX_U32:
-        raise EncodeError(f"cannot encode a tree of {n} nodes over {len(source)} bytes")
-    size = cols.size
-    leaf = size == 1
-    inner = ~leaf
-
-    key = (cols.kind.astype(np.uint32) << np.uint32(16)) | cols.grammar.astype(np.uint32)
-    table, kidx = np.unique(key, return_inverse=True)
-    if table.size > 0xFFFF:
-        raise EncodeError("too many distinct kinds")
-    table_kind = (table >> np.uint32(16)).astype(np.int64)
-    table_gram = (table & np.uint32(0xFFFF)).astype(np.int64)
-
-    # leaves: gap from the previous leaf's end, length unless the kind predicts it
-    lstart = cols.start[leaf]
-    lend = cols.end[leaf]
-    lens = lend - lstart
-    prev_end = np.empty_like(lend)
-    prev_end[0] = 0
-    prev_end[1:] = lend[:-1]
-    gaps = lstart - prev_end
-    if (gaps < 0).any() or (lens < 0).any():
-        raise EncodeError("leaves overlap or run backwards")
-    fixed = languages.tables(cols.language).token_len[table_kind][kidx[leaf]]
-    explicit_leaf = lens != fixed
-
-    # internal nodes: span derived from first/last leaf; store exceptions only
-    rank = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(leaf, out=rank[1:])
-    inner_at = np.flatnonzero(inner)
-    first = rank[inner_at]
-    last = rank[inner_at + size[inner_at]] - 1
-    lead = lstart[first] - cols.start[inner_at]
-    tail = cols.end[inner_at] - lend[last]
-    exc = (lead != 0) | (tail != 0)
-
-    op = cols.flags & np.uint8(~EXPLICIT & 0xFF)
-    explicit = np.zeros(n, dtype=bool)
-    explicit[leaf] = explicit_leaf
-    explicit[inner_at[exc]] = True
-    op = op | np.where(explicit, EXPLICIT, 0).astype(np.uint8)
-
-    wide_kind = table.size > 256
-    fields = cols.field[(cols.flags & HAS_FIELD) != 0]
-    wide_field = bool(fields.size) and int(fields.max()) > 255
-    ident = languages.identity(cols.language).encode("ascii")
+    if len(cols) == 0:
+        raise EncodeError("cannot encode an empty tree")
     phantoms = json.dumps(cols.phantoms).encode() if cols.phantoms else b""
-
-    exc_vals = np.empty(2 * int(exc.sum()), dtype=np.int64)
-    exc_vals[0::2] = lead[exc]
-    exc_vals[1::2] = tail[exc]
-    block = np.concatenate(
-        [
-            np.column_stack([table_kind, table_gram]).ravel().astype(np.uint64),
-            (size[inner_at] - 2).astype(np.uint64),
-            gaps.astype(np.uint64),
-            lens[explicit_leaf].astype(np.uint64),
-            varint.zigzag(exc_vals),
-            varint.zigzag(cols.unexpected),
-        ]
-    )
-    head = _HEAD.pack(
-        MAGIC,
-        FORMAT_VERSION,
-        (_WIDE_KIND if wide_kind else 0) | (_WIDE_FIELD if wide_field else 0),
-        n,
-        len(source),
-        crc32c.crc32c(source),
-        table.size,
-        len(ident),
-        len(phantoms),
-    )
-    body = b"".join(
-        [
-            head,
-            ident,
-            op.tobytes(),
-            kidx.astype(np.uint16 if wide_kind else np.uint8).tobytes(),
-            fields.astype(np.uint16 if wide_field else np.uint8).tobytes(),
-            phantoms,
-            varint.encode(block),
-        ]
-    )
+    try:
+        body = _native.encode_body(
+            _c(cols.kind, np.uint16), _c(cols.grammar, np.uint16), _c(cols.flags, np.uint8),
+            _c(cols.field, np.uint16), _c(cols.size, np.int64), _c(cols.start, np.int64),
+            _c(cols.end, np.int64), _c(cols.unexpected, np.int64),
+            languages.tables(cols.language).token_len,
+            languages.identity(cols.language).encode("ascii"), phantoms, len(source),
+            crc32c.crc32c(source),
+        )  # fmt: skip
+    except _native.EncodeError as exc:
+        raise EncodeError(str(exc)) from None
     return body + struct.pack("<I", crc32c.crc32c(body))
+
+
+def _c(a: np.ndarray, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def read_header(record: bytes | memoryview) -> Header:
@@ -168,115 +101,42 @@ def read_header(record: bytes | memoryview) -> Header:
 
 
 def decode(record: bytes | memoryview, *, verify_crc: bool = True) -> Columns:
-    """Decode a record into columns; raises CorruptRecord on any damage."""
+    """Decode a record into columns (and their structure index); CorruptRecord on damage."""
     head = read_header(record)
-    buf = np.frombuffer(record, dtype=np.uint8)
     if verify_crc:
         (stored,) = struct.unpack_from("<I", record, len(record) - 4)
-        if crc32c.crc32c(buf[:-4]) != stored:
+        if crc32c.crc32c(memoryview(record)[:-4]) != stored:
             raise CorruptRecord("record checksum (CRC32C) mismatch")
     try:
-        return _decode_body(head, buf[:-4])
-    except (IndexError, ValueError, OverflowError, TypeError) as exc:
-        if isinstance(exc, CorruptRecord):
-            raise
-        raise CorruptRecord(f"record structure invalid: {exc}") from exc
-
-
-def _decode_body(head: Header, buf: np.ndarray) -> Columns:
-    n = head.nodes
-    pos = head.body
-    op = buf[pos : pos + n]
-    pos += n
-    kw = 2 if head.wide_kind else 1
-    if pos + kw * n > buf.size:
-        raise CorruptRecord("record truncated in the kind column")
-    kidx = buf[pos : pos + kw * n].view(np.uint16 if kw == 2 else np.uint8)
-    pos += kw * n
-    has_field = (op & HAS_FIELD) != 0
-    nf = int(np.count_nonzero(has_field))
-    fw = 2 if head.wide_field else 1
-    if pos + fw * nf > buf.size:
-        raise CorruptRecord("record truncated in the field column")
-    field = np.zeros(n, dtype=np.uint16)
-    field[has_field] = buf[pos : pos + fw * nf].view(np.uint16 if fw == 2 else np.uint8)
-    pos += fw * nf
+        tables = languages.tables(head.language)
+        lang = languages.language(head.language)
+    except languages.UnknownLanguage as exc:
+        raise CorruptRecord(f"record for an unknown grammar: {head.identity}") from exc
+    try:
+        out = _native.decode_body(
+            record, head.body, head.nodes, head.kinds, head.wide_kind, head.wide_field,
+            head.phantom_len, head.source_len, tables.token_len, lang.node_kind_count,
+            lang.field_count,
+        )  # fmt: skip
+    except _native.CorruptRecord as exc:
+        raise CorruptRecord(str(exc)) from None
+    kind, gram, flags, field, size, start, end, unexp, phantom_raw = out[:9]
     phantoms: tuple = ()
-    if head.phantom_len:
-        raw = buf[pos : pos + head.phantom_len].tobytes()
-        pos += head.phantom_len
-        phantoms = tuple((int(k), int(j), str(t)) for k, j, t in json.loads(raw))
-
-    inner = (op & HAS_CHILDREN) != 0
-    leaf = ~inner
-    explicit = (op & EXPLICIT) != 0
-    n_inner = int(np.count_nonzero(inner))
-    n_leaf = n - n_inner
-    leaf_explicit = explicit[leaf]
-    n_xlen = int(np.count_nonzero(leaf_explicit))
-    exc = explicit[inner]
-    n_exc = int(np.count_nonzero(exc))
-    n_unexp = int(np.count_nonzero(op & UNEXPECTED))
-    k = head.kinds
-    counts = (2 * k, n_inner, n_leaf, n_xlen, 2 * n_exc, n_unexp)
-    vals = varint.decode(buf[pos:], sum(counts))
-    cut = np.cumsum(counts)
-    table = vals[: cut[0]]
-    table_kind = table[0::2]
-    table_gram = table[1::2]
-    lang = languages.language(head.language)
-    known = (table < lang.node_kind_count) | (table == 0xFFFF)
-    if not known.all():
-        raise CorruptRecord("kind id out of range")
-    if nf and int(field.max()) > lang.field_count:
-        raise CorruptRecord("field id out of range")
-    if int(kidx.max()) >= k:
-        raise CorruptRecord("kind index out of range")
-    if inner[-1] or (inner & ((op & UNEXPECTED) != 0)).any():
-        raise CorruptRecord("opcode flags inconsistent")
-
-    size = np.ones(n, dtype=np.int64)
-    inner_at = np.flatnonzero(inner)
-    size[inner_at] = vals[cut[0] : cut[1]] + 2
-    if int((inner_at + size[inner_at]).max(initial=0)) > n or size[0] != n:
-        raise CorruptRecord("subtree sizes out of range")
-
-    gaps = vals[cut[1] : cut[2]]
-    leaf_kidx = kidx[leaf]
-    lens = languages.tables(head.language).token_len[table_kind][leaf_kidx]
-    lens[leaf_explicit] = vals[cut[2] : cut[3]]
-    if (lens < 0).any():
-        raise CorruptRecord("leaf length missing")
-    lend = np.cumsum(gaps + lens)
-    lstart = lend - lens
-    if lend[-1] > head.source_len:
-        raise CorruptRecord("node spans run past the end of the source")
-
-    rank = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(leaf, out=rank[1:])
-    start = np.empty(n, dtype=np.int64)
-    end = np.empty(n, dtype=np.int64)
-    start[leaf] = lstart
-    end[leaf] = lend
-    start[inner_at] = lstart[rank[inner_at]]
-    end[inner_at] = lend[rank[inner_at + size[inner_at]] - 1]
-    if n_exc:
-        ev = varint.unzigzag(vals[cut[3] : cut[4]])
-        at = inner_at[exc]
-        start[at] -= ev[0::2]
-        end[at] += ev[1::2]
-        if (start[at] < 0).any() or (end[at] > head.source_len).any():
-            raise CorruptRecord("span exception out of range")
-
+    if phantom_raw:
+        try:
+            phantoms = tuple((int(k), int(j), str(t)) for k, j, t in json.loads(phantom_raw))
+        except (ValueError, TypeError) as exc:
+            raise CorruptRecord(f"phantom section invalid: {exc}") from exc
     return Columns(
         language=head.language,
-        kind=table_kind.astype(np.uint16)[kidx],
-        grammar=table_gram.astype(np.uint16)[kidx],
-        flags=op & np.uint8(~EXPLICIT & 0xFF),
-        field=field,
-        size=size,
-        start=start,
-        end=end,
-        unexpected=varint.unzigzag(vals[cut[4] : cut[5]]),
+        kind=np.frombuffer(kind, dtype=np.uint16),
+        grammar=np.frombuffer(gram, dtype=np.uint16),
+        flags=np.frombuffer(flags, dtype=np.uint8),
+        field=np.frombuffer(field, dtype=np.uint16),
+        size=np.frombuffer(size, dtype=np.int64),
+        start=np.frombuffer(start, dtype=np.int64),
+        end=np.frombuffer(end, dtype=np.int64),
+        unexpected=np.frombuffer(unexp, dtype=np.int64),
         phantoms=phantoms,
+        structure=out[9:],
     )

@@ -1,0 +1,112 @@
+"""Reference encoder in numpy: the record format written out array by array.
+
+Production encoding is `cstvault._native.encode_body` (one C pass); the tests hold it to this
+readable implementation: both must decode to the same columns.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import crc32c
+import numpy as np
+
+from .. import languages
+from ..columns import EXPLICIT, HAS_FIELD, Columns
+from . import varint
+from .bytecode import _HEAD, _WIDE_FIELD, _WIDE_KIND, FORMAT_VERSION, MAGIC
+from .errors import EncodeError
+
+_MAX_U32 = 0xFFFFFFFF
+
+
+def encode(cols: Columns, source: bytes) -> bytes:
+    """Encode one tree's columns (and the identity of its grammar) as a record."""
+    n = len(cols)
+    if n == 0 or n > _MAX_U32 or len(source) > _MAX_U32:
+        raise EncodeError(f"cannot encode a tree of {n} nodes over {len(source)} bytes")
+    size = cols.size
+    leaf = size == 1
+    inner = ~leaf
+
+    key = (cols.kind.astype(np.uint32) << np.uint32(16)) | cols.grammar.astype(np.uint32)
+    table, kidx = np.unique(key, return_inverse=True)
+    if table.size > 0xFFFF:
+        raise EncodeError("too many distinct kinds")
+    table_kind = (table >> np.uint32(16)).astype(np.int64)
+    table_gram = (table & np.uint32(0xFFFF)).astype(np.int64)
+
+    # leaves: gap from the previous leaf's end, length unless the kind predicts it
+    lstart = cols.start[leaf]
+    lend = cols.end[leaf]
+    lens = lend - lstart
+    prev_end = np.empty_like(lend)
+    prev_end[0] = 0
+    prev_end[1:] = lend[:-1]
+    gaps = lstart - prev_end
+    if (gaps < 0).any() or (lens < 0).any():
+        raise EncodeError("leaves overlap or run backwards")
+    fixed = languages.tables(cols.language).token_len[table_kind][kidx[leaf]]
+    explicit_leaf = lens != fixed
+
+    # internal nodes: span derived from first/last leaf; store exceptions only
+    rank = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(leaf, out=rank[1:])
+    inner_at = np.flatnonzero(inner)
+    first = rank[inner_at]
+    last = rank[inner_at + size[inner_at]] - 1
+    lead = lstart[first] - cols.start[inner_at]
+    tail = cols.end[inner_at] - lend[last]
+    exc = (lead != 0) | (tail != 0)
+
+    op = cols.flags & np.uint8(~EXPLICIT & 0xFF)
+    explicit = np.zeros(n, dtype=bool)
+    explicit[leaf] = explicit_leaf
+    explicit[inner_at[exc]] = True
+    op = op | np.where(explicit, EXPLICIT, 0).astype(np.uint8)
+
+    wide_kind = table.size > 256
+    fields = cols.field[(cols.flags & HAS_FIELD) != 0]
+    wide_field = bool(fields.size) and int(fields.max()) > 255
+    ident = languages.identity(cols.language).encode("ascii")
+    phantoms = json.dumps(cols.phantoms).encode() if cols.phantoms else b""
+
+    exc_vals = np.empty(2 * int(exc.sum()), dtype=np.int64)
+    exc_vals[0::2] = lead[exc]
+    exc_vals[1::2] = tail[exc]
+    block = np.concatenate(
+        [
+            np.column_stack([table_kind, table_gram]).ravel().astype(np.uint64),
+            (size[inner_at] - 2).astype(np.uint64),
+            gaps.astype(np.uint64),
+            lens[explicit_leaf].astype(np.uint64),
+            varint.zigzag(exc_vals),
+            varint.zigzag(cols.unexpected),
+        ]
+    )
+    head = _HEAD.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        (_WIDE_KIND if wide_kind else 0) | (_WIDE_FIELD if wide_field else 0),
+        n,
+        len(source),
+        crc32c.crc32c(source),
+        table.size,
+        len(ident),
+        len(phantoms),
+    )
+    body = b"".join(
+        [
+            head,
+            ident,
+            op.tobytes(),
+            kidx.astype(np.uint16 if wide_kind else np.uint8).tobytes(),
+            fields.astype(np.uint16 if wide_field else np.uint8).tobytes(),
+            phantoms,
+            varint.encode(block),
+        ]
+    )
+    return body + struct.pack("<I", crc32c.crc32c(body))
+
+
