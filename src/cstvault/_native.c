@@ -675,6 +675,477 @@ done:
     return out;
 }
 
+
+/* ---------------------------------------------------------------------------------------
+ * Read API core: TreeBase (column pointers), NodeBase (flyweight), TreeCursor.
+ * The Python classes cstvault.Tree / cstvault.Node subclass the first two.
+ * ------------------------------------------------------------------------------------- */
+
+#include "structmember.h"
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf[10];
+    int bound;
+    Py_ssize_t n;
+    const uint16_t *kind, *gram, *field;
+    const uint8_t *flags;
+    const int64_t *size, *start, *end;
+    const int32_t *parent, *prev, *child_count;
+    PyObject *names;       /* tuple: symbol id -> type name */
+    PyObject *field_names; /* tuple: field id -> name or None */
+    PyTypeObject *node_type;
+} TreeBase;
+
+typedef struct {
+    PyObject_HEAD
+    TreeBase *tree;
+    Py_ssize_t i;
+} NodeBase;
+
+static PyTypeObject TreeBaseType, NodeBaseType, CursorType;
+
+static PyObject *make_node(TreeBase *t, Py_ssize_t i) {
+    if (i < 0) Py_RETURN_NONE;
+    NodeBase *n = (NodeBase *)t->node_type->tp_alloc(t->node_type, 0);
+    if (!n) return NULL;
+    Py_INCREF(t);
+    n->tree = t;
+    n->i = i;
+    return (PyObject *)n;
+}
+
+static void tree_release(TreeBase *t) {
+    for (int k = 0; k < 10; k++)
+        if (t->buf[k].obj) PyBuffer_Release(&t->buf[k]);
+    Py_CLEAR(t->names);
+    Py_CLEAR(t->field_names);
+    Py_CLEAR(t->node_type);
+    t->bound = 0;
+}
+
+static void tree_dealloc(TreeBase *t) {
+    PyTypeObject *tp = Py_TYPE(t);
+    if (PyType_IS_GC(tp)) PyObject_GC_UnTrack(t);
+    tree_release(t);
+    tp->tp_free((PyObject *)t); /* a Python subclass's subtype_dealloc drops the type ref */
+}
+
+/* _bind(kind, grammar, flags, field, size, start, end, parent, prev, child_count,
+ *       names, field_names, node_type) */
+static PyObject *tree_bind(TreeBase *t, PyObject *args) {
+    PyObject *obj[10], *names, *fields, *ntype;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOO!O!O!", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
+                          &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &PyTuple_Type, &names,
+                          &PyTuple_Type, &fields, &PyType_Type, &ntype))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)ntype, &NodeBaseType)) {
+        PyErr_SetString(PyExc_TypeError, "node_type must subclass NodeBase");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(names) != 65536) {
+        PyErr_SetString(PyExc_ValueError, "names must map all 65536 symbol ids");
+        return NULL;
+    }
+    tree_release(t);
+    static const int width[10] = {2, 2, 1, 2, 8, 8, 8, 4, 4, 4};
+    for (int k = 0; k < 10; k++) {
+        if (PyObject_GetBuffer(obj[k], &t->buf[k], PyBUF_C_CONTIGUOUS) < 0) { tree_release(t); return NULL; }
+    }
+    Py_ssize_t n = t->buf[2].len;
+    for (int k = 0; k < 10; k++) {
+        if (t->buf[k].len != width[k] * n) {
+            tree_release(t);
+            PyErr_Format(PyExc_ValueError, "column %d has %zd bytes, expected %zd", k,
+                         t->buf[k].len, width[k] * n);
+            return NULL;
+        }
+    }
+    Py_ssize_t fcount = PyTuple_GET_SIZE(fields);
+    const uint16_t *fld = t->buf[3].buf;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (fld[i] >= fcount) { tree_release(t); PyErr_SetString(PyExc_ValueError, "field id out of range"); return NULL; }
+    t->n = n;
+    t->kind = t->buf[0].buf; t->gram = t->buf[1].buf; t->flags = t->buf[2].buf;
+    t->field = fld; t->size = t->buf[4].buf; t->start = t->buf[5].buf; t->end = t->buf[6].buf;
+    t->parent = t->buf[7].buf; t->prev = t->buf[8].buf; t->child_count = t->buf[9].buf;
+    t->names = Py_NewRef(names);
+    t->field_names = Py_NewRef(fields);
+    t->node_type = (PyTypeObject *)Py_NewRef(ntype);
+    t->bound = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tree_len_get(TreeBase *t, void *c) { return PyLong_FromSsize_t(t->n); }
+static PyObject *tree_names_get(TreeBase *t, void *c) { return Py_NewRef(t->names ? t->names : Py_None); }
+static PyObject *tree_fields_get(TreeBase *t, void *c) { return Py_NewRef(t->field_names ? t->field_names : Py_None); }
+static PyObject *tree_root_get(TreeBase *t, void *c) {
+    if (!t->bound) { PyErr_SetString(PyExc_ValueError, "tree not bound"); return NULL; }
+    return make_node(t, 0);
+}
+
+static PyObject *tree_node(TreeBase *t, PyObject *arg) {
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (!t->bound || i < 0 || i >= t->n) { PyErr_SetString(PyExc_IndexError, "node index out of range"); return NULL; }
+    return make_node(t, i);
+}
+
+static Py_ssize_t tree_length(TreeBase *t) { return t->n; }
+
+static PyMethodDef tree_methods[] = {
+    {"_bind", (PyCFunction)tree_bind, METH_VARARGS, "Bind column buffers (internal)."},
+    {"node", (PyCFunction)tree_node, METH_O, "The node at a preorder index."},
+    {NULL, NULL, 0, NULL},
+};
+static PyGetSetDef tree_getset[] = {
+    {"root_node", (getter)tree_root_get, NULL, "The root node.", NULL},
+    {"_names", (getter)tree_names_get, NULL, NULL, NULL},
+    {"_field_names", (getter)tree_fields_get, NULL, NULL, NULL},
+    {"_n", (getter)tree_len_get, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PySequenceMethods tree_seq = {.sq_length = (lenfunc)tree_length};
+
+static PyTypeObject TreeBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cstvault._native.TreeBase",
+    .tp_basicsize = sizeof(TreeBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)tree_dealloc,
+    .tp_methods = tree_methods,
+    .tp_getset = tree_getset,
+    .tp_as_sequence = &tree_seq,
+};
+
+/* --- nodes ---------------------------------------------------------------------------- */
+
+static void node_dealloc(NodeBase *n) {
+    PyTypeObject *tp = Py_TYPE(n);
+    Py_XDECREF(n->tree);
+    tp->tp_free((PyObject *)n); /* a Python subclass's subtype_dealloc drops the type ref */
+}
+
+#define T (n->tree)
+#define I (n->i)
+static PyObject *node_type_get(NodeBase *n, void *c) { return Py_NewRef(PyTuple_GET_ITEM(T->names, T->kind[I])); }
+static PyObject *node_grammar_name(NodeBase *n, void *c) { return Py_NewRef(PyTuple_GET_ITEM(T->names, T->gram[I])); }
+static PyObject *node_kind_id(NodeBase *n, void *c) { return PyLong_FromLong(T->kind[I]); }
+static PyObject *node_grammar_id(NodeBase *n, void *c) { return PyLong_FromLong(T->gram[I]); }
+static PyObject *node_is_named(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & NAMED); }
+static PyObject *node_is_extra(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & EXTRA); }
+static PyObject *node_is_missing(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & MISSING); }
+static PyObject *node_has_error(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & HAS_ERROR); }
+static PyObject *node_is_error(NodeBase *n, void *c) { return PyBool_FromLong(T->kind[I] == ERROR_SYMBOL); }
+static PyObject *node_start(NodeBase *n, void *c) { return PyLong_FromLongLong(T->start[I]); }
+static PyObject *node_end(NodeBase *n, void *c) { return PyLong_FromLongLong(T->end[I]); }
+static PyObject *node_byte_range(NodeBase *n, void *c) { return Py_BuildValue("(LL)", (long long)T->start[I], (long long)T->end[I]); }
+static PyObject *node_descendants(NodeBase *n, void *c) { return PyLong_FromLongLong(T->size[I]); }
+static PyObject *node_child_count(NodeBase *n, void *c) { return PyLong_FromLong(T->child_count[I]); }
+static PyObject *node_id(NodeBase *n, void *c) { return PyLong_FromSsize_t(I); }
+static PyObject *node_tree(NodeBase *n, void *c) { return Py_NewRef((PyObject *)T); }
+static PyObject *node_parent(NodeBase *n, void *c) { return make_node(T, T->parent[I]); }
+static PyObject *node_prev_sibling(NodeBase *n, void *c) { return make_node(T, T->prev[I]); }
+
+static Py_ssize_t next_sibling_of(TreeBase *t, Py_ssize_t i) {
+    int32_t p = t->parent[i];
+    if (p < 0) return -1;
+    Py_ssize_t j = i + t->size[i];
+    return j < p + t->size[p] ? j : -1;
+}
+static PyObject *node_next_sibling(NodeBase *n, void *c) { return make_node(T, next_sibling_of(T, I)); }
+static PyObject *node_next_named_sibling(NodeBase *n, void *c) {
+    Py_ssize_t j = next_sibling_of(T, I);
+    while (j >= 0 && !(T->flags[j] & NAMED)) j = next_sibling_of(T, j);
+    return make_node(T, j);
+}
+static PyObject *node_prev_named_sibling(NodeBase *n, void *c) {
+    Py_ssize_t j = T->prev[I];
+    while (j >= 0 && !(T->flags[j] & NAMED)) j = T->prev[j];
+    return make_node(T, j);
+}
+
+static PyObject *children_list(NodeBase *n, int named_only) {
+    PyObject *list = PyList_New(0);
+    if (!list || !(T->flags[I] & HAS_CHILDREN)) return list;
+    Py_ssize_t end = I + T->size[I];
+    for (Py_ssize_t j = I + 1; j < end; j += T->size[j]) {
+        if (named_only && !(T->flags[j] & NAMED)) continue;
+        PyObject *c = make_node(T, j);
+        if (!c || PyList_Append(list, c) < 0) { Py_XDECREF(c); Py_DECREF(list); return NULL; }
+        Py_DECREF(c);
+    }
+    return list;
+}
+static PyObject *node_children(NodeBase *n, void *c) { return children_list(n, 0); }
+static PyObject *node_named_children(NodeBase *n, void *c) { return children_list(n, 1); }
+static PyObject *node_named_child_count(NodeBase *n, void *c) {
+    long k = 0;
+    if (T->flags[I] & HAS_CHILDREN) {
+        Py_ssize_t end = I + T->size[I];
+        for (Py_ssize_t j = I + 1; j < end; j += T->size[j]) k += (T->flags[j] & NAMED) != 0;
+    }
+    return PyLong_FromLong(k);
+}
+
+static PyObject *node_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *tree;
+    Py_ssize_t index;
+    if (!PyArg_ParseTuple(args, "O!n", &TreeBaseType, &tree, &index)) return NULL;
+    TreeBase *t = (TreeBase *)tree;
+    if (!t->bound || index < 0 || index >= t->n) {
+        PyErr_SetString(PyExc_IndexError, "node index out of range");
+        return NULL;
+    }
+    NodeBase *n = (NodeBase *)type->tp_alloc(type, 0);
+    if (!n) return NULL;
+    n->tree = (TreeBase *)Py_NewRef(tree);
+    n->i = index;
+    return (PyObject *)n;
+}
+
+static Py_hash_t node_hash(NodeBase *n) {
+    Py_hash_t h = (Py_hash_t)(((uintptr_t)T >> 4) * 1000003u) ^ (Py_hash_t)I;
+    return h == -1 ? -2 : h;
+}
+
+static PyObject *node_richcompare(PyObject *a, PyObject *b, int op) {
+    if ((op != Py_EQ && op != Py_NE) || !PyObject_TypeCheck(b, &NodeBaseType) ||
+        !PyObject_TypeCheck(a, &NodeBaseType))
+        Py_RETURN_NOTIMPLEMENTED;
+    NodeBase *x = (NodeBase *)a, *y = (NodeBase *)b;
+    int eq = x->tree == y->tree && x->i == y->i;
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+#undef T
+#undef I
+
+static PyMemberDef node_members[] = {
+    {"_i", T_PYSSIZET, offsetof(NodeBase, i), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef node_getset[] = {
+    {"type", (getter)node_type_get, NULL, "The node's type.", NULL},
+    {"grammar_name", (getter)node_grammar_name, NULL, NULL, NULL},
+    {"kind_id", (getter)node_kind_id, NULL, NULL, NULL},
+    {"grammar_id", (getter)node_grammar_id, NULL, NULL, NULL},
+    {"is_named", (getter)node_is_named, NULL, NULL, NULL},
+    {"is_extra", (getter)node_is_extra, NULL, NULL, NULL},
+    {"is_missing", (getter)node_is_missing, NULL, NULL, NULL},
+    {"is_error", (getter)node_is_error, NULL, NULL, NULL},
+    {"has_error", (getter)node_has_error, NULL, NULL, NULL},
+    {"start_byte", (getter)node_start, NULL, NULL, NULL},
+    {"end_byte", (getter)node_end, NULL, NULL, NULL},
+    {"byte_range", (getter)node_byte_range, NULL, NULL, NULL},
+    {"descendant_count", (getter)node_descendants, NULL, NULL, NULL},
+    {"child_count", (getter)node_child_count, NULL, NULL, NULL},
+    {"named_child_count", (getter)node_named_child_count, NULL, NULL, NULL},
+    {"children", (getter)node_children, NULL, NULL, NULL},
+    {"named_children", (getter)node_named_children, NULL, NULL, NULL},
+    {"parent", (getter)node_parent, NULL, NULL, NULL},
+    {"next_sibling", (getter)node_next_sibling, NULL, NULL, NULL},
+    {"prev_sibling", (getter)node_prev_sibling, NULL, NULL, NULL},
+    {"next_named_sibling", (getter)node_next_named_sibling, NULL, NULL, NULL},
+    {"prev_named_sibling", (getter)node_prev_named_sibling, NULL, NULL, NULL},
+    {"id", (getter)node_id, NULL, NULL, NULL},
+    {"_t", (getter)node_tree, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject NodeBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cstvault._native.NodeBase",
+    .tp_basicsize = sizeof(NodeBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = node_new,
+    .tp_dealloc = (destructor)node_dealloc,
+    .tp_getset = node_getset,
+    .tp_members = node_members,
+    .tp_hash = (hashfunc)node_hash,
+    .tp_richcompare = node_richcompare,
+};
+
+/* --- cursor --------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    TreeBase *tree;
+    Py_ssize_t root, i, sp, cap;
+    Py_ssize_t *stack; /* ancestors of i below root (exclusive of i) */
+} Cursor;
+
+static int cursor_push(Cursor *c, Py_ssize_t v) {
+    if (c->sp == c->cap) {
+        Py_ssize_t cap = c->cap ? 2 * c->cap : 64;
+        Py_ssize_t *q = PyMem_Realloc(c->stack, sizeof(Py_ssize_t) * (size_t)cap);
+        if (!q) { PyErr_NoMemory(); return -1; }
+        c->stack = q;
+        c->cap = cap;
+    }
+    c->stack[c->sp++] = v;
+    return 0;
+}
+
+static PyObject *cursor_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *tree;
+    Py_ssize_t index = 0;
+    if (!PyArg_ParseTuple(args, "O!|n", &TreeBaseType, &tree, &index)) return NULL;
+    TreeBase *t = (TreeBase *)tree;
+    if (!t->bound || index < 0 || index >= t->n) { PyErr_SetString(PyExc_IndexError, "node index out of range"); return NULL; }
+    Cursor *c = (Cursor *)type->tp_alloc(type, 0);
+    if (!c) return NULL;
+    c->tree = (TreeBase *)Py_NewRef(tree);
+    c->root = c->i = index;
+    return (PyObject *)c;
+}
+
+static void cursor_dealloc(Cursor *c) {
+    Py_XDECREF(c->tree);
+    PyMem_Free(c->stack);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+#define CT (c->tree)
+static PyObject *cursor_node(Cursor *c, void *x) { return make_node(CT, c->i); }
+static PyObject *cursor_field_id(Cursor *c, void *x) {
+    if (!c->sp || !CT->field[c->i]) Py_RETURN_NONE;
+    return PyLong_FromLong(CT->field[c->i]);
+}
+static PyObject *cursor_field_name(Cursor *c, void *x) {
+    if (!c->sp || !CT->field[c->i]) Py_RETURN_NONE;
+    return Py_NewRef(PyTuple_GET_ITEM(CT->field_names, CT->field[c->i]));
+}
+static PyObject *cursor_depth(Cursor *c, void *x) { return PyLong_FromSsize_t(c->sp); }
+static PyObject *cursor_descendant_index(Cursor *c, void *x) { return PyLong_FromSsize_t(c->i - c->root); }
+
+static PyObject *cursor_first_child(Cursor *c, PyObject *u) {
+    if (!(CT->flags[c->i] & HAS_CHILDREN)) Py_RETURN_FALSE;
+    if (cursor_push(c, c->i) < 0) return NULL;
+    c->i++;
+    Py_RETURN_TRUE;
+}
+static PyObject *cursor_last_child(Cursor *c, PyObject *u) {
+    Py_ssize_t i = c->i;
+    if (!(CT->flags[i] & HAS_CHILDREN)) Py_RETURN_FALSE;
+    Py_ssize_t end = i + CT->size[i], j = i + 1;
+    while (j + CT->size[j] < end) j += CT->size[j];
+    if (cursor_push(c, i) < 0) return NULL;
+    c->i = j;
+    Py_RETURN_TRUE;
+}
+static PyObject *cursor_next_sibling(Cursor *c, PyObject *u) {
+    if (!c->sp) Py_RETURN_FALSE;
+    Py_ssize_t p = c->stack[c->sp - 1], j = c->i + CT->size[c->i];
+    if (j >= p + CT->size[p]) Py_RETURN_FALSE;
+    c->i = j;
+    Py_RETURN_TRUE;
+}
+static PyObject *cursor_prev_sibling(Cursor *c, PyObject *u) {
+    if (!c->sp || CT->prev[c->i] < 0) Py_RETURN_FALSE;
+    c->i = CT->prev[c->i];
+    Py_RETURN_TRUE;
+}
+static PyObject *cursor_parent(Cursor *c, PyObject *u) {
+    if (!c->sp) Py_RETURN_FALSE;
+    c->i = c->stack[--c->sp];
+    Py_RETURN_TRUE;
+}
+static PyObject *cursor_first_child_for_byte(Cursor *c, PyObject *arg) {
+    long long byte = PyLong_AsLongLong(arg);
+    if (byte == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t i = c->i;
+    if (!(CT->flags[i] & HAS_CHILDREN)) Py_RETURN_NONE;
+    Py_ssize_t end = i + CT->size[i], k = 0;
+    for (Py_ssize_t j = i + 1; j < end; j += CT->size[j], k++) {
+        if (CT->end[j] > byte) {
+            if (cursor_push(c, i) < 0) return NULL;
+            c->i = j;
+            return PyLong_FromSsize_t(k);
+        }
+    }
+    Py_RETURN_NONE;
+}
+static PyObject *cursor_goto_descendant(Cursor *c, PyObject *arg) {
+    Py_ssize_t d = PyLong_AsSsize_t(arg);
+    if (d == -1 && PyErr_Occurred()) return NULL;
+    if (d < 0 || d >= CT->size[c->root]) { PyErr_SetString(PyExc_IndexError, "descendant index out of range"); return NULL; }
+    Py_ssize_t target = c->root + d;
+    c->i = c->root;
+    c->sp = 0;
+    while (c->i != target) {
+        if (cursor_push(c, c->i) < 0) return NULL;
+        c->i++;
+        while (c->i + CT->size[c->i] <= target) c->i += CT->size[c->i];
+    }
+    Py_RETURN_NONE;
+}
+static PyObject *cursor_reset(Cursor *c, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &NodeBaseType) || ((NodeBase *)arg)->tree != CT) {
+        PyErr_SetString(PyExc_ValueError, "reset() takes a node of the cursor's tree");
+        return NULL;
+    }
+    c->root = c->i = ((NodeBase *)arg)->i;
+    c->sp = 0;
+    Py_RETURN_NONE;
+}
+static PyObject *cursor_copy(Cursor *c, PyObject *u) {
+    Cursor *d = (Cursor *)Py_TYPE(c)->tp_alloc(Py_TYPE(c), 0);
+    if (!d) return NULL;
+    d->tree = (TreeBase *)Py_NewRef((PyObject *)CT);
+    d->root = c->root;
+    d->i = c->i;
+    for (Py_ssize_t k = 0; k < c->sp; k++)
+        if (cursor_push(d, c->stack[k]) < 0) { Py_DECREF(d); return NULL; }
+    return (PyObject *)d;
+}
+static PyObject *cursor_reset_to(Cursor *c, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &CursorType) || ((Cursor *)arg)->tree != CT) {
+        PyErr_SetString(PyExc_ValueError, "reset_to() takes a cursor of the same tree");
+        return NULL;
+    }
+    Cursor *o = (Cursor *)arg;
+    c->root = o->root;
+    c->i = o->i;
+    c->sp = 0;
+    for (Py_ssize_t k = 0; k < o->sp; k++)
+        if (cursor_push(c, o->stack[k]) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+#undef CT
+
+static PyMethodDef cursor_methods[] = {
+    {"goto_first_child", (PyCFunction)cursor_first_child, METH_NOARGS, NULL},
+    {"goto_last_child", (PyCFunction)cursor_last_child, METH_NOARGS, NULL},
+    {"goto_next_sibling", (PyCFunction)cursor_next_sibling, METH_NOARGS, NULL},
+    {"goto_previous_sibling", (PyCFunction)cursor_prev_sibling, METH_NOARGS, NULL},
+    {"goto_parent", (PyCFunction)cursor_parent, METH_NOARGS, NULL},
+    {"goto_first_child_for_byte", (PyCFunction)cursor_first_child_for_byte, METH_O, NULL},
+    {"goto_descendant", (PyCFunction)cursor_goto_descendant, METH_O, NULL},
+    {"reset", (PyCFunction)cursor_reset, METH_O, NULL},
+    {"reset_to", (PyCFunction)cursor_reset_to, METH_O, NULL},
+    {"copy", (PyCFunction)cursor_copy, METH_NOARGS, NULL},
+    {"__copy__", (PyCFunction)cursor_copy, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+static PyGetSetDef cursor_getset[] = {
+    {"node", (getter)cursor_node, NULL, NULL, NULL},
+    {"field_id", (getter)cursor_field_id, NULL, NULL, NULL},
+    {"field_name", (getter)cursor_field_name, NULL, NULL, NULL},
+    {"depth", (getter)cursor_depth, NULL, NULL, NULL},
+    {"descendant_index", (getter)cursor_descendant_index, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyTypeObject CursorType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cstvault.TreeCursor",
+    .tp_basicsize = sizeof(Cursor),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "TreeCursor(tree, index=0): a cursor rooted at a node, as in py-tree-sitter.",
+    .tp_new = cursor_new,
+    .tp_dealloc = (destructor)cursor_dealloc,
+    .tp_methods = cursor_methods,
+    .tp_getset = cursor_getset,
+};
+
 static PyObject *runtime_version(PyObject *self, PyObject *args) {
     return PyLong_FromLong(TREE_SITTER_LANGUAGE_VERSION);
 }
@@ -698,6 +1169,13 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (!m) return NULL;
     Corrupt = PyErr_NewException("cstvault._native.CorruptRecord", PyExc_ValueError, NULL);
     if (!Corrupt || PyModule_AddObjectRef(m, "CorruptRecord", Corrupt) < 0) return NULL;
+    if (PyType_Ready(&TreeBaseType) < 0 || PyType_Ready(&NodeBaseType) < 0 ||
+        PyType_Ready(&CursorType) < 0)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "TreeBase", (PyObject *)&TreeBaseType) < 0 ||
+        PyModule_AddObjectRef(m, "NodeBase", (PyObject *)&NodeBaseType) < 0 ||
+        PyModule_AddObjectRef(m, "TreeCursor", (PyObject *)&CursorType) < 0)
+        return NULL;
     EncodeErr = PyErr_NewException("cstvault._native.EncodeError", PyExc_ValueError, NULL);
     if (!EncodeErr || PyModule_AddObjectRef(m, "EncodeError", EncodeErr) < 0) return NULL;
     return m;

@@ -1,14 +1,14 @@
 """Read-only `Tree`, `Node` and `TreeCursor` over decoded columns, named as in py-tree-sitter.
 
-Nodes are flyweights (tree, preorder index). Navigation reads column memoryviews:
-first child = i + 1, next sibling = i + size[i]; parent and previous sibling come from a
-structure index built once per tree with numpy on first use, so both are O(1).
+Nodes are flyweights (tree, preorder index) whose hot attributes are C getters
+(cstvault._native.NodeBase): first child = i + 1, next sibling = i + size[i], parent and
+previous sibling from the structure index, all O(1). Rarer queries are Python here.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +18,7 @@ from tree_sitter import Point, Range
 from . import _native, languages, sexp
 from .codec.errors import CorruptRecord
 from .columns import (
-    ERROR_KIND,
-    EXTRA,
     HAS_CHILDREN,
-    HAS_ERROR,
-    MISSING,
     NAMED,
     Columns,
 )
@@ -52,50 +48,44 @@ def build_structure(cols: Columns) -> Structure:
     return Structure(parent, prev, child_count, depth)
 
 
-class Tree:
+class Tree(_native.TreeBase):
     """A syntax tree decoded from a record, read-only."""
 
     __slots__ = (
-        "_cols", "_source", "_names", "_field_names", "_named_tab", "_lang_name",
-        "_kind", "_gram", "_flags", "_size", "_start", "_end", "_field", "_n",
-        "_struct", "_parent", "_prev", "_lines", "_lines_mv",
+        "_cols", "_source", "_lang_name", "_struct", "_flags", "_size", "_start", "_end",
+        "_field", "_lines", "_lines_mv",
     )  # fmt: skip
 
     def __init__(self, cols: Columns, source: bytes | memoryview):
         self._cols = cols
         self._source = source
-        tables = languages.tables(cols.language)
-        self._names = tables.names
-        self._field_names = tables.fields
         self._lang_name = cols.language
-        self._kind = memoryview(np.ascontiguousarray(cols.kind))
-        self._gram = memoryview(np.ascontiguousarray(cols.grammar))
-        self._flags = memoryview(np.ascontiguousarray(cols.flags))
-        self._size = memoryview(np.ascontiguousarray(cols.size))
-        self._start = memoryview(np.ascontiguousarray(cols.start))
-        self._end = memoryview(np.ascontiguousarray(cols.end))
-        self._field = memoryview(np.ascontiguousarray(cols.field))
-        self._n = len(cols)
-        self._struct: Structure | None = None
-        self._parent: memoryview | None = None
-        self._prev: memoryview | None = None
+        st = self._struct = build_structure(cols)
+        tables = languages.tables(cols.language)
+        kind = np.ascontiguousarray(cols.kind, dtype=np.uint16)
+        gram = np.ascontiguousarray(cols.grammar, dtype=np.uint16)
+        flags = np.ascontiguousarray(cols.flags, dtype=np.uint8)
+        field = np.ascontiguousarray(cols.field, dtype=np.uint16)
+        size = np.ascontiguousarray(cols.size, dtype=np.int64)
+        start = np.ascontiguousarray(cols.start, dtype=np.int64)
+        end = np.ascontiguousarray(cols.end, dtype=np.int64)
+        self._bind(kind, gram, flags, field, size, start, end, st.parent, st.prev,
+                   st.child_count, tables.names, tables.fields, Node)  # fmt: skip
+        self._flags, self._size = memoryview(flags), memoryview(size)
+        self._field, self._start, self._end = memoryview(field), memoryview(start), memoryview(end)
         self._lines: np.ndarray | None = None
         self._lines_mv: memoryview | None = None
 
-    # -- derived indexes, built on first use -------------------------------------------
     def _structure(self) -> Structure:
-        if self._struct is None:
-            self._struct = build_structure(self._cols)
-            self._parent = memoryview(self._struct.parent)
-            self._prev = memoryview(self._struct.prev)
         return self._struct
 
     def _line_starts(self) -> memoryview:
         if self._lines_mv is None:
             src = np.frombuffer(self._source, dtype=np.uint8)
-            starts = np.empty(int(np.count_nonzero(src == 10)) + 1, dtype=np.int64)
+            newlines = np.flatnonzero(src == 10)
+            starts = np.empty(newlines.size + 1, dtype=np.int64)
             starts[0] = 0
-            starts[1:] = np.flatnonzero(src == 10) + 1
+            starts[1:] = newlines + 1
             self._lines = starts
             self._lines_mv = memoryview(starts)
         return self._lines_mv
@@ -111,11 +101,6 @@ class Tree:
         assert self._lines is not None
         row = np.searchsorted(self._lines, byte, side="right") - 1
         return row, byte - self._lines[row]
-
-    # -- py-tree-sitter API ------------------------------------------------------------
-    @property
-    def root_node(self) -> Node:
-        return Node(self, 0)
 
     @property
     def text(self) -> bytes:
@@ -136,35 +121,17 @@ class Tree:
     def walk(self) -> TreeCursor:
         return TreeCursor(self, 0)
 
-    def __len__(self) -> int:
-        return self._n
-
     def __repr__(self) -> str:
-        return f"<cstvault.Tree {self._lang_name} nodes={self._n}>"
+        return f"<cstvault.Tree {self._lang_name} nodes={len(self)}>"
 
 
-class Node:
-    """A flyweight handle on one node of a `Tree` (compares by tree identity and index)."""
+class Node(_native.NodeBase):
+    """A flyweight handle on one node of a `Tree` (compares by tree identity and index).
 
-    __slots__ = ("_t", "_i")
+    type, kind_id, flags, byte offsets, children and family are C getters; the rest is here.
+    """
 
-    def __init__(self, tree: Tree, index: int):
-        self._t = tree
-        self._i = index
-
-    # identity
-    @property
-    def id(self) -> int:
-        return self._i
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Node) and other._t is self._t and other._i == self._i
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash((id(self._t), self._i))
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return (
@@ -175,70 +142,17 @@ class Node:
     def __str__(self) -> str:
         return sexp.render(self._t, self._i)
 
-    # kind
-    @property
-    def type(self) -> str:
-        t = self._t
-        return t._names[t._kind[self._i]]
-
-    @property
-    def kind_id(self) -> int:
-        return self._t._kind[self._i]
-
-    @property
-    def grammar_id(self) -> int:
-        return self._t._gram[self._i]
-
-    @property
-    def grammar_name(self) -> str:
-        t = self._t
-        return t._names[t._gram[self._i]]
-
-    @property
-    def is_named(self) -> bool:
-        return bool(self._t._flags[self._i] & NAMED)
-
-    @property
-    def is_extra(self) -> bool:
-        return bool(self._t._flags[self._i] & EXTRA)
-
-    @property
-    def is_missing(self) -> bool:
-        return bool(self._t._flags[self._i] & MISSING)
-
-    @property
-    def is_error(self) -> bool:
-        return self._t._kind[self._i] == ERROR_KIND
-
-    @property
-    def has_error(self) -> bool:
-        return bool(self._t._flags[self._i] & HAS_ERROR)
-
     @property
     def has_changes(self) -> bool:
         return False
 
-    # position
-    @property
-    def start_byte(self) -> int:
-        return self._t._start[self._i]
-
-    @property
-    def end_byte(self) -> int:
-        return self._t._end[self._i]
-
-    @property
-    def byte_range(self) -> tuple[int, int]:
-        t = self._t
-        return t._start[self._i], t._end[self._i]
-
     @property
     def start_point(self) -> Point:
-        return self._t._point(self._t._start[self._i])
+        return self._t._point(self.start_byte)
 
     @property
     def end_point(self) -> Point:
-        return self._t._point(self._t._end[self._i])
+        return self._t._point(self.end_byte)
 
     @property
     def range(self) -> Range:
@@ -247,17 +161,10 @@ class Node:
 
     @property
     def text(self) -> bytes:
-        t = self._t
-        return bytes(t._source[t._start[self._i] : t._end[self._i]])
+        return bytes(self._t._source[self.start_byte : self.end_byte])
 
-    @property
-    def descendant_count(self) -> int:
-        return self._t._size[self._i]
-
-    # children
     def _child_indexes(self) -> Iterator[int]:
-        t = self._t
-        i = self._i
+        t, i = self._t, self._i
         if not t._flags[i] & HAS_CHILDREN:
             return
         size = t._size
@@ -266,28 +173,6 @@ class Node:
         while j < end:
             yield j
             j += size[j]
-
-    @property
-    def children(self) -> list[Node]:
-        t = self._t
-        return [Node(t, j) for j in self._child_indexes()]
-
-    @property
-    def child_count(self) -> int:
-        if not self._t._flags[self._i] & HAS_CHILDREN:
-            return 0
-        return int(self._t._structure().child_count[self._i])
-
-    @property
-    def named_children(self) -> list[Node]:
-        t = self._t
-        flags = t._flags
-        return [Node(t, j) for j in self._child_indexes() if flags[j] & NAMED]
-
-    @property
-    def named_child_count(self) -> int:
-        flags = self._t._flags
-        return sum(1 for j in self._child_indexes() if flags[j] & NAMED)
 
     def _nth(self, index: int, named: bool) -> int:
         if index < 0:
@@ -303,21 +188,20 @@ class Node:
         raise IndexError("child index out of range")
 
     def child(self, index: int) -> Node | None:
-        return Node(self._t, self._nth(index, False))
+        return self._t.node(self._nth(index, False))
 
     def named_child(self, index: int) -> Node | None:
-        return Node(self._t, self._nth(index, True))
+        return self._t.node(self._nth(index, True))
 
     def _field_id(self, name: str) -> int:
-        fid = self._t.language.field_id_for_name(name)
-        return fid or 0
+        return self._t.language.field_id_for_name(name) or 0
 
     def child_by_field_id(self, field_id: int) -> Node | None:
         """First child carrying the field (see docs/architecture.md on inherited fields)."""
         fields = self._t._field
         for j in self._child_indexes():
             if fields[j] == field_id:
-                return Node(self._t, j)
+                return self._t.node(j)
         return None
 
     def child_by_field_name(self, name: str) -> Node | None:
@@ -325,8 +209,8 @@ class Node:
         return self.child_by_field_id(fid) if fid else None
 
     def children_by_field_id(self, field_id: int) -> list[Node]:
-        fields = self._t._field
-        return [Node(self._t, j) for j in self._child_indexes() if fields[j] == field_id]
+        t = self._t
+        return [t.node(j) for j in self._child_indexes() if t._field[j] == field_id]
 
     def children_by_field_name(self, name: str) -> list[Node]:
         fid = self._field_id(name)
@@ -347,60 +231,16 @@ class Node:
             return None
         return self._t._field_names[self._t._field[j]]
 
-    # family
-    @property
-    def parent(self) -> Node | None:
-        t = self._t
-        if t._parent is None:
-            t._structure()
-        p = t._parent[self._i]  # type: ignore[index]
-        return None if p < 0 else Node(t, p)
-
-    @property
-    def next_sibling(self) -> Node | None:
-        t = self._t
-        i = self._i
-        if i == 0:
-            return None
-        if t._parent is None:
-            t._structure()
-        p = t._parent[i]  # type: ignore[index]
-        j = i + t._size[i]
-        return Node(t, j) if j < p + t._size[p] else None
-
-    @property
-    def prev_sibling(self) -> Node | None:
-        t = self._t
-        if t._prev is None:
-            t._structure()
-        j = t._prev[self._i]  # type: ignore[index]
-        return None if j < 0 else Node(t, j)
-
-    @property
-    def next_named_sibling(self) -> Node | None:
-        node = self.next_sibling
-        while node is not None and not node.is_named:
-            node = node.next_sibling
-        return node
-
-    @property
-    def prev_named_sibling(self) -> Node | None:
-        node = self.prev_sibling
-        while node is not None and not node.is_named:
-            node = node.prev_sibling
-        return node
-
     # search
-    def _descend(self, covers, include_anonymous: bool) -> Node:
+    def _descend(self, covers: Callable[[int], bool | None], include_anonymous: bool) -> Node:
         """tree-sitter's descendant-for-range walk, over visible children."""
         t = self._t
         flags = t._flags
-        node = self._i
-        found = node
+        node = found = self._i
         descended = True
         while descended:
             descended = False
-            for j in Node(t, node)._child_indexes():
+            for j in t.node(node)._child_indexes():
                 verdict = covers(j)
                 if verdict is None:
                     continue
@@ -411,7 +251,7 @@ class Node:
                     found = j
                 descended = True
                 break
-        return Node(t, found)
+        return t.node(found)
 
     def descendant_for_byte_range(self, start_byte: int, end_byte: int) -> Node | None:
         return self._byte_range(start_byte, end_byte, True)
@@ -456,146 +296,18 @@ class Node:
         ends = self._t._end
         for j in self._child_indexes():
             if ends[j] > byte:
-                return Node(self._t, j)
+                return self._t.node(j)
         return None
 
     def first_named_child_for_byte(self, byte: int) -> Node | None:
         t = self._t
         for j in self._child_indexes():
             if t._end[j] > byte and t._flags[j] & NAMED:
-                return Node(t, j)
+                return t.node(j)
         return None
 
     def walk(self) -> TreeCursor:
         return TreeCursor(self._t, self._i)
 
 
-class TreeCursor:
-    """A cursor over a `Tree`, rooted at the node it was created from."""
-
-    __slots__ = ("_t", "_root", "_i", "_stack", "_ends", "_size", "_flags")
-
-    def __init__(self, tree: Tree, index: int):
-        self._t = tree
-        self._root = index
-        self._i = index
-        self._stack: list[int] = []
-        self._ends: list[int] = []
-        self._size = tree._size
-        self._flags = tree._flags
-
-    @property
-    def node(self) -> Node:
-        return Node(self._t, self._i)
-
-    @property
-    def field_id(self) -> int | None:
-        if not self._stack:
-            return None
-        return self._t._field[self._i] or None
-
-    @property
-    def field_name(self) -> str | None:
-        fid = self.field_id
-        return None if fid is None else self._t._field_names[fid]
-
-    @property
-    def depth(self) -> int:
-        return len(self._stack)
-
-    @property
-    def descendant_index(self) -> int:
-        return self._i - self._root
-
-    def goto_first_child(self) -> bool:
-        i = self._i
-        if self._flags[i] & HAS_CHILDREN:
-            self._stack.append(i)
-            self._ends.append(i + self._size[i])
-            self._i = i + 1
-            return True
-        return False
-
-    def goto_last_child(self) -> bool:
-        i = self._i
-        if not self._flags[i] & HAS_CHILDREN:
-            return False
-        size = self._size
-        end = i + size[i]
-        j = i + 1
-        while j + size[j] < end:
-            j += size[j]
-        self._stack.append(i)
-        self._ends.append(end)
-        self._i = j
-        return True
-
-    def goto_next_sibling(self) -> bool:
-        ends = self._ends
-        if not ends:
-            return False
-        j = self._i + self._size[self._i]
-        if j < ends[-1]:
-            self._i = j
-            return True
-        return False
-
-    def goto_previous_sibling(self) -> bool:
-        if not self._stack:
-            return False
-        t = self._t
-        if t._prev is None:
-            t._structure()
-        j = t._prev[self._i]  # type: ignore[index]
-        if j < 0:
-            return False
-        self._i = j
-        return True
-
-    def goto_parent(self) -> bool:
-        if not self._stack:
-            return False
-        self._i = self._stack.pop()
-        self._ends.pop()
-        return True
-
-    def goto_first_child_for_byte(self, byte: int) -> int | None:
-        node = Node(self._t, self._i)
-        for k, j in enumerate(node._child_indexes()):
-            if self._t._end[j] > byte:
-                self._stack.append(self._i)
-                self._ends.append(self._i + self._size[self._i])
-                self._i = j
-                return k
-        return None
-
-    def goto_descendant(self, descendant_index: int) -> None:
-        target = self._root + descendant_index
-        if not 0 <= descendant_index < self._size[self._root]:
-            raise IndexError("descendant index out of range")
-        self.reset_to_index(self._root)
-        while self._i != target:
-            self.goto_first_child()
-            while self._i + self._size[self._i] <= target:
-                self._i += self._size[self._i]
-
-    def reset_to_index(self, index: int) -> None:
-        self._i = index
-        self._stack.clear()
-        self._ends.clear()
-
-    def reset(self, node: Node) -> None:
-        if node._t is not self._t:
-            raise ValueError("node belongs to another tree")
-        self._root = node._i
-        self.reset_to_index(node._i)
-
-    def copy(self) -> TreeCursor:
-        c = TreeCursor(self._t, self._root)
-        c._i = self._i
-        c._stack = list(self._stack)
-        c._ends = list(self._ends)
-        return c
-
-    def __copy__(self) -> TreeCursor:
-        return self.copy()
+TreeCursor = _native.TreeCursor
