@@ -13,11 +13,13 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+NATIVE := pyproject.toml setup.py src/cstvault/_native.c
+
+$(STAMP): $(BIN)/python $(NATIVE)
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-$(DEVSTAMP): $(BIN)/python pyproject.toml
+$(DEVSTAMP): $(BIN)/python $(NATIVE)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP) $@
 

@@ -56,7 +56,7 @@ class BuildNative(build_ext):
         for ext in self.extensions:
             ext.sources.append(str(lib / "src" / "lib.c"))
             ext.include_dirs += [str(lib / "include"), str(lib / "src")]
-            ext.extra_compile_args += ["-std=c11", "-O2", "-fvisibility=hidden"]
+            ext.extra_compile_args += ["-std=c11", "-fvisibility=hidden"]
         super().build_extensions()
 
 
