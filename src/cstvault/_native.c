@@ -432,9 +432,7 @@ static PyObject *decode_body(PyObject *self, PyObject *args) {
             if (f > field_limit) { err = "field id out of range"; goto done; }
         }
         field[i] = f;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (op[i] & HAS_CHILDREN) {
+        if (op[i] & HAS_CHILDREN) { /* sizes follow the kind table, in preorder */
             uint64_t v;
             if (read_varint(&r, &v)) { err = "varint block truncated (sizes)"; goto done; }
             if (v > (uint64_t)n) { err = "subtree size out of range"; goto done; }

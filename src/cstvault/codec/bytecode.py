@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from functools import cache
 
 import crc32c
 import numpy as np
@@ -100,6 +101,17 @@ def read_header(record: bytes | memoryview) -> Header:
     )
 
 
+@cache
+def _grammar_args(identity: str) -> tuple[str, np.ndarray, int, int]:
+    """What the decoder needs of a record's grammar (language, token lengths, limits)."""
+    name = languages.identity_language(identity)
+    try:
+        lang = languages.language(name)
+    except languages.UnknownLanguage as exc:
+        raise CorruptRecord(f"record for an unknown grammar: {identity}") from exc
+    return name, languages.tables(name).token_len, lang.node_kind_count, lang.field_count
+
+
 def decode(record: bytes | memoryview, *, verify_crc: bool = True) -> Columns:
     """Decode a record into columns (and their structure index); CorruptRecord on damage."""
     head = read_header(record)
@@ -107,16 +119,11 @@ def decode(record: bytes | memoryview, *, verify_crc: bool = True) -> Columns:
         (stored,) = struct.unpack_from("<I", record, len(record) - 4)
         if crc32c.crc32c(memoryview(record)[:-4]) != stored:
             raise CorruptRecord("record checksum (CRC32C) mismatch")
-    try:
-        tables = languages.tables(head.language)
-        lang = languages.language(head.language)
-    except languages.UnknownLanguage as exc:
-        raise CorruptRecord(f"record for an unknown grammar: {head.identity}") from exc
+    language, token_len, kind_limit, field_limit = _grammar_args(head.identity)
     try:
         out = _native.decode_body(
             record, head.body, head.nodes, head.kinds, head.wide_kind, head.wide_field,
-            head.phantom_len, head.source_len, tables.token_len, lang.node_kind_count,
-            lang.field_count,
+            head.phantom_len, head.source_len, token_len, kind_limit, field_limit,
         )  # fmt: skip
     except _native.CorruptRecord as exc:
         raise CorruptRecord(str(exc)) from None
@@ -128,7 +135,7 @@ def decode(record: bytes | memoryview, *, verify_crc: bool = True) -> Columns:
         except (ValueError, TypeError) as exc:
             raise CorruptRecord(f"phantom section invalid: {exc}") from exc
     return Columns(
-        language=head.language,
+        language=language,
         kind=np.frombuffer(kind, dtype=np.uint16),
         grammar=np.frombuffer(gram, dtype=np.uint16),
         flags=np.frombuffer(flags, dtype=np.uint8),
