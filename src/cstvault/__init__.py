@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from . import languages
 from .codec import CorruptRecord, EncodeError
 from .codec import decode as decode_record
 from .codec import encode as encode_columns
 from .extract import parse_extract
+from .store import Store
 from .tree import Node, Point, Range, Tree, TreeCursor
 
 __version__ = "0.1.0"
@@ -17,10 +20,12 @@ __all__ = [
     "Node",
     "Point",
     "Range",
+    "Store",
     "Tree",
     "TreeCursor",
     "encode",
     "load",
+    "open",
     "parse",
 ]
 
@@ -38,6 +43,11 @@ def load(record: bytes | memoryview, source: bytes | memoryview) -> Tree:
 def parse(source: bytes, language: str) -> Tree:
     """Parse, encode and decode: a `Tree` exactly as the store would serve it."""
     return load(encode(source, language), source)
+
+
+def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - the documented entry point
+    """Open a store: a store directory, or a root holding `.cstvault`."""
+    return Store.open(path)
 
 
 def detect_language(path: str) -> str | None:

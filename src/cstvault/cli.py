@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -37,14 +39,43 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path(exists=True), required=True)
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--store", "store_dir", type=click.Path(exists=True),
+              help="Verify every file of this store instead of PATHS.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--max-mismatches", default=20, show_default=True, help="Mismatches to report.")
-def verify(paths: tuple[str, ...], as_json: bool, max_mismatches: int) -> None:
-    """Round-trip every supported file under PATHS and compare with tree-sitter node by node."""
+def verify(paths: tuple[str, ...], store_dir: str | None, as_json: bool,
+           max_mismatches: int) -> None:  # fmt: skip
+    """Round-trip every supported file under PATHS (or in a store) against tree-sitter."""
+    if not paths and not store_dir:
+        raise click.UsageError("give PATHS to verify, or --store DIR")
+    t0 = time.perf_counter()
+    if store_dir:
+        from .store import Store
+
+        with Store.open(store_dir) as store, _progress(console.is_terminal and not as_json) as bar:
+            task = bar.add_task("verify", total=store.catalog.counts()["blobs"], current="")
+
+            def step(name: str) -> None:
+                bar.update(task, current=name[-60:])
+                bar.advance(task)
+
+            report = verify_mod.verify_store(store, progress=step)
+            report.max_mismatches = max_mismatches
+    else:
+        report = _verify_paths(paths, as_json, max_mismatches)
+    result = report.as_dict()
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_verify(result)
+    sys.exit(1 if report.mismatched else 0)
+
+
+def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
     files = list(iter_files(paths))
     report = verify_mod.Report(max_mismatches=max_mismatches)
-    t0 = time.perf_counter()
     with _progress(console.is_terminal and not as_json) as bar:
         task = bar.add_task("verify", total=len(files), current="")
         for path, language in files:
@@ -56,13 +87,98 @@ def verify(paths: tuple[str, ...], as_json: bool, max_mismatches: int) -> None:
             else:
                 verify_mod.verify_source(str(path), source, language, report)
             bar.advance(task)
-    result = report.as_dict()
-    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+@main.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False), default=".")
+@click.option("--store", "store_dir", type=click.Path(), default=None,
+              help="Store directory (default ROOT/.cstvault).")
+@click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True,
+              help="Worker processes for parse + encode.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
+def index(root: str, store_dir: str | None, jobs: int, as_json: bool) -> None:
+    """Index every supported file under ROOT (gitignore respected) into a store."""
+    from . import indexer
+    from .store import Store
+
+    with _progress(console.is_terminal and not as_json) as bar:
+        task = bar.add_task("index", total=None, current="")
+
+        def step(done: int, total: int, path: str) -> None:
+            bar.update(task, completed=done, total=total, current=path[-60:])
+
+        report = indexer.index(root, store_dir, jobs=jobs, progress=step)
+    with Store.open(store_dir or Path(root) / ".cstvault") as store:
+        stats = store.stats()
+    out = {
+        "files": report.files, "unchanged": report.unchanged, "new_blobs": report.new_blobs,
+        "deduplicated": report.deduplicated, "removed": report.removed,
+        "skipped": report.skipped, "lines": report.lines, "nodes": report.nodes,
+        "seconds": round(report.seconds, 3),
+        "lines_per_s": round(report.lines / report.seconds) if report.seconds else None,
+        "store": str(store.directory), "disk_bytes": stats["disk_bytes"],
+        "disk_bytes_per_line": stats["disk_bytes_per_line"],
+    }  # fmt: skip
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(out, indent=2))
     else:
-        _print_verify(result)
-    sys.exit(1 if report.mismatched else 0)
+        click.echo(
+            f"indexed {out['files']:,} files ({out['lines']:,} lines, {out['nodes']:,} nodes) "
+            f"in {out['seconds']} s; {out['unchanged']:,} unchanged, "
+            f"{out['deduplicated']:,} deduplicated, skipped {out['skipped'] or 0}; "
+            f"store {out['disk_bytes']['total']:,} bytes at {out['store']}"
+        )
+
+
+@main.command()
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--json", "as_json", is_flag=True)
+def stats(store_dir: str, as_json: bool) -> None:
+    """Counts and sizes of a store."""
+    from .store import Store
+
+    with Store.open(store_dir) as store:
+        s = store.stats()
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    table = Table(title=f"cstvault store {store_dir}", show_header=False)
+    for key in ("files", "blobs", "lines", "nodes", "segments", "skipped", "dedup_ratio"):
+        table.add_row(key, f"{s[key]:,}")
+    for key, v in s["disk_bytes_per_line"].items():
+        table.add_row(f"disk bytes/line {key}", f"{v}")
+    Console().print(table)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+def show(target: str, store_dir: str) -> None:
+    """S-expression of a stored FILE, or the node at FILE:ROW:COL (1-based) and its ancestors."""
+    from .store import Store
+
+    path, _, pos = target.partition(":")
+    with Store.open(store_dir) as store:
+        try:
+            if not pos:
+                click.echo(str(store.tree(path).root_node))
+                return
+            row_s, _, col_s = pos.partition(":")
+            node = store.node_at(path, int(row_s) - 1, int(col_s or 1) - 1)
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from exc
+        except ValueError as exc:
+            raise click.ClickException(f"bad position {pos!r}: use FILE:ROW:COL") from exc
+        chain = []
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        for depth, n in enumerate(reversed(chain)):
+            (sr, sc), (er, ec) = n.start_point, n.end_point
+            click.echo(f"{'  ' * depth}{n.type} [{sr + 1}:{sc + 1}-{er + 1}:{ec + 1}]")
+        text = chain[0].text.decode("utf-8", "replace")
+        click.echo(f"text: {text[:200]!r}")
 
 
 def _print_verify(r: dict) -> None:

@@ -1,0 +1,140 @@
+"""The store: a directory with a SQLite catalog and append-only segment files.
+
+`Store` opens it read-only for navigation (`cstvault.open`) or for writing (the indexer).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import zstandard
+
+from ..codec import CorruptRecord, decode, read_header
+from ..tree import Node, Tree
+from .catalog import Catalog, FileRow
+from .segments import SegmentReader, SegmentWriter
+
+__all__ = ["FileRow", "Store", "open_store"]
+
+CATALOG = "catalog.sqlite"
+SEGMENTS = "segments"
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A store directory: `path` itself, or `path/.cstvault` when that holds a store."""
+    p = Path(path)
+    if (p / CATALOG).exists():
+        return p
+    if (p / ".cstvault" / CATALOG).exists():
+        return p / ".cstvault"
+    raise FileNotFoundError(f"no cstvault store at {p} (run `cstvault index` first)")
+
+
+class Store:
+    """An opened store. Use as a context manager; every read is CRC-checked."""
+
+    def __init__(self, directory: Path, catalog: Catalog):
+        self.directory = directory
+        self.catalog = catalog
+        self._reader = SegmentReader(directory / SEGMENTS)
+        self._writer: SegmentWriter | None = None
+        self._dctx = zstandard.ZstdDecompressor()
+
+    @classmethod
+    def create(cls, directory: Path) -> Store:
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(directory, Catalog(directory / CATALOG, create=True))
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Store:
+        directory = resolve(path)
+        return cls(directory, Catalog(directory / CATALOG))
+
+    def writer(self) -> SegmentWriter:
+        if self._writer is None:
+            self._writer = SegmentWriter(self.directory / SEGMENTS, self.catalog.next_segment())
+        return self._writer
+
+    # reading
+    def files(self) -> Iterator[FileRow]:
+        return self.catalog.files()
+
+    def _frame(self, loc: tuple[int, int, int, int], what: str, path: str) -> bytes:
+        try:
+            return self._dctx.decompress(self._reader.read(*loc))
+        except (CorruptRecord, zstandard.ZstdError) as exc:
+            raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
+
+    def source(self, path: str) -> bytes:
+        blob = self._blob(path)
+        return self._frame(blob.src, "source", path)
+
+    def _blob(self, path: str):
+        blob = self.catalog.blob_for(path)
+        if blob is None:
+            raise KeyError(f"{path} is not in the store")
+        return blob
+
+    def tree(self, path: str) -> Tree:
+        """The full tree of a stored file."""
+        blob = self._blob(path)
+        record = self._frame(blob.tree, "tree record", path)
+        source = self._frame(blob.src, "source", path)
+        try:
+            cols = decode(record)
+            head = read_header(record)
+        except CorruptRecord as exc:
+            raise CorruptRecord(f"{path}: {exc}") from exc
+        import crc32c
+
+        if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
+            raise CorruptRecord(f"{path}: source does not match its tree record")
+        return Tree(cols, source)
+
+    def node_at(self, path: str, row: int, column: int) -> Node:
+        """The smallest node spanning the point (row, column) (0-based, byte columns)."""
+        root = self.tree(path).root_node
+        node = root.descendant_for_point_range((row, column), (row, column))
+        return node if node is not None else root
+
+    def stats(self) -> dict:
+        counts = self.catalog.counts()
+        seg_dir = self.directory / SEGMENTS
+        seg_bytes = sum(p.stat().st_size for p in seg_dir.glob("*.seg")) if seg_dir.exists() else 0
+        cat_bytes = sum(
+            p.stat().st_size for p in self.directory.glob(CATALOG + "*") if p.is_file()
+        )
+        lines = max(counts["lines"], 1)
+        return {
+            **counts,
+            "segments": len(list(seg_dir.glob("*.seg"))) if seg_dir.exists() else 0,
+            "disk_bytes": {"segments": seg_bytes, "catalog": cat_bytes,
+                           "total": seg_bytes + cat_bytes},  # fmt: skip
+            "disk_bytes_per_line": {
+                "trees": round(counts["tree_frame_bytes"] / lines, 3),
+                "sources": round(counts["source_frame_bytes"] / lines, 3),
+                "catalog": round(cat_bytes / lines, 3),
+                "total": round((seg_bytes + cat_bytes) / lines, 3),
+            },
+            "dedup_ratio": round(counts["files"] / max(counts["blobs"], 1), 3),
+            "meta": self.catalog.meta(),
+        }
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._reader.close()
+        self.catalog.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    return Store.open(path)

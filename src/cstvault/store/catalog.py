@@ -1,0 +1,192 @@
+"""The SQLite catalog (WAL): files, content blobs and where their frames live, store metadata.
+
+It is read on demand (no Python object per file at open) and inspectable with `sqlite3`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import languages
+from ..codec.bytecode import FORMAT_VERSION
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs(
+    id INTEGER PRIMARY KEY,
+    hash BLOB UNIQUE NOT NULL,            -- sha256 of language and source: dedup key
+    language TEXT NOT NULL,
+    size INTEGER NOT NULL, lines INTEGER NOT NULL, nodes INTEGER NOT NULL,
+    tree_seg INTEGER NOT NULL, tree_off INTEGER NOT NULL, tree_len INTEGER NOT NULL,
+    tree_crc INTEGER NOT NULL,
+    src_seg INTEGER NOT NULL, src_off INTEGER NOT NULL, src_len INTEGER NOT NULL,
+    src_crc INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files(
+    id INTEGER PRIMARY KEY,
+    path TEXT UNIQUE NOT NULL,            -- relative to the indexed root, '/'-separated
+    blob INTEGER NOT NULL REFERENCES blobs(id),
+    language TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS skipped(path TEXT PRIMARY KEY, reason TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class BlobRow:
+    id: int
+    language: str
+    size: int
+    lines: int
+    nodes: int
+    tree: tuple[int, int, int, int]  # segment, offset, length, crc32c of the frame
+    src: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class FileRow:
+    path: str
+    language: str
+    size: int
+    mtime_ns: int
+    version: int
+    lines: int
+    nodes: int
+
+
+class Catalog:
+    def __init__(self, path: Path, *, create: bool = False):
+        if not create and not path.exists():
+            raise FileNotFoundError(f"no cstvault store at {path.parent}")
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        if create:
+            self.db.executescript(SCHEMA)
+            self.set_meta("format_version", str(FORMAT_VERSION))
+            for name in languages.names():
+                self.set_meta(f"grammar:{name}", languages.identity(name))
+
+    # metadata
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta"))
+
+    def next_segment(self) -> int:
+        row = self.db.execute(
+            "SELECT max(m) FROM (SELECT max(tree_seg) AS m FROM blobs "
+            "UNION ALL SELECT max(src_seg) FROM blobs)"
+        ).fetchone()
+        return (row[0] or 0) + 1
+
+    # lookups
+    def blob_id(self, digest: bytes) -> int | None:
+        row = self.db.execute("SELECT id FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def file_stat(self, path: str) -> tuple[int, int] | None:
+        row = self.db.execute(
+            "SELECT size, mtime_ns FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def blob_for(self, path: str) -> BlobRow | None:
+        row = self.db.execute(
+            "SELECT b.id, b.language, b.size, b.lines, b.nodes, b.tree_seg, b.tree_off, "
+            "b.tree_len, b.tree_crc, b.src_seg, b.src_off, b.src_len, b.src_crc "
+            "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.path = ?",
+            (path,),
+        ).fetchone()
+        return _blob(row) if row else None
+
+    def blobs(self):
+        cur = self.db.execute(
+            "SELECT id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
+            "src_seg, src_off, src_len, src_crc FROM blobs ORDER BY id"
+        )
+        for row in cur:
+            yield _blob(row)
+
+    def paths_of_blob(self, blob: int) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT path FROM files WHERE blob = ?", (blob,))]
+
+    def files(self):
+        cur = self.db.execute(
+            "SELECT f.path, f.language, f.size, f.mtime_ns, f.version, b.lines, b.nodes "
+            "FROM files f JOIN blobs b ON b.id = f.blob ORDER BY f.path"
+        )
+        for row in cur:
+            yield FileRow(*row)
+
+    def counts(self) -> dict[str, int]:
+        q = self.db.execute
+        files, = q("SELECT count(*) FROM files").fetchone()
+        blobs, lines, nodes, size = q(
+            "SELECT count(*), coalesce(sum(lines),0), coalesce(sum(nodes),0), "
+            "coalesce(sum(size),0) FROM blobs"
+        ).fetchone()
+        file_lines, = q(
+            "SELECT coalesce(sum(b.lines),0) FROM files f JOIN blobs b ON b.id = f.blob"
+        ).fetchone()
+        tree, src = q(
+            "SELECT coalesce(sum(tree_len),0), coalesce(sum(src_len),0) FROM blobs"
+        ).fetchone()
+        skipped, = q("SELECT count(*) FROM skipped").fetchone()
+        return {"files": files, "blobs": blobs, "lines": file_lines, "unique_lines": lines,
+                "nodes": nodes, "source_bytes": size, "tree_frame_bytes": tree,
+                "source_frame_bytes": src, "skipped": skipped}  # fmt: skip
+
+    def skipped(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT path, reason FROM skipped"))
+
+    # writes (inside the caller's transaction)
+    def begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def add_blob(
+        self, digest: bytes, language: str, size: int, lines: int, nodes: int,
+        tree: tuple[int, int, int, int], src: tuple[int, int, int, int],
+    ) -> int:  # fmt: skip
+        cur = self.db.execute(
+            "INSERT INTO blobs(hash, language, size, lines, nodes, tree_seg, tree_off, tree_len, "
+            "tree_crc, src_seg, src_off, src_len, src_crc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (digest, language, size, lines, nodes, *tree, *src),
+        )
+        return int(cur.lastrowid)
+
+    def put_file(self, path: str, blob: int, language: str, size: int, mtime_ns: int) -> None:
+        self.db.execute(
+            "INSERT INTO files(path, blob, language, size, mtime_ns) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(path) DO UPDATE SET blob=excluded.blob, language=excluded.language, "
+            "size=excluded.size, mtime_ns=excluded.mtime_ns, "
+            "version=files.version + (files.blob != excluded.blob)",
+            (path, blob, language, size, mtime_ns),
+        )
+        self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+
+    def put_skipped(self, path: str, reason: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO skipped(path, reason) VALUES (?, ?)", (path, reason)
+        )
+        self.db.execute("DELETE FROM files WHERE path = ?", (path,))
+
+    def remove_missing(self, present: set[str]) -> int:
+        gone = [p for (p,) in self.db.execute("SELECT path FROM files") if p not in present]
+        self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
+        return len(gone)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _blob(row) -> BlobRow:
+    return BlobRow(row[0], row[1], row[2], row[3], row[4], tuple(row[5:9]), tuple(row[9:13]))

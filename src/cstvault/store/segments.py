@@ -1,0 +1,122 @@
+"""Append-only segment files holding zstd-19 frames, read back through mmap.
+
+A segment is a plain concatenation of compressed frames, at most SEGMENT_LIMIT bytes unless a
+single frame is larger (it then gets a segment of its own). The catalog knows where every
+frame starts, how long it is and its CRC32C; nothing in a segment is ever rewritten.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import crc32c
+
+from ..codec.errors import CorruptRecord
+
+SEGMENT_LIMIT = 256 * 1024
+
+
+def segment_path(directory: Path, seg_id: int) -> Path:
+    return directory / f"{seg_id:08d}.seg"
+
+
+class SegmentWriter:
+    """Appends frames to the newest segment; `sync` makes everything written durable."""
+
+    def __init__(self, directory: Path, next_id: int):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.seg_id = next_id
+        self._file = None
+        self._size = 0
+        self._dirty: list = []
+
+    def _roll(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            self._dirty.append(self._file)
+        path = segment_path(self.directory, self.seg_id)
+        self._file = open(path, "ab")  # noqa: SIM115 - kept open across appends
+        self._size = self._file.tell()
+
+    def append(self, frame: bytes) -> tuple[int, int, int, int]:
+        """Write one frame; returns (segment id, offset, length, crc32c)."""
+        if self._file is None:
+            self._roll()
+        elif self._size and self._size + len(frame) > SEGMENT_LIMIT:
+            self.seg_id += 1
+            self._roll()
+        assert self._file is not None
+        offset = self._size
+        self._file.write(frame)
+        self._size += len(frame)
+        return self.seg_id, offset, len(frame), crc32c.crc32c(frame)
+
+    def sync(self) -> None:
+        """fsync every segment written since the last sync, then the directory."""
+        for f in [*self._dirty, self._file]:
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+        for f in self._dirty:
+            f.close()
+        self._dirty = []
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.sync()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class SegmentReader:
+    """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU)."""
+
+    def __init__(self, directory: Path, max_open: int = 64):
+        self.directory = directory
+        self.max_open = max_open
+        self._maps: OrderedDict[int, mmap.mmap] = OrderedDict()
+
+    def _map(self, seg_id: int) -> mmap.mmap:
+        m = self._maps.get(seg_id)
+        if m is not None:
+            self._maps.move_to_end(seg_id)
+            return m
+        path = segment_path(self.directory, seg_id)
+        try:
+            with open(path, "rb") as f:
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise CorruptRecord(f"segment {path.name} unreadable: {exc}") from exc
+        self._maps[seg_id] = m
+        if len(self._maps) > self.max_open:
+            _, old = self._maps.popitem(last=False)
+            old.close()
+        return m
+
+    def read(self, seg_id: int, offset: int, length: int, crc: int) -> bytes:
+        """The frame's bytes, after checking its CRC32C."""
+        m = self._map(seg_id)
+        if offset + length > len(m):
+            # the segment may have grown since it was mapped
+            self._maps.pop(seg_id).close()
+            m = self._map(seg_id)
+            if offset + length > len(m):
+                raise CorruptRecord(f"segment {seg_id} truncated")
+        frame = m[offset : offset + length]
+        if crc32c.crc32c(frame) != crc:
+            raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
+        return frame
+
+    def close(self) -> None:
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()

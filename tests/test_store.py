@@ -1,0 +1,128 @@
+"""The store: index a repository the test writes, read trees back, verify, resume, dedup."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import cstvault
+from cstvault import cli, indexer
+from cstvault.codec import CorruptRecord
+from cstvault.extract import parse
+from cstvault.store import Store
+from cstvault.verify import compare_trees, verify_store
+from snippets import SNIPPETS
+from test_cli import EXT, make_repo
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    make_repo(root)
+    (root / "copy_of_python_ok.py").write_bytes(SNIPPETS["python"]["ok"])  # a duplicate
+    return root
+
+
+def test_index_then_read_every_tree(repo):
+    report = indexer.index(repo, jobs=1)
+    assert report.files == 3 * len(SNIPPETS) + 2  # snippets, keep.py, the duplicate
+    assert report.deduplicated == 1
+    assert report.skipped == {"binary": 1}
+    with cstvault.open(repo) as store:
+        rows = {f.path: f for f in store.files()}
+        assert "ignored/x.py" not in rows and "blob.c" not in rows
+        for lang, cases in SNIPPETS.items():
+            for name, src in cases.items():
+                path = f"{lang}_{name}.{EXT[lang]}"
+                tree = store.tree(path)
+                assert tree.text == src
+                assert compare_trees(path, parse(src, lang), tree) == []
+                assert rows[path].lines == src.count(b"\n") + (not src.endswith(b"\n"))
+        stats = store.stats()
+        assert stats["files"] == report.files and stats["blobs"] == report.files - 1
+        assert stats["disk_bytes"]["total"] > 0
+
+
+def test_node_at_and_ancestors(repo):
+    indexer.index(repo, jobs=1)
+    with cstvault.open(repo) as store:
+        src = SNIPPETS["python"]["ok"]
+        line = src.split(b"\n").index(b"    x: int = 1")
+        node = store.node_at("python_ok.py", line, 4)
+        assert node.text == b"x" and node.type == "identifier"
+        chain = []
+        while node is not None:
+            chain.append(node.type)
+            node = node.parent
+        assert chain[-1] == "module" and "class_definition" in chain
+
+
+def test_parallel_index_matches_serial(repo, tmp_path):
+    a, b = tmp_path / "s1", tmp_path / "s2"
+    indexer.index(repo, a, jobs=1)
+    indexer.index(repo, b, jobs=2)
+    with Store.open(a) as sa, Store.open(b) as sb:
+        fa = [(f.path, f.nodes, f.lines) for f in sa.files()]
+        fb = [(f.path, f.nodes, f.lines) for f in sb.files()]
+        assert fa == fb
+        for path, _, _ in fa:
+            assert str(sa.tree(path).root_node) == str(sb.tree(path).root_node)
+
+
+def test_resume_and_changes(repo):
+    indexer.index(repo, jobs=1)
+    again = indexer.index(repo, jobs=1)
+    assert again.files == 0 and again.unchanged == 3 * len(SNIPPETS) + 2
+    (repo / "sub" / "keep.py").write_bytes(b"y = 3\nz = 4\n")
+    (repo / "go_ok.go").unlink()
+    third = indexer.index(repo, jobs=1)
+    assert third.files == 1 and third.removed == 1
+    with cstvault.open(repo) as store:
+        assert store.tree("sub/keep.py").text == b"y = 3\nz = 4\n"
+        row = next(f for f in store.files() if f.path == "sub/keep.py")
+        assert row.version == 2
+        with pytest.raises(KeyError):
+            store.tree("go_ok.go")
+
+
+def test_verify_store_and_byte_flip(repo):
+    indexer.index(repo, jobs=1)
+    with cstvault.open(repo) as store:
+        report = verify_store(store)
+        assert report.mismatched == 0 and report.ok == report.files > 0
+        blob = store.catalog.blob_for("rust_ok.rs")
+        seg, off, length, _ = blob.tree
+    seg_file = repo / ".cstvault" / "segments" / f"{seg:08d}.seg"
+    data = bytearray(seg_file.read_bytes())
+    data[off + length // 2] ^= 0x10
+    seg_file.write_bytes(bytes(data))
+    with cstvault.open(repo) as store:
+        with pytest.raises(CorruptRecord, match="rust_ok.rs"):
+            store.tree("rust_ok.rs")
+        assert store.tree("java_ok.java").text == SNIPPETS["java"]["ok"]  # others still fine
+        report = verify_store(store)
+        assert report.mismatched == 1
+        assert report.mismatches[0].path == "rust_ok.rs"
+
+
+def test_cli_index_stats_show_verify(repo):
+    run = CliRunner().invoke
+    res = run(cli.main, ["index", str(repo), "--jobs", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["files"] == 3 * len(SNIPPETS) + 2 and out["lines"] > 100
+    assert out["disk_bytes"]["total"] > 0
+    res = run(cli.main, ["stats", "--store", str(repo), "--json"])
+    assert json.loads(res.output)["files"] == out["files"]
+    res = run(cli.main, ["show", "python_ok.py", "--store", str(repo)])
+    assert res.exit_code == 0 and res.output.startswith("(module")
+    res = run(cli.main, ["show", "python_ok.py:6:5", "--store", str(repo)])
+    assert res.exit_code == 0 and "identifier" in res.output and "module" in res.output
+    res = run(cli.main, ["show", "nope.py", "--store", str(repo)])
+    assert res.exit_code != 0 and "not in the store" in res.output
+    res = run(cli.main, ["verify", "--store", str(repo / ".cstvault"), "--json"])
+    assert res.exit_code == 0
+    assert json.loads(res.output)["mismatched"] == 0
