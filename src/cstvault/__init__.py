@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from . import languages
+from .cache import CacheConfig
 from .codec import CorruptRecord, EncodeError
 from .codec import decode as decode_record
 from .codec import encode as encode_columns
@@ -15,6 +16,7 @@ from .tree import Node, Point, Range, Tree, TreeCursor
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheConfig",
     "CorruptRecord",
     "EncodeError",
     "Node",
@@ -45,9 +47,11 @@ def parse(source: bytes, language: str) -> Tree:
     return load(encode(source, language), source)
 
 
-def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - the documented entry point
-    """Open a store: a store directory, or a root holding `.cstvault`."""
-    return Store.open(path)
+def open(  # noqa: A001 - the documented entry point
+    path: str | os.PathLike[str], config: CacheConfig | None = None
+) -> Store:
+    """Open a store (a store directory, or a root holding `.cstvault`) with a cache budget."""
+    return Store.open(path, config)
 
 
 def detect_language(path: str) -> str | None:

@@ -9,8 +9,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import crc32c
 import zstandard
 
+from ..cache import CacheConfig, TieredCache
 from ..codec import CorruptRecord, decode, read_header
 from ..tree import Node, Tree
 from .catalog import Catalog, FileRow
@@ -35,9 +37,11 @@ def resolve(path: str | os.PathLike[str]) -> Path:
 class Store:
     """An opened store. Use as a context manager; every read is CRC-checked."""
 
-    def __init__(self, directory: Path, catalog: Catalog):
+    def __init__(self, directory: Path, catalog: Catalog, config: CacheConfig | None = None):
         self.directory = directory
         self.catalog = catalog
+        self.config = config or CacheConfig()
+        self.cache = TieredCache(self.config)
         self._reader = SegmentReader(directory / SEGMENTS)
         self._writer: SegmentWriter | None = None
         self._dctx = zstandard.ZstdDecompressor()
@@ -48,9 +52,9 @@ class Store:
         return cls(directory, Catalog(directory / CATALOG, create=True))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Store:
+    def open(cls, path: str | os.PathLike[str], config: CacheConfig | None = None) -> Store:
         directory = resolve(path)
-        return cls(directory, Catalog(directory / CATALOG))
+        return cls(directory, Catalog(directory / CATALOG), config)
 
     def writer(self) -> SegmentWriter:
         if self._writer is None:
@@ -78,20 +82,25 @@ class Store:
         return blob
 
     def tree(self, path: str) -> Tree:
-        """The full tree of a stored file."""
+        """The full tree of a stored file, served by the tiered cache."""
         blob = self._blob(path)
-        record = self._frame(blob.tree, "tree record", path)
-        source = self._frame(blob.src, "source", path)
-        try:
-            cols = decode(record)
-            head = read_header(record)
-        except CorruptRecord as exc:
-            raise CorruptRecord(f"{path}: {exc}") from exc
-        import crc32c
 
-        if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
-            raise CorruptRecord(f"{path}: source does not match its tree record")
-        return Tree(cols, source)
+        def load(_: int) -> tuple[bytes, bytes]:
+            return (self._frame(blob.tree, "tree record", path),
+                    self._frame(blob.src, "source", path))  # fmt: skip
+
+        def build(record: bytes, source: bytes) -> tuple[Tree, int]:
+            try:
+                cols = decode(record)
+                head = read_header(record)
+            except CorruptRecord as exc:
+                raise CorruptRecord(f"{path}: {exc}") from exc
+            if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
+                raise CorruptRecord(f"{path}: source does not match its tree record")
+            tree = Tree(cols, source)
+            return tree, tree_bytes(tree)
+
+        return self.cache.get(blob.id, load, build)
 
     def node_at(self, path: str, row: int, column: int) -> Node:
         """The smallest node spanning the point (row, column) (0-based, byte columns)."""
@@ -119,6 +128,10 @@ class Store:
                 "total": round((seg_bytes + cat_bytes) / lines, 3),
             },
             "dedup_ratio": round(counts["files"] / max(counts["blobs"], 1), 3),
+            "tiers": self.cache.summary(),
+            "cache_bytes": self.cache.bytes_in_ram(),
+            "budget_bytes": int(self.config.max_memory_mb * 1024 * 1024),
+            "rss_bytes": rss_bytes(),
             "meta": self.catalog.meta(),
         }
 
@@ -136,5 +149,24 @@ class Store:
         self.close()
 
 
-def open_store(path: str | os.PathLike[str]) -> Store:
-    return Store.open(path)
+def tree_bytes(tree: Tree) -> int:
+    """Bytes of the buffers a decoded tree holds (columns and structure index)."""
+    cols = tree.columns
+    arrays = (cols.kind, cols.grammar, cols.flags, cols.field, cols.size, cols.start, cols.end)
+    st = tree._structure()
+    return sum(a.nbytes for a in arrays) + sum(
+        a.nbytes for a in (st.parent, st.prev, st.child_count, st.depth)
+    )
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc), 0 where unavailable."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def open_store(path: str | os.PathLike[str], config: CacheConfig | None = None) -> Store:
+    return Store.open(path, config)

@@ -1,0 +1,160 @@
+"""Hot / warm / cold tiers in RAM over the frozen tier on disk, under one byte budget.
+
+- hot: decoded trees (column buffers + structure index + the record they came from);
+- warm: the raw tree record and source bytes;
+- cold: the same, recompressed with fast zstd (level 1);
+- frozen: the zstd-19 frames in segment files (read through mmap by the store).
+
+Policy (recency and frequency): every access promotes to hot; each tier is an LRU. When hot
+is over its share, its least recent tree is demoted to warm if it was used more than once,
+else straight to cold; warm overflows into cold; cold overflows are simply dropped (the frozen
+tier still has them). Budgets are enforced on the real byte sizes of the buffers held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import zstandard
+
+TIERS = ("hot", "warm", "cold", "frozen")
+_LATENCY_SAMPLES = 20_000
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    max_memory_mb: float = 64.0
+    hot_percent: float = 50.0
+    warm_percent: float = 30.0
+    cold_percent: float = 20.0
+    disk_quota_mb: float | None = None  # frozen tier cap, checked when writing
+
+    def __post_init__(self) -> None:
+        if self.max_memory_mb < 0 or min(self.hot_percent, self.warm_percent,
+                                         self.cold_percent) < 0:  # fmt: skip
+            raise ValueError("cache sizes must not be negative")
+        if self.hot_percent + self.warm_percent + self.cold_percent > 100.0 + 1e-9:
+            raise ValueError("tier percentages add up to more than 100")
+
+    def budget(self, tier: str) -> int:
+        share = {"hot": self.hot_percent, "warm": self.warm_percent, "cold": self.cold_percent}
+        return int(self.max_memory_mb * 1024 * 1024 * share[tier] / 100.0)
+
+
+@dataclass
+class TierStats:
+    hits: int = 0
+    misses: int = 0
+    bytes: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
+
+    def summary(self, items: int) -> dict:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            if not lat:
+                return None
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 4)
+
+        return {"items": items, "bytes": self.bytes, "hits": self.hits, "misses": self.misses,
+                "p50_ms": pct(0.50), "p99_ms": pct(0.99)}  # fmt: skip
+
+
+@dataclass
+class _Hot:
+    tree: object
+    record: bytes
+    source: bytes
+    nbytes: int
+    uses: int = 1
+
+
+class TieredCache:
+    """Maps a blob id to its decoded tree, loading through `load(blob) -> (record, source)`."""
+
+    def __init__(self, config: CacheConfig):
+        self.config = config
+        self.hot: OrderedDict[int, _Hot] = OrderedDict()
+        self.warm: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        self.cold: OrderedDict[int, tuple[bytes, bytes, int]] = OrderedDict()
+        self.stats = {t: TierStats() for t in TIERS}
+        self._fast = zstandard.ZstdCompressor(level=1)
+        self._dctx = zstandard.ZstdDecompressor()
+
+    def get(self, blob: int, load, build):
+        """The tree of `blob`: from the first tier that holds it, promoted to hot.
+
+        `load(blob)` reads (record, source) from the frozen tier; `build(record, source)`
+        decodes them into a tree and reports the tree's buffer bytes.
+        """
+        t0 = time.perf_counter()
+        entry = self.hot.get(blob)
+        if entry is not None:
+            self.hot.move_to_end(blob)
+            entry.uses += 1
+            self._hit("hot", t0)
+            return entry.tree
+        self.stats["hot"].misses += 1
+        if blob in self.warm:
+            record, source = self.warm.pop(blob)
+            self.stats["warm"].bytes -= len(record) + len(source)
+            tier = "warm"
+        elif blob in self.cold:
+            crec, csrc, _ = self.cold.pop(blob)
+            self.stats["cold"].bytes -= len(crec) + len(csrc)
+            record, source = self._dctx.decompress(crec), self._dctx.decompress(csrc)
+            self.stats["warm"].misses += 1
+            tier = "cold"
+        else:
+            self.stats["warm"].misses += 1
+            self.stats["cold"].misses += 1
+            record, source = load(blob)
+            tier = "frozen"
+        tree, tree_bytes = build(record, source)
+        nbytes = tree_bytes + len(record) + len(source)
+        self.hot[blob] = _Hot(tree, record, source, nbytes)
+        self.stats["hot"].bytes += nbytes
+        self._enforce()
+        self._hit(tier, t0)
+        return tree
+
+    def _hit(self, tier: str, t0: float) -> None:
+        s = self.stats[tier]
+        s.hits += 1
+        s.latencies.append(time.perf_counter() - t0)
+
+    def _enforce(self) -> None:
+        cfg = self.config
+        hot, warm, cold = self.stats["hot"], self.stats["warm"], self.stats["cold"]
+        while hot.bytes > cfg.budget("hot") and self.hot:
+            blob, e = self.hot.popitem(last=False)
+            hot.bytes -= e.nbytes
+            if e.uses > 1:
+                self.warm[blob] = (e.record, e.source)
+                warm.bytes += len(e.record) + len(e.source)
+            else:
+                self._to_cold(blob, e.record, e.source)
+        while warm.bytes > cfg.budget("warm") and self.warm:
+            blob, (record, source) = self.warm.popitem(last=False)
+            warm.bytes -= len(record) + len(source)
+            self._to_cold(blob, record, source)
+        while cold.bytes > cfg.budget("cold") and self.cold:
+            _, (crec, csrc, _) = self.cold.popitem(last=False)
+            cold.bytes -= len(crec) + len(csrc)
+
+    def _to_cold(self, blob: int, record: bytes, source: bytes) -> None:
+        crec, csrc = self._fast.compress(record), self._fast.compress(source)
+        if len(crec) + len(csrc) > self.config.budget("cold"):
+            return  # would not fit at all: leave it to the frozen tier
+        self.cold[blob] = (crec, csrc, len(record) + len(source))
+        self.stats["cold"].bytes += len(crec) + len(csrc)
+
+    def summary(self) -> dict:
+        items = {"hot": len(self.hot), "warm": len(self.warm), "cold": len(self.cold),
+                 "frozen": 0}  # fmt: skip
+        return {t: self.stats[t].summary(items[t]) for t in TIERS}
+
+    def bytes_in_ram(self) -> int:
+        return sum(self.stats[t].bytes for t in ("hot", "warm", "cold"))

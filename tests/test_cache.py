@@ -1,0 +1,77 @@
+"""Tiered cache: one byte budget over hot / warm / cold, recency + frequency policy."""
+
+from __future__ import annotations
+
+import pytest
+
+import cstvault
+from cstvault import indexer
+from cstvault.cache import CacheConfig
+
+
+@pytest.fixture
+def store_root(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for i in range(40):
+        body = "".join(f"def f{i}_{k}(a, b):\n    return a * {k} + b\n\n" for k in range(5 + i))
+        (root / f"m{i:02d}.py").write_text(body)
+    indexer.index(root, jobs=1)
+    return root
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        CacheConfig(hot_percent=80, warm_percent=30, cold_percent=0)
+    with pytest.raises(ValueError):
+        CacheConfig(max_memory_mb=-1)
+    assert CacheConfig(max_memory_mb=1, hot_percent=50).budget("hot") == 512 * 1024
+
+
+def test_budget_holds_after_every_access(store_root):
+    cfg = CacheConfig(max_memory_mb=0.25, hot_percent=50, warm_percent=30, cold_percent=20)
+    with cstvault.open(store_root, cfg) as store:
+        paths = [f.path for f in store.files()]
+        for step in range(300):
+            store.tree(paths[(step * 7) % len(paths)])
+            for tier in ("hot", "warm", "cold"):
+                assert store.cache.stats[tier].bytes <= cfg.budget(tier)
+            assert store.cache.bytes_in_ram() <= cfg.max_memory_mb * 1024 * 1024
+        stats = store.stats()
+        assert stats["cache_bytes"] <= stats["budget_bytes"]
+        assert stats["rss_bytes"] > 0
+        tiers = stats["tiers"]
+        assert set(tiers) == {"hot", "warm", "cold", "frozen"}
+        assert tiers["frozen"]["hits"] > 0 and tiers["hot"]["misses"] > 0
+        for t in tiers.values():
+            assert {"items", "bytes", "hits", "misses", "p50_ms", "p99_ms"} <= set(t)
+
+
+def test_promotion_and_demotion_policy(store_root):
+    # a hot tier that holds about one tree: everything else is pushed down a tier
+    with cstvault.open(store_root, CacheConfig(max_memory_mb=64)) as probe:
+        probe.tree("m39.py")
+        one = probe.cache.stats["hot"].bytes
+    mb = one * 1.1 / 0.5 / (1024 * 1024)  # the hot share holds the largest tree, no more
+    cfg = CacheConfig(max_memory_mb=mb, hot_percent=50, warm_percent=25, cold_percent=25)
+    with cstvault.open(store_root, cfg) as store:
+        cache = store.cache
+        expected = str(store.tree("m10.py").root_node)
+        store.tree("m10.py")  # second use: a hot hit, and now "frequent"
+        assert cache.stats["hot"].hits == 1
+        store.tree("m39.py")  # pushes m10 out of hot; used twice, so it goes to warm
+        assert cache.hot.keys() - cache.warm.keys() and cache.warm
+        store.tree("m20.py")  # pushes m39 (used once) straight to cold
+        assert cache.cold
+        assert str(store.tree("m10.py").root_node) == expected
+        assert cache.stats["warm"].hits + cache.stats["cold"].hits >= 1
+        for tier in ("hot", "warm", "cold"):
+            assert cache.stats[tier].bytes <= cfg.budget(tier)
+
+
+def test_trees_from_every_tier_are_identical(store_root):
+    cfg = CacheConfig(max_memory_mb=0.05, hot_percent=40, warm_percent=30, cold_percent=30)
+    with cstvault.open(store_root, cfg) as small, cstvault.open(store_root) as big:
+        for f in list(small.files())[::3]:
+            for _ in range(3):
+                assert str(small.tree(f.path).root_node) == str(big.tree(f.path).root_node)
