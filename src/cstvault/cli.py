@@ -96,8 +96,11 @@ def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
               help="Store directory (default ROOT/.cstvault).")
 @click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True,
               help="Worker processes for parse + encode.")
+@click.option("--disk-quota-mb", type=float, default=None,
+              help="Refuse to grow the segment files past this size.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
-def index(root: str, store_dir: str | None, jobs: int, as_json: bool) -> None:
+def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | None,
+          as_json: bool) -> None:  # fmt: skip
     """Index every supported file under ROOT (gitignore respected) into a store."""
     from . import indexer
     from .store import Store
@@ -108,7 +111,11 @@ def index(root: str, store_dir: str | None, jobs: int, as_json: bool) -> None:
         def step(done: int, total: int, path: str) -> None:
             bar.update(task, completed=done, total=total, current=path[-60:])
 
-        report = indexer.index(root, store_dir, jobs=jobs, progress=step)
+        try:
+            report = indexer.index(root, store_dir, jobs=jobs, progress=step,
+                                   disk_quota_mb=disk_quota_mb)  # fmt: skip
+        except indexer.DiskQuotaExceeded as exc:
+            raise click.ClickException(str(exc)) from exc
     with Store.open(store_dir or Path(root) / ".cstvault") as store:
         stats = store.stats()
     out = {
@@ -149,6 +156,24 @@ def stats(store_dir: str, as_json: bool) -> None:
     for key, v in s["disk_bytes_per_line"].items():
         table.add_row(f"disk bytes/line {key}", f"{v}")
     Console().print(table)
+
+
+@main.command()
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--json", "as_json", is_flag=True)
+def gc(store_dir: str, as_json: bool) -> None:
+    """Reclaim unreferenced blobs, segments and segment tails (run when no indexer runs)."""
+    from .store import Store
+
+    with Store.open(store_dir) as store:
+        out = store.gc()
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(
+        f"freed {out['bytes_freed']:,} bytes: {out['segments_removed']} segments removed, "
+        f"{out['segments_truncated']} truncated, {out['orphan_blobs']} orphan blobs"
+    )
 
 
 @main.command()

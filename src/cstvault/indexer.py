@@ -96,13 +96,26 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
     return out
 
 
+class DiskQuotaExceeded(RuntimeError):
+    """Writing would take the frozen tier (segment files) past its disk quota."""
+
+
 def index(
     root: str | os.PathLike[str],
     store_dir: str | os.PathLike[str] | None = None,
     jobs: int = 1,
     progress: Callable[[int, int, str], None] | None = None,
+    *,
+    batch_files: int = BATCH_FILES,
+    on_commit: Callable[[list[str]], None] | None = None,
+    disk_quota_mb: float | None = None,
 ) -> IndexReport:
-    """Index every supported file under `root` into the store (created if missing)."""
+    """Index every supported file under `root` into the store (created if missing).
+
+    `on_commit` is called with the paths of each batch once its transaction has committed.
+    With `disk_quota_mb`, a batch that would take the segment files past the quota raises
+    DiskQuotaExceeded before anything of it is written (earlier batches stay committed).
+    """
     t0 = time.perf_counter()
     root = Path(root).resolve()
     store = Store.create(Path(store_dir) if store_dir else root / ".cstvault")
@@ -127,7 +140,7 @@ def index(
         store.catalog.begin()
         report.removed = store.catalog.remove_missing(present)
         store.catalog.commit()
-        batch = _Batch(store, report)
+        batch = _Batch(store, report, batch_files, on_commit, disk_quota_mb)
         for done, enc in enumerate(_run(tasks, jobs), 1):
             batch.add(enc)
             if progress:
@@ -150,9 +163,15 @@ def _run(tasks: list[tuple[str, str, str]], jobs: int) -> Iterator[Encoded]:
 class _Batch:
     """Frames appended as they come; catalog rows committed after the frames are durable."""
 
-    def __init__(self, store: Store, report: IndexReport):
+    def __init__(self, store: Store, report: IndexReport, limit: int,
+                 on_commit: Callable[[list[str]], None] | None,
+                 quota_mb: float | None):  # fmt: skip
         self.store = store
         self.report = report
+        self.limit = limit
+        self.on_commit = on_commit
+        self.quota = None if quota_mb is None else int(quota_mb * 1024 * 1024)
+        self.disk = store.segment_bytes() if quota_mb is not None else 0
         self.rows: list[tuple[Encoded, tuple, tuple] | tuple[Encoded, int]] = []
         self.pending: dict[bytes, tuple[tuple, tuple]] = {}
         self.bytes = 0
@@ -168,13 +187,22 @@ class _Batch:
             elif enc.digest in self.pending:
                 self.rows.append((enc, *self.pending[enc.digest]))
             else:
+                need = len(enc.tree) + len(enc.source)
+                if self.quota is not None and self.disk + need > self.quota:
+                    self.flush()
+                    raise DiskQuotaExceeded(
+                        f"disk quota of {self.quota / 2**20:.1f} MiB for the frozen tier would be "
+                        f"exceeded by {enc.path} ({self.disk + need:,} bytes needed); "
+                        "raise --disk-quota-mb or free space with `cstvault gc`"
+                    )
+                self.disk += need
                 writer = self.store.writer()
                 tree = writer.append(enc.tree)
                 src = writer.append(enc.source)
                 self.pending[enc.digest] = (tree, src)
                 self.rows.append((enc, tree, src))
                 self.bytes += len(enc.tree) + len(enc.source)
-        if len(self.rows) >= BATCH_FILES or self.bytes >= BATCH_BYTES:
+        if len(self.rows) >= self.limit or self.bytes >= BATCH_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -208,6 +236,8 @@ class _Batch:
             rep.lines += enc.lines
             rep.nodes += enc.nodes
         cat.commit()
+        if self.on_commit:
+            self.on_commit([row[0].path for row in self.rows if not row[0].skipped])
         self.rows = []
         self.pending = {}
         self.bytes = 0

@@ -108,6 +108,45 @@ class Store:
         node = root.descendant_for_point_range((row, column), (row, column))
         return node if node is not None else root
 
+    def segment_bytes(self) -> int:
+        seg_dir = self.directory / SEGMENTS
+        return sum(p.stat().st_size for p in seg_dir.glob("*.seg")) if seg_dir.exists() else 0
+
+    def gc(self) -> dict:
+        """Reclaim what no committed file references.
+
+        Drops blobs no file points at, deletes segment files none of whose frames are
+        referenced, and truncates unreferenced tails (frames of a batch whose commit never
+        happened). Referenced frames never move, so readers stay valid.
+        """
+        cat = self.catalog
+        cat.begin()
+        dropped = cat.drop_orphan_blobs()
+        cat.commit()
+        ends = cat.referenced_segment_ends()
+        seg_dir = self.directory / SEGMENTS
+        removed = truncated = freed = 0
+        if self._writer is not None:  # our own appends are finished
+            self._writer.close()
+            self._writer = None
+        for seg in sorted(seg_dir.glob("*.seg")) if seg_dir.exists() else []:
+            seg_id = int(seg.stem)
+            size = seg.stat().st_size
+            end = ends.get(seg_id)
+            if end is None:
+                seg.unlink()
+                removed += 1
+                freed += size
+            elif end < size:
+                with open(seg, "r+b") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+                truncated += 1
+                freed += size - end
+        self._reader.close()
+        return {"orphan_blobs": dropped, "segments_removed": removed,
+                "segments_truncated": truncated, "bytes_freed": freed}  # fmt: skip
+
     def stats(self) -> dict:
         counts = self.catalog.counts()
         seg_dir = self.directory / SEGMENTS

@@ -184,6 +184,20 @@ class Catalog:
         self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
         return len(gone)
 
+    def drop_orphan_blobs(self) -> int:
+        cur = self.db.execute("DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files)")
+        return cur.rowcount
+
+    def referenced_segment_ends(self) -> dict[int, int]:
+        """For each segment with a referenced frame, the end of its last referenced frame."""
+        ends: dict[int, int] = {}
+        for seg, end in self.db.execute(
+            "SELECT seg, max(e) FROM (SELECT tree_seg AS seg, tree_off + tree_len AS e FROM blobs "
+            "UNION ALL SELECT src_seg, src_off + src_len FROM blobs) GROUP BY seg"
+        ):
+            ends[seg] = end
+        return ends
+
     def close(self) -> None:
         self.db.close()
 
