@@ -126,3 +126,21 @@ def test_cli_index_stats_show_verify(repo):
     res = run(cli.main, ["verify", "--store", str(repo / ".cstvault"), "--json"])
     assert res.exit_code == 0
     assert json.loads(res.output)["mismatched"] == 0
+
+
+def test_symbols_are_interned_and_found_without_decoding(repo):
+    indexer.index(repo, jobs=2)
+    with cstvault.open(repo) as store:
+        assert store.files_with_symbol("metaclass") == ["copy_of_python_ok.py", "python_ok.py"]
+        assert store.files_with_symbol("fmt") == ["go_ok.go", "rust_ok.rs"]  # Go and Rust
+        ns = store.files_with_symbol("ns")
+        assert ns == ["cpp_ok.cpp"]
+        assert store.files_with_symbol("no_such_symbol_anywhere") == []
+        before = store.cache.summary()["frozen"]["hits"]
+        store.files_with_symbol("A")
+        assert store.cache.summary()["frozen"]["hits"] == before  # no tree was read
+        stats = store.stats()
+        assert stats["symbols"] > 50 and stats["symbol_refs"] > stats["symbols"]
+        assert stats["symbol_interning_ratio"] > 1
+        ids = store.catalog.symbol_ids_of("python_ok.py")
+        assert ids.size > 10 and (ids == store.catalog.symbol_ids_of("copy_of_python_ok.py")).all()

@@ -22,6 +22,7 @@ import zstandard
 from .codec import EncodeError, encode
 from .extract import parse_extract
 from .store import Store
+from .symbols import symbol_texts
 from .verify import check_source
 from .walk import iter_files
 
@@ -41,6 +42,7 @@ class Encoded:
     nodes: int = 0
     tree: bytes = b""
     source: bytes = b""
+    symbols: set[bytes] = field(default_factory=set)
     skipped: str = ""
 
 
@@ -93,6 +95,7 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
     out.nodes = len(cols)
     out.tree = _CCTX.compress(record)
     out.source = _CCTX.compress(source)
+    out.symbols = symbol_texts(cols, source)
     return out
 
 
@@ -213,6 +216,7 @@ class _Batch:
         rep = self.report
         cat.begin()
         made: dict[bytes, int] = {}
+        symbols: dict[int, set[bytes]] = {}
         for row in self.rows:
             enc = row[0]
             if enc.skipped:
@@ -230,11 +234,13 @@ class _Batch:
                 blob = cat.add_blob(enc.digest, enc.language, enc.size, enc.lines, enc.nodes,
                                     row[1], row[2])  # fmt: skip
                 made[enc.digest] = blob
+                symbols[blob] = enc.symbols
                 rep.new_blobs += 1
             cat.put_file(enc.path, blob, enc.language, enc.size, enc.mtime_ns)
             rep.files += 1
             rep.lines += enc.lines
             rep.nodes += enc.nodes
+        cat.add_symbols(symbols)
         cat.commit()
         if self.on_commit:
             self.on_commit([row[0].path for row in self.rows if not row[0].skipped])

@@ -107,6 +107,10 @@ def identity_language(ident: str) -> str:
     return ident.split(":", 1)[0]
 
 
+# Named leaf kinds, besides every "...identifier", whose text names something.
+_SYMBOL_KINDS = {"name", "constant", "symbol", "simple_identifier", "word"}
+
+
 @dataclass(frozen=True)
 class KindTables:
     """Per-language lookup tables indexed by symbol id (65536 entries: ERROR is 0xFFFF)."""
@@ -114,6 +118,7 @@ class KindTables:
     names: tuple[str, ...]
     named: np.ndarray  # bool per symbol id
     visible: np.ndarray  # bool per symbol id
+    identifier: np.ndarray  # bool per symbol id: named kinds whose text is a symbol name
     token_len: np.ndarray  # int64: UTF-8 length of an anonymous token's text, -1 if not fixed
     fields: tuple[str | None, ...]
 
@@ -125,12 +130,14 @@ def tables(name: str) -> KindTables:
     kind_names: list[str] = [""] * 65536
     named = np.zeros(65536, dtype=bool)
     visible = np.zeros(65536, dtype=bool)
+    identifier = np.zeros(65536, dtype=bool)
     token_len = np.full(65536, -1, dtype=np.int64)
     for k in range(count):
         kn = lang.node_kind_for_id(k) or ""
         kind_names[k] = kn
         named[k] = lang.node_kind_is_named(k)
         visible[k] = lang.node_kind_is_visible(k)
+        identifier[k] = bool(named[k]) and ("identifier" in kn or kn in _SYMBOL_KINDS)
         if not named[k] and lang.node_kind_is_visible(k):
             token_len[k] = len(kn.encode("utf-8"))
     kind_names[0xFFFF] = "ERROR"
@@ -139,4 +146,4 @@ def tables(name: str) -> KindTables:
     fields: list[str | None] = [None] + [
         lang.field_name_for_id(f) for f in range(1, lang.field_count + 1)
     ]
-    return KindTables(tuple(kind_names), named, visible, token_len, tuple(fields))
+    return KindTables(tuple(kind_names), named, visible, identifier, token_len, tuple(fields))

@@ -102,11 +102,21 @@ class Store:
 
         return self.cache.get(blob.id, load, build)
 
+    def files_with_symbol(self, name: str | bytes) -> list[str]:
+        """Paths of the files using an identifier, from the symbol table (no tree decoded)."""
+        text = name.encode() if isinstance(name, str) else name
+        return self.catalog.paths_of_blobs(self.catalog.blobs_with_symbol(text))
+
     def node_at(self, path: str, row: int, column: int) -> Node:
         """The smallest node spanning the point (row, column) (0-based, byte columns)."""
         root = self.tree(path).root_node
         node = root.descendant_for_point_range((row, column), (row, column))
         return node if node is not None else root
+
+    def _symbol_stats(self) -> dict:
+        sym = self.catalog.symbol_counts()
+        return {**sym, "symbol_interning_ratio": round(
+            sym["symbol_refs"] / max(sym["symbols"], 1), 3)}  # fmt: skip
 
     def segment_bytes(self) -> int:
         seg_dir = self.directory / SEGMENTS
@@ -167,6 +177,7 @@ class Store:
                 "total": round((seg_bytes + cat_bytes) / lines, 3),
             },
             "dedup_ratio": round(counts["files"] / max(counts["blobs"], 1), 3),
+            **self._symbol_stats(),
             "tiers": self.cache.summary(),
             "cache_bytes": self.cache.bytes_in_ram(),
             "budget_bytes": int(self.config.max_memory_mb * 1024 * 1024),

@@ -9,8 +9,12 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .. import languages
+from ..codec import varint
 from ..codec.bytecode import FORMAT_VERSION
+from ..symbols import pack_ids, unpack_ids
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +37,18 @@ CREATE TABLE IF NOT EXISTS files(
     version INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS skipped(path TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS symbols(          -- the global symbol table (interned identifiers)
+    id INTEGER PRIMARY KEY,
+    text BLOB UNIQUE NOT NULL,
+    blobs INTEGER NOT NULL DEFAULT 0,        -- postings: how many blob ids,
+    last_blob INTEGER NOT NULL DEFAULT 0,    -- the largest of them,
+    postings BLOB NOT NULL DEFAULT x''       -- and all of them as LEB128 deltas
+);
+CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (LEB128 deltas)
+    blob INTEGER PRIMARY KEY REFERENCES blobs(id),
+    count INTEGER NOT NULL,
+    ids BLOB NOT NULL
+);
 """
 
 
@@ -186,7 +202,79 @@ class Catalog:
 
     def drop_orphan_blobs(self) -> int:
         cur = self.db.execute("DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files)")
+        self.db.execute("DELETE FROM blob_symbols WHERE blob NOT IN (SELECT id FROM blobs)")
         return cur.rowcount
+
+    # symbols
+    def add_symbols(self, per_blob: dict[int, set[bytes]]) -> None:
+        """Intern the symbols of new blobs (ids ascending) and extend the postings."""
+        if not per_blob:
+            return
+        texts = set().union(*per_blob.values())
+        self.db.executemany(
+            "INSERT OR IGNORE INTO symbols(text) VALUES (?)", ((t,) for t in texts)
+        )
+        info: dict[bytes, list[int]] = {}
+        ordered = list(texts)
+        for k in range(0, len(ordered), 500):
+            chunk = ordered[k : k + 500]
+            marks = ",".join("?" * len(chunk))
+            for sid, text, last in self.db.execute(
+                f"SELECT id, text, last_blob FROM symbols WHERE text IN ({marks})", chunk
+            ):
+                info[text] = [sid, last]
+        postings: dict[int, list[int]] = {}
+        for blob in sorted(per_blob):
+            ids = [info[t][0] for t in per_blob[blob]]
+            self.db.execute(
+                "INSERT OR REPLACE INTO blob_symbols(blob, count, ids) VALUES (?, ?, ?)",
+                (blob, len(ids), pack_ids(np.array(ids, dtype=np.int64))),
+            )
+            for t in per_blob[blob]:
+                postings.setdefault(info[t][0], []).append(blob)
+        last_of = {v[0]: v[1] for v in info.values()}
+        rows = []
+        for sid, blobs in postings.items():
+            deltas = np.diff(np.array(blobs, dtype=np.int64), prepend=last_of[sid])
+            rows.append((varint.encode(deltas), len(blobs), blobs[-1], sid))
+        self.db.executemany(
+            "UPDATE symbols SET postings = CAST(postings || ? AS BLOB), blobs = blobs + ?, "
+            "last_blob = ? "
+            "WHERE id = ?",
+            rows,
+        )
+
+    def blobs_with_symbol(self, text: bytes) -> list[int]:
+        row = self.db.execute(
+            "SELECT blobs, postings FROM symbols WHERE text = ?", (text,)
+        ).fetchone()
+        if row is None or not row[0]:
+            return []
+        return np.cumsum(varint.decode(row[1], row[0])).tolist()
+
+    def paths_of_blobs(self, blobs: list[int]) -> list[str]:
+        out: list[str] = []
+        for k in range(0, len(blobs), 500):
+            chunk = blobs[k : k + 500]
+            marks = ",".join("?" * len(chunk))
+            out += [r[0] for r in self.db.execute(
+                f"SELECT path FROM files WHERE blob IN ({marks})", chunk)]  # fmt: skip
+        return sorted(out)
+
+    def symbol_ids_of(self, path: str) -> np.ndarray:
+        row = self.db.execute(
+            "SELECT s.count, s.ids FROM files f JOIN blob_symbols s ON s.blob = f.blob "
+            "WHERE f.path = ?",
+            (path,),
+        ).fetchone()
+        return unpack_ids(row[1], row[0]) if row else np.zeros(0, dtype=np.int64)
+
+    def symbol_counts(self) -> dict[str, int]:
+        unique, text_bytes = self.db.execute(
+            "SELECT count(*), coalesce(sum(length(text)), 0) FROM symbols"
+        ).fetchone()
+        refs, = self.db.execute("SELECT coalesce(sum(count), 0) FROM blob_symbols").fetchone()
+        return {"symbols": unique, "symbol_text_bytes": text_bytes, "symbol_refs": refs}
 
     def referenced_segment_ends(self) -> dict[int, int]:
         """For each segment with a referenced frame, the end of its last referenced frame."""
