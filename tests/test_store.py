@@ -144,3 +144,33 @@ def test_symbols_are_interned_and_found_without_decoding(repo):
         assert stats["symbol_interning_ratio"] > 1
         ids = store.catalog.symbol_ids_of("python_ok.py")
         assert ids.size > 10 and (ids == store.catalog.symbol_ids_of("copy_of_python_ok.py")).all()
+
+
+def test_sources_come_from_the_working_tree_through_mmap_until_it_changes(repo):
+    import mmap
+
+    indexer.index(repo, jobs=1)
+    with cstvault.open(repo) as store:
+        tree = store.tree("java_ok.java")
+        assert isinstance(tree._source, mmap.mmap)  # zero-copy, page cache
+        assert tree.text == SNIPPETS["java"]["ok"]
+        assert store.cache.stats["hot"].bytes < 4 * len(SNIPPETS["java"]["ok"]) + 200_000
+        # an edit: size/mtime differ, so the stored version is served
+        (repo / "java_ok.java").write_bytes(b"class Changed {}\n")
+        tree = store.tree("java_ok.java")
+        assert isinstance(tree._source, bytes) and tree.text == SNIPPETS["java"]["ok"]
+        node = tree.root_node.children[0]
+        assert node.text == SNIPPETS["java"]["ok"][node.start_byte : node.end_byte]
+
+
+def test_stale_mmap_with_same_size_and_mtime_falls_back_by_crc(repo):
+    import os
+
+    indexer.index(repo, jobs=1)
+    path = repo / "go_ok.go"
+    st = path.stat()
+    original = path.read_bytes()
+    path.write_bytes(original.replace(b"main", b"mian"))  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+    with cstvault.open(repo) as store:
+        assert store.tree("go_ok.go").text == original  # the CRC caught it

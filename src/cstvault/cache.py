@@ -1,7 +1,8 @@
 """Hot / warm / cold tiers in RAM over the frozen tier on disk, under one byte budget.
 
 - hot: decoded trees (column buffers + structure index + the record they came from);
-- warm: the raw tree record and source bytes;
+- warm: the raw tree record and source bytes (a source served by mmap of the working-tree
+  file lives in the OS page cache and costs the budget nothing);
 - cold: the same, recompressed with fast zstd (level 1);
 - frozen: the zstd-19 frames in segment files (read through mmap by the store).
 
@@ -71,23 +72,28 @@ class _Hot:
     uses: int = 1
 
 
+def _ram(source: object) -> int:
+    """Heap bytes of a source: bytes count, an mmap'd file does not."""
+    return len(source) if isinstance(source, bytes) else 0
+
+
 class TieredCache:
-    """Maps a blob id to its decoded tree, loading through `load(blob) -> (record, source)`."""
+    """Maps a key to its decoded tree, loading through `load(key) -> (record, source)`."""
 
     def __init__(self, config: CacheConfig):
         self.config = config
-        self.hot: OrderedDict[int, _Hot] = OrderedDict()
-        self.warm: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
-        self.cold: OrderedDict[int, tuple[bytes, bytes, int]] = OrderedDict()
+        self.hot: OrderedDict[object, _Hot] = OrderedDict()
+        self.warm: OrderedDict[object, tuple[bytes, object]] = OrderedDict()
+        self.cold: OrderedDict[object, tuple[bytes, object, int]] = OrderedDict()
         self.stats = {t: TierStats() for t in TIERS}
         self._fast = zstandard.ZstdCompressor(level=1)
         self._dctx = zstandard.ZstdDecompressor()
 
-    def get(self, blob: int, load, build):
+    def get(self, blob: object, load, build):
         """The tree of `blob`: from the first tier that holds it, promoted to hot.
 
         `load(blob)` reads (record, source) from the frozen tier; `build(record, source)`
-        decodes them into a tree and reports the tree's buffer bytes.
+        decodes them into (tree, bytes of the tree's buffers, the source the tree uses).
         """
         t0 = time.perf_counter()
         entry = self.hot.get(blob)
@@ -99,12 +105,13 @@ class TieredCache:
         self.stats["hot"].misses += 1
         if blob in self.warm:
             record, source = self.warm.pop(blob)
-            self.stats["warm"].bytes -= len(record) + len(source)
+            self.stats["warm"].bytes -= len(record) + _ram(source)
             tier = "warm"
         elif blob in self.cold:
             crec, csrc, _ = self.cold.pop(blob)
-            self.stats["cold"].bytes -= len(crec) + len(csrc)
-            record, source = self._dctx.decompress(crec), self._dctx.decompress(csrc)
+            self.stats["cold"].bytes -= len(crec) + _ram(csrc)
+            record = self._dctx.decompress(crec)
+            source = self._dctx.decompress(csrc) if isinstance(csrc, bytes) else csrc
             self.stats["warm"].misses += 1
             tier = "cold"
         else:
@@ -112,8 +119,8 @@ class TieredCache:
             self.stats["cold"].misses += 1
             record, source = load(blob)
             tier = "frozen"
-        tree, tree_bytes = build(record, source)
-        nbytes = tree_bytes + len(record) + len(source)
+        tree, tree_bytes, source = build(record, source)
+        nbytes = tree_bytes + len(record) + _ram(source)
         self.hot[blob] = _Hot(tree, record, source, nbytes)
         self.stats["hot"].bytes += nbytes
         self._enforce()
@@ -133,23 +140,24 @@ class TieredCache:
             hot.bytes -= e.nbytes
             if e.uses > 1:
                 self.warm[blob] = (e.record, e.source)
-                warm.bytes += len(e.record) + len(e.source)
+                warm.bytes += len(e.record) + _ram(e.source)
             else:
                 self._to_cold(blob, e.record, e.source)
         while warm.bytes > cfg.budget("warm") and self.warm:
             blob, (record, source) = self.warm.popitem(last=False)
-            warm.bytes -= len(record) + len(source)
+            warm.bytes -= len(record) + _ram(source)
             self._to_cold(blob, record, source)
         while cold.bytes > cfg.budget("cold") and self.cold:
             _, (crec, csrc, _) = self.cold.popitem(last=False)
-            cold.bytes -= len(crec) + len(csrc)
+            cold.bytes -= len(crec) + _ram(csrc)
 
-    def _to_cold(self, blob: int, record: bytes, source: bytes) -> None:
-        crec, csrc = self._fast.compress(record), self._fast.compress(source)
-        if len(crec) + len(csrc) > self.config.budget("cold"):
+    def _to_cold(self, blob: object, record: bytes, source: object) -> None:
+        crec = self._fast.compress(record)
+        csrc = self._fast.compress(source) if isinstance(source, bytes) else source
+        if len(crec) + _ram(csrc) > self.config.budget("cold"):
             return  # would not fit at all: leave it to the frozen tier
-        self.cold[blob] = (crec, csrc, len(record) + len(source))
-        self.stats["cold"].bytes += len(crec) + len(csrc)
+        self.cold[blob] = (crec, csrc, len(record) + _ram(source))
+        self.stats["cold"].bytes += len(crec) + _ram(csrc)
 
     def summary(self) -> dict:
         items = {"hot": len(self.hot), "warm": len(self.warm), "cold": len(self.cold),

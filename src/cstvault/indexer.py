@@ -141,6 +141,7 @@ def index(
             tasks.append((str(root), rel, language))
         total = len(tasks)
         store.catalog.begin()
+        store.catalog.set_meta("root", str(root))
         report.removed = store.catalog.remove_missing(present)
         store.catalog.commit()
         batch = _Batch(store, report, batch_files, on_commit, disk_quota_mb)

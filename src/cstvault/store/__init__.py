@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ class Store:
         self._reader = SegmentReader(directory / SEGMENTS)
         self._writer: SegmentWriter | None = None
         self._dctx = zstandard.ZstdDecompressor()
+        root = catalog.meta().get("root")
+        self._root = Path(root) if root else None
 
     @classmethod
     def create(cls, directory: Path) -> Store:
@@ -81,26 +84,53 @@ class Store:
             raise KeyError(f"{path} is not in the store")
         return blob
 
+    def _working_source(self, path: str) -> mmap.mmap | None:
+        """The working-tree file through mmap when its size and mtime match the catalog."""
+        if self._root is None:
+            return None
+        try:
+            st = os.stat(self._root / path)
+        except OSError:
+            return None
+        if st.st_size == 0 or (st.st_size, st.st_mtime_ns) != self.catalog.file_stat(path):
+            return None
+        try:
+            with open(self._root / path, "rb") as f:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+
     def tree(self, path: str) -> Tree:
-        """The full tree of a stored file, served by the tiered cache."""
+        """The full tree of a stored file, served by the tiered cache.
+
+        Its text comes from the working-tree file through mmap when that file is unchanged
+        (size and mtime, then the record's CRC32C of the source), else from the store.
+        """
         blob = self._blob(path)
+        working = self._working_source(path)
+        key = (blob.id, path if working is not None else None)
 
-        def load(_: int) -> tuple[bytes, bytes]:
-            return (self._frame(blob.tree, "tree record", path),
-                    self._frame(blob.src, "source", path))  # fmt: skip
+        def load(_: object) -> tuple[bytes, bytes | mmap.mmap]:
+            record = self._frame(blob.tree, "tree record", path)
+            source = working if working is not None else self._frame(blob.src, "source", path)
+            return record, source
 
-        def build(record: bytes, source: bytes) -> tuple[Tree, int]:
+        def build(record: bytes, source: bytes | mmap.mmap) -> tuple[Tree, int, object]:
             try:
                 cols = decode(record)
                 head = read_header(record)
             except CorruptRecord as exc:
                 raise CorruptRecord(f"{path}: {exc}") from exc
             if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
-                raise CorruptRecord(f"{path}: source does not match its tree record")
+                if isinstance(source, bytes):
+                    raise CorruptRecord(f"{path}: source does not match its tree record")
+                source = self._frame(blob.src, "source", path)  # the file changed under us
+                if head.source_crc != crc32c.crc32c(source):
+                    raise CorruptRecord(f"{path}: source does not match its tree record")
             tree = Tree(cols, source)
-            return tree, tree_bytes(tree)
+            return tree, tree_bytes(tree), source
 
-        return self.cache.get(blob.id, load, build)
+        return self.cache.get(key, load, build)
 
     def files_with_symbol(self, name: str | bytes) -> list[str]:
         """Paths of the files using an identifier, from the symbol table (no tree decoded)."""
