@@ -41,3 +41,24 @@ def test_corpus_pins_cover_every_language_quota():
     assert sum(corpus.QUOTAS.values()) >= 8_000_000
     assert all(q >= 300_000 for q in corpus.QUOTAS.values())
     assert all(len(s.sha256) == 64 for s in corpus.SOURCES)
+
+
+def test_bench_store_json(tmp_path):
+    root = tmp_path / "code"
+    root.mkdir()
+    for lang, cases in SNIPPETS.items():
+        for name, src in cases.items():
+            (root / f"{lang}_{name}.{EXT[lang]}").write_bytes(src * 5)
+    res = CliRunner().invoke(
+        cli.main,
+        ["bench", "store", "--root", str(root), "--store", str(tmp_path / "st"), "--jobs", "1",
+         "--budget-mb", "1", "--ops", "300", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    for key in ("attributable_rss_mb", "cold_open_p50_ms", "cold_vs_reparse_median_ratio",
+                "disk_bytes_per_line", "index_lines_per_s", "open_ms", "tiers"):  # fmt: skip
+        assert key in out, key
+    assert out["files"] == 3 * len(SNIPPETS)
+    assert sum(t["hits"] for t in out["tiers"].values()) == 300
+    assert out["cache_bytes"] <= 1024 * 1024

@@ -50,6 +50,44 @@ def register(group: click.Group) -> None:
             click.echo(f"corpus at {manifest['path']}")
 
     @group.command()
+    @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  default=None, help="Index this tree afresh first (timed).")
+    @click.option("--store", "store_dir", type=click.Path(path_type=Path), default=None,
+                  help="Store directory (default: in the cache directory, named after ROOT).")
+    @click.option("--jobs", "-j", type=int, default=2, show_default=True)
+    @click.option("--budget-mb", type=float, default=16.0, show_default=True)
+    @click.option("--ops", type=int, default=100_000, show_default=True)
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def store(root: Path | None, store_dir: Path | None, jobs: int, budget_mb: float, ops: int,
+              seed: int, as_json: bool) -> None:  # fmt: skip
+        """Index lines/s, disk bytes/line, open time, Zipf workload latency per tier,
+        attributable RSS under a budget, cold open vs tree-sitter re-parse."""
+        import shutil
+
+        from . import store as store_mod
+
+        if root is None and store_dir is None:
+            raise click.UsageError("give --root to index, or --store of an indexed store")
+        target = store_dir or store_mod.default_store(root)  # type: ignore[arg-type]
+        if root is not None and target.exists():
+            shutil.rmtree(target)
+        t0 = time.perf_counter()
+        result = store_mod.run(root, target, jobs, budget_mb, ops, seed,
+                               log=lambda m: err.print(m, style="dim"))  # fmt: skip
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+        result["machine"] = _machine()
+        result["command"] = "cstvault bench store " + " ".join(sys.argv[3:])
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            for key in ("index_lines_per_s", "disk_bytes_per_line", "open_ms", "op_p50_ms",
+                        "op_p99_ms", "attributable_rss_mb", "cold_open_p50_ms",
+                        "cold_vs_reparse_median_ratio", "hit_ratios"):  # fmt: skip
+                click.echo(f"{key:30s} {result.get(key)}")
+
+    @group.command()
     @click.argument("paths", nargs=-1, type=click.Path(exists=True), required=True)
     @click.option("--json", "as_json", is_flag=True)
     def codec(paths: tuple[str, ...], as_json: bool) -> None:

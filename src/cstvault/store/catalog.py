@@ -5,6 +5,7 @@ It is read on demand (no Python object per file at open) and inspectable with `s
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,6 +288,10 @@ class Catalog:
         return ends
 
     def close(self) -> None:
+        # fold the WAL back into the database file (if another connection is busy, the WAL
+        # simply stays valid as it is)
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
 
 

@@ -1,0 +1,132 @@
+"""`cstvault bench store`: index a corpus, then a seeded Zipf workload in a fresh process.
+
+RSS is measured, never estimated: attributable RSS = RSS of the workload process after the
+workload minus RSS of another fresh process that made the same imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_IMPORTS = "import cstvault, cstvault.store, cstvault.extract, numpy, zstandard, sqlite3\n"
+
+_BASELINE = _IMPORTS + """
+from cstvault.store import rss_bytes
+print(rss_bytes())
+"""
+
+_WORKLOAD = _IMPORTS + r"""
+import json, sys, time
+import numpy as np
+from cstvault.cache import CacheConfig
+from cstvault.extract import parse
+from cstvault.store import Store, rss_bytes
+
+store_dir, budget = sys.argv[1], float(sys.argv[2])
+ops, seed, cold_sample = (int(a) for a in sys.argv[3:6])
+t0 = time.perf_counter()
+store = Store.open(store_dir, CacheConfig(max_memory_mb=budget))
+open_ms = (time.perf_counter() - t0) * 1000
+db = store.catalog.db
+ids = np.array([r[0] for r in db.execute("SELECT id FROM files ORDER BY id")], dtype=np.int64)
+rng = np.random.default_rng(seed)
+order = rng.permutation(ids)
+ranks = rng.zipf(1.2, size=ops)
+ranks = np.minimum(ranks, len(order)) - 1
+lat = np.empty(ops)
+for k in range(ops):
+    fid = int(order[ranks[k]])
+    path, size = db.execute("SELECT path, size FROM files WHERE id = ?", (fid,)).fetchone()
+    t = time.perf_counter()
+    tree = store.tree(path)
+    b = int(rng.integers(0, max(size, 1)))
+    node = tree.root_node.descendant_for_byte_range(b, b)
+    _ = node.type, node.text
+    while node is not None:
+        node = node.parent
+    lat[k] = time.perf_counter() - t
+rss_after = rss_bytes()
+stats = store.stats()
+store.close()
+
+# cold opens (empty cache, frames from disk) against tree-sitter re-parsing the same files
+sample = rng.choice(ids, size=min(cold_sample, len(ids)), replace=False)
+cold = Store.open(store_dir, CacheConfig(max_memory_mb=0))
+db = cold.catalog.db
+cold_ms, parse_ms = [], []
+for fid in sample.tolist():
+    path, lang = db.execute("SELECT path, language FROM files WHERE id = ?", (fid,)).fetchone()
+    t = time.perf_counter()
+    cold.tree(path).root_node
+    cold_ms.append((time.perf_counter() - t) * 1000)
+    src = cold.source(path)
+    t = time.perf_counter()
+    parse(src, lang).root_node
+    parse_ms.append((time.perf_counter() - t) * 1000)
+cold.close()
+ratio = np.array(parse_ms) / np.maximum(np.array(cold_ms), 1e-9)
+print(json.dumps({
+    "open_ms": round(open_ms, 3),
+    "rss_after_bytes": rss_after,
+    "op_p50_ms": round(float(np.percentile(lat, 50)) * 1000, 4),
+    "op_p99_ms": round(float(np.percentile(lat, 99)) * 1000, 4),
+    "tiers": stats["tiers"],
+    "cache_bytes": stats["cache_bytes"],
+    "cold_open_p50_ms": round(float(np.median(cold_ms)), 4),
+    "reparse_p50_ms": round(float(np.median(parse_ms)), 4),
+    "cold_vs_reparse_median_ratio": round(float(np.median(ratio)), 2),
+}))
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr.strip()[-2000:])
+    return res.stdout.strip().splitlines()[-1]
+
+
+def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: int,
+        seed: int = 1, cold_sample: int = 500, log=print) -> dict:  # fmt: skip
+    from ..indexer import index
+    from ..store import Store
+
+    out: dict = {"budget_mb": budget_mb, "ops": ops, "seed": seed, "jobs": jobs}
+    if root is not None:
+        log(f"indexing {root} into {store_dir} with {jobs} jobs")
+        rep = index(root, store_dir, jobs=jobs)
+        out["index_seconds"] = round(rep.seconds, 2)
+        out["index_files"] = rep.files
+        out["index_lines_per_s"] = round(rep.lines / rep.seconds) if rep.seconds else None
+    with Store.open(store_dir) as store:
+        stats = store.stats()
+    for key in ("files", "blobs", "lines", "nodes", "segments", "symbols",
+                "symbol_interning_ratio", "dedup_ratio"):  # fmt: skip
+        out[key] = stats[key]
+    out["disk_bytes"] = stats["disk_bytes"]
+    out["disk_bytes_per_line"] = stats["disk_bytes_per_line"]
+    log("measuring a fresh process's RSS with the same imports")
+    base = int(_python(_BASELINE))
+    log(f"running {ops:,} Zipf ops with a {budget_mb} MB budget, then cold opens")
+    work = json.loads(_python(_WORKLOAD, str(store_dir), str(budget_mb), str(ops), str(seed),
+                              str(cold_sample)))  # fmt: skip
+    out["baseline_rss_mb"] = round(base / 2**20, 2)
+    out["attributable_rss_mb"] = round((work.pop("rss_after_bytes") - base) / 2**20, 2)
+    tiers = work["tiers"]
+    total = sum(t["hits"] for name, t in tiers.items())
+    out["hit_ratios"] = {name: round(t["hits"] / max(total, 1), 4) for name, t in tiers.items()}
+    out.update(work)
+    return out
+
+
+def default_store(root: Path) -> Path:
+    return Path(os.environ.get("CSTVAULT_CACHE", Path.home() / ".cache" / "cstvault")) / (
+        "bench-store-" + root.name
+    )
+
+
+__all__ = ["default_store", "run"]
