@@ -10,6 +10,7 @@ from cstvault import languages
 from cstvault.extract import parse
 from cstvault.verify import Report, compare_trees, verify_source
 from snippets import COMMENT_ONLY, EDGE_CASES, SNIPPETS, deep
+from test_tree_api import ts_preorder
 
 CASES = [(lang, name, src) for lang, d in SNIPPETS.items() for name, src in d.items()]
 
@@ -122,17 +123,6 @@ def test_hidden_missing_tokens_print_like_tree_sitter(language: str, source: byt
     assert parse_extract(source, language).phantoms
     tree = assert_roundtrip(source, language)
     expected = parse(source, language)
-    theirs = {(n.start_byte, n.end_byte, n.type): str(n) for n in _ts_nodes(expected)}
+    theirs = {(n.start_byte, n.end_byte, n.type): str(n) for n in ts_preorder(expected)}
     for node in _all(tree):
         assert str(node) == theirs[(node.start_byte, node.end_byte, node.type)]
-
-
-def _ts_nodes(tree):
-    out, c = [], tree.walk()
-    while True:
-        out.append(c.node)
-        if c.goto_first_child():
-            continue
-        while not c.goto_next_sibling():
-            if not c.goto_parent():
-                return out

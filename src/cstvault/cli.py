@@ -75,19 +75,15 @@ def verify(paths: tuple[str, ...], store_dir: str | None, as_json: bool,
 
 def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
     files = list(iter_files(paths))
-    report = verify_mod.Report(max_mismatches=max_mismatches)
     with _progress(console.is_terminal and not as_json) as bar:
         task = bar.add_task("verify", total=len(files), current="")
-        for path, language in files:
+
+        def step(path: Path) -> None:
             bar.update(task, current=str(path)[-60:])
-            try:
-                source = path.read_bytes()
-            except OSError as exc:
-                report.skipped.append({"path": str(path), "reason": f"unreadable: {exc}"})
-            else:
-                verify_mod.verify_source(str(path), source, language, report)
             bar.advance(task)
-    return report
+
+        return verify_mod.verify_files(files, verify_mod.Report(max_mismatches=max_mismatches),
+                                       progress=step)  # fmt: skip
 
 
 @main.command()

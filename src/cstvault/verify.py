@@ -6,7 +6,6 @@ is the decoded record. Attribute columns are compared with numpy.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +15,10 @@ import numpy as np
 import tree_sitter as ts
 import zstandard
 
-from . import languages
 from .codec import CorruptRecord, EncodeError, decode, encode
 from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
 from .extract import parse, parse_extract
 from .tree import Tree
-from .walk import iter_files
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 ATTRIBUTES = (
@@ -188,19 +185,26 @@ _ZSTD_D = zstandard.ZstdDecompressor()
 
 def verify_stored(path: str, language: str, record: bytes, source: bytes, report: Report) -> None:
     """Compare a stored record with a fresh tree-sitter parse of its stored source."""
+    _check(path, parse(source, language), record, source, source, report)
+
+
+def _check(path: str, expected: ts.Tree, record: bytes, source: bytes, stored_source: bytes,
+           report: Report) -> None:  # fmt: skip
+    """Decode `record` over `stored_source`, compare with `expected`, count the outcome."""
+    report.files += 1
     try:
-        tree = Tree(decode(record), source)
+        tree = Tree(decode(record), stored_source)
     except CorruptRecord as exc:
-        report.files += 1
         report.mismatched += 1
         report.add_mismatches([Mismatch(path, -1, "record", "decodable", str(exc))])
         return
-    report.files += 1
     report.lines += source.count(b"\n") + (1 if source and not source.endswith(b"\n") else 0)
     report.nodes += len(tree)
     report.bytes += len(source)
     report.record_bytes += len(record)
-    found = compare_trees(path, parse(source, language), tree)
+    found = compare_trees(path, expected, tree)
+    if stored_source != source:
+        found.append(Mismatch(path, -1, "source", len(source), len(stored_source)))
     if found:
         report.mismatched += 1
         report.add_mismatches(found)
@@ -240,38 +244,20 @@ def verify_source(path: str, source: bytes, language: str, report: Report) -> No
         return
     try:
         record = encode(parse_extract(source, language), source)
-        stored_source = _ZSTD_D.decompress(_ZSTD_C.compress(source))
-        tree = Tree(decode(record), stored_source)
     except EncodeError as exc:
         report.skipped.append({"path": path, "reason": f"unencodable: {exc}"})
         return
-    except CorruptRecord as exc:
-        report.files += 1
-        report.mismatched += 1
-        report.add_mismatches([Mismatch(path, -1, "record", "decodable", str(exc))])
-        return
-    report.files += 1
-    report.lines += source.count(b"\n") + (1 if source and not source.endswith(b"\n") else 0)
-    report.nodes += len(tree)
-    report.bytes += len(source)
-    report.record_bytes += len(record)
-    found = compare_trees(path, ts_tree, tree)
-    if stored_source != source:
-        found.append(Mismatch(path, -1, "source", len(source), len(stored_source)))
-    if found:
-        report.mismatched += 1
-        report.add_mismatches(found)
-    else:
-        report.ok += 1
+    stored_source = _ZSTD_D.decompress(_ZSTD_C.compress(source))
+    _check(path, ts_tree, record, source, stored_source, report)
 
 
-def verify_paths(
-    paths: Iterable[str | os.PathLike[str]],
+def verify_files(
+    files: Iterable[tuple[Path, str]],
+    report: Report,
     progress: Callable[[Path], None] | None = None,
 ) -> Report:
-    """Round-trip every supported file under `paths` (gitignore respected)."""
-    report = Report()
-    for path, language in iter_files(paths):
+    """Round-trip each (path, language); unreadable files are skipped with the reason."""
+    for path, language in files:
         if progress:
             progress(path)
         try:
@@ -281,7 +267,3 @@ def verify_paths(
             continue
         verify_source(str(path), source, language, report)
     return report
-
-
-def supported_languages() -> list[str]:
-    return languages.names()
