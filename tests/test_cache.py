@@ -20,6 +20,16 @@ def store_root(tmp_path):
     return root
 
 
+def test_frames_use_a_trained_dictionary(store_root):
+    with cstvault.open(store_root) as store:
+        dicts = store.catalog.dictionaries()
+        assert {("python", "tree"), ("python", "source")} <= set(dicts)
+        blobs = list(store.catalog.blobs())
+        assert all(b.tree_dict and b.src_dict for b in blobs)
+        assert store.tree("m05.py").text == (store_root / "m05.py").read_bytes()
+        assert store.stats()["dictionary_bytes"] > 0
+
+
 def test_config_validation():
     with pytest.raises(ValueError):
         CacheConfig(hot_percent=80, warm_percent=30, cold_percent=0)

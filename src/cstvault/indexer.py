@@ -29,6 +29,9 @@ from .walk import iter_files
 ZSTD_LEVEL = 19
 BATCH_FILES = 512
 BATCH_BYTES = 16 * 1024 * 1024
+DICT_BYTES = 64 * 1024
+DICT_SAMPLES = 64
+DICT_MIN_FILES = 16
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Encoded:
     tree: bytes = b""
     source: bytes = b""
     symbols: set[bytes] = field(default_factory=set)
+    dicts: tuple[int, int] = (0, 0)
     skipped: str = ""
 
 
@@ -59,7 +63,23 @@ class IndexReport:
     seconds: float = 0.0
 
 
-_CCTX: zstandard.ZstdCompressor | None = None
+# worker state: language -> ((tree dict id, compressor), (source dict id, compressor))
+_DICTS: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]] = {}
+_COMPRESSORS: dict[int, zstandard.ZstdCompressor] = {}
+
+
+def _init_worker(dicts: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]]) -> None:
+    _DICTS.clear()
+    _DICTS.update(dicts)
+    _COMPRESSORS.clear()
+
+
+def _compressor(did: int, data: bytes | None) -> zstandard.ZstdCompressor:
+    c = _COMPRESSORS.get(did)
+    if c is None:
+        d = zstandard.ZstdCompressionDict(data) if data else None
+        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=d)
+    return c
 
 
 def count_lines(source: bytes) -> int:
@@ -68,7 +88,6 @@ def count_lines(source: bytes) -> int:
 
 def encode_file(task: tuple[str, str, str]) -> Encoded:
     """Worker: read, check, parse, encode and compress one file."""
-    global _CCTX
     root, rel, language = task
     path = os.path.join(root, rel)
     try:
@@ -88,13 +107,13 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
     except (EncodeError, ValueError, RuntimeError) as exc:
         out.skipped = f"unencodable: {exc}"
         return out
-    if _CCTX is None:
-        _CCTX = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    (tree_did, tree_dict), (src_did, src_dict) = _DICTS.get(language, ((0, b""), (0, b"")))
     out.digest = hashlib.sha256(language.encode() + b"\0" + source).digest()
     out.lines = count_lines(source)
     out.nodes = len(cols)
-    out.tree = _CCTX.compress(record)
-    out.source = _CCTX.compress(source)
+    out.tree = _compressor(tree_did, tree_dict).compress(record)
+    out.source = _compressor(src_did, src_dict).compress(source)
+    out.dicts = (tree_did, src_did)
     out.symbols = symbol_texts(cols, source)
     return out
 
@@ -143,9 +162,10 @@ def index(
         store.catalog.begin()
         store.catalog.set_meta("root", str(root))
         report.removed = store.catalog.remove_missing(present)
+        dicts = _train_dictionaries(store, tasks)
         store.catalog.commit()
         batch = _Batch(store, report, batch_files, on_commit, disk_quota_mb)
-        for done, enc in enumerate(_run(tasks, jobs), 1):
+        for done, enc in enumerate(_run(tasks, jobs, dicts), 1):
             batch.add(enc)
             if progress:
                 progress(done, total, enc.path)
@@ -156,11 +176,45 @@ def index(
     return report
 
 
-def _run(tasks: list[tuple[str, str, str]], jobs: int) -> Iterator[Encoded]:
+def _train_dictionaries(store: Store, tasks: list[tuple[str, str, str]]) -> dict:
+    """Train a zstd dictionary per language and kind (tree records, sources) from a
+    deterministic sample of the files to index, once per store; returns what workers need."""
+    have = store.catalog.dictionaries()
+    by_lang: dict[str, list[tuple[str, str, str]]] = {}
+    for t in tasks:
+        by_lang.setdefault(t[2], []).append(t)
+    for lang, items in sorted(by_lang.items()):
+        if (lang, "tree") in have or len(items) < DICT_MIN_FILES:
+            continue
+        step = max(1, len(items) // DICT_SAMPLES)
+        records, sources = [], []
+        for t in items[::step][:DICT_SAMPLES]:
+            try:
+                src = Path(t[0], t[1]).read_bytes()
+                if check_source(src):
+                    continue
+                records.append(encode(parse_extract(src, lang), src))
+                sources.append(src)
+            except (OSError, EncodeError, ValueError, RuntimeError):
+                continue
+        try:
+            tree_dict = zstandard.train_dictionary(DICT_BYTES, records).as_bytes()
+            src_dict = zstandard.train_dictionary(DICT_BYTES, sources).as_bytes()
+        except zstandard.ZstdError:
+            continue  # too little material to train on: frames go without a dictionary
+        have[(lang, "tree")] = (store.catalog.add_dictionary(lang, "tree", tree_dict), tree_dict)
+        have[(lang, "source")] = (store.catalog.add_dictionary(lang, "source", src_dict), src_dict)
+    langs = {lang for lang, _ in have}
+    return {lang: (have[(lang, "tree")], have[(lang, "source")]) for lang in langs}
+
+
+def _run(tasks: list[tuple[str, str, str]], jobs: int, dicts: dict) -> Iterator[Encoded]:
     if jobs <= 1:
+        _init_worker(dicts)
         yield from map(encode_file, tasks)
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                             initargs=(dicts,)) as pool:  # fmt: skip
         yield from pool.map(encode_file, tasks, chunksize=8)
 
 
@@ -233,7 +287,7 @@ class _Batch:
                 rep.deduplicated += 1
             else:
                 blob = cat.add_blob(enc.digest, enc.language, enc.size, enc.lines, enc.nodes,
-                                    row[1], row[2])  # fmt: skip
+                                    row[1], row[2], enc.dicts)  # fmt: skip
                 made[enc.digest] = blob
                 symbols[blob] = enc.symbols
                 rep.new_blobs += 1

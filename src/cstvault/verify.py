@@ -215,16 +215,15 @@ def _check(path: str, expected: ts.Tree, record: bytes, source: bytes, stored_so
 def verify_store(store, progress: Callable[[str], None] | None = None) -> Report:
     """Every stored blob: frame CRCs, decode, and comparison with a fresh parse."""
     report = Report()
-    dctx = zstandard.ZstdDecompressor()
     for blob in store.catalog.blobs():
         paths = store.catalog.paths_of_blob(blob.id)
         name = paths[0] if paths else f"<blob {blob.id}>"
         if progress:
             progress(name)
         try:
-            record = dctx.decompress(store._reader.read(*blob.tree))
-            source = dctx.decompress(store._reader.read(*blob.src))
-        except (CorruptRecord, zstandard.ZstdError) as exc:
+            record = store._frame(blob.tree, "tree record", name, blob.tree_dict)
+            source = store._frame(blob.src, "source", name, blob.src_dict)
+        except CorruptRecord as exc:
             report.files += 1
             report.mismatched += 1
             report.add_mismatches([Mismatch(name, -1, "frame", "intact", str(exc))])

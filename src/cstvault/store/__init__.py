@@ -45,7 +45,7 @@ class Store:
         self.cache = TieredCache(self.config)
         self._reader = SegmentReader(directory / SEGMENTS)
         self._writer: SegmentWriter | None = None
-        self._dctx = zstandard.ZstdDecompressor()
+        self._dctxs: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
         root = catalog.meta().get("root")
         self._root = Path(root) if root else None
 
@@ -68,15 +68,22 @@ class Store:
     def files(self) -> Iterator[FileRow]:
         return self.catalog.files()
 
-    def _frame(self, loc: tuple[int, int, int, int], what: str, path: str) -> bytes:
+    def _decompressor(self, did: int) -> zstandard.ZstdDecompressor:
+        d = self._dctxs.get(did)
+        if d is None:
+            data = zstandard.ZstdCompressionDict(self.catalog.dictionary(did))
+            d = self._dctxs[did] = zstandard.ZstdDecompressor(dict_data=data)
+        return d
+
+    def _frame(self, loc: tuple[int, int, int, int], what: str, path: str, did: int = 0) -> bytes:
         try:
-            return self._dctx.decompress(self._reader.read(*loc))
-        except (CorruptRecord, zstandard.ZstdError) as exc:
+            return self._decompressor(did).decompress(self._reader.read(*loc))
+        except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
 
     def source(self, path: str) -> bytes:
         blob = self._blob(path)
-        return self._frame(blob.src, "source", path)
+        return self._frame(blob.src, "source", path, blob.src_dict)
 
     def _blob(self, path: str):
         blob = self.catalog.blob_for(path)
@@ -111,8 +118,8 @@ class Store:
         key = (blob.id, path if working is not None else None)
 
         def load(_: object) -> tuple[bytes, bytes | mmap.mmap]:
-            record = self._frame(blob.tree, "tree record", path)
-            source = working if working is not None else self._frame(blob.src, "source", path)
+            record = self._frame(blob.tree, "tree record", path, blob.tree_dict)
+            source = working if working is not None else self.source(path)
             return record, source
 
         def build(record: bytes, source: bytes | mmap.mmap) -> tuple[Tree, int, object]:
@@ -124,7 +131,7 @@ class Store:
             if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
                 if isinstance(source, bytes):
                     raise CorruptRecord(f"{path}: source does not match its tree record")
-                source = self._frame(blob.src, "source", path)  # the file changed under us
+                source = self.source(path)  # the file changed under us
                 if head.source_crc != crc32c.crc32c(source):
                     raise CorruptRecord(f"{path}: source does not match its tree record")
             tree = Tree(cols, source)

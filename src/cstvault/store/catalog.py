@@ -27,7 +27,15 @@ CREATE TABLE IF NOT EXISTS blobs(
     tree_seg INTEGER NOT NULL, tree_off INTEGER NOT NULL, tree_len INTEGER NOT NULL,
     tree_crc INTEGER NOT NULL,
     src_seg INTEGER NOT NULL, src_off INTEGER NOT NULL, src_len INTEGER NOT NULL,
-    src_crc INTEGER NOT NULL
+    src_crc INTEGER NOT NULL,
+    tree_dict INTEGER NOT NULL DEFAULT 0,    -- zstd dictionary of each frame (0: none)
+    src_dict INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dictionaries(     -- per-language trained zstd dictionaries
+    id INTEGER PRIMARY KEY,
+    language TEXT NOT NULL, kind TEXT NOT NULL,  -- kind: tree | source
+    data BLOB NOT NULL,
+    UNIQUE(language, kind)
 );
 CREATE TABLE IF NOT EXISTS files(
     id INTEGER PRIMARY KEY,
@@ -62,6 +70,8 @@ class BlobRow:
     nodes: int
     tree: tuple[int, int, int, int]  # segment, offset, length, crc32c of the frame
     src: tuple[int, int, int, int]
+    tree_dict: int = 0
+    src_dict: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,8 @@ class Catalog:
     def blob_for(self, path: str) -> BlobRow | None:
         row = self.db.execute(
             "SELECT b.id, b.language, b.size, b.lines, b.nodes, b.tree_seg, b.tree_off, "
-            "b.tree_len, b.tree_crc, b.src_seg, b.src_off, b.src_len, b.src_crc "
+            "b.tree_len, b.tree_crc, b.src_seg, b.src_off, b.src_len, b.src_crc, b.tree_dict, "
+            "b.src_dict "
             "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.path = ?",
             (path,),
         ).fetchone()
@@ -125,7 +136,7 @@ class Catalog:
     def blobs(self):
         cur = self.db.execute(
             "SELECT id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
-            "src_seg, src_off, src_len, src_crc FROM blobs ORDER BY id"
+            "src_seg, src_off, src_len, src_crc, tree_dict, src_dict FROM blobs ORDER BY id"
         )
         for row in cur:
             yield _blob(row)
@@ -155,9 +166,11 @@ class Catalog:
             "SELECT coalesce(sum(tree_len),0), coalesce(sum(src_len),0) FROM blobs"
         ).fetchone()
         skipped, = q("SELECT count(*) FROM skipped").fetchone()
+        dict_bytes, = q("SELECT coalesce(sum(length(data)), 0) FROM dictionaries").fetchone()
         return {"files": files, "blobs": blobs, "lines": file_lines, "unique_lines": lines,
                 "nodes": nodes, "source_bytes": size, "tree_frame_bytes": tree,
-                "source_frame_bytes": src, "skipped": skipped}  # fmt: skip
+                "source_frame_bytes": src, "dictionary_bytes": dict_bytes,
+                "skipped": skipped}  # fmt: skip
 
     def skipped(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT path, reason FROM skipped"))
@@ -172,11 +185,32 @@ class Catalog:
     def add_blob(
         self, digest: bytes, language: str, size: int, lines: int, nodes: int,
         tree: tuple[int, int, int, int], src: tuple[int, int, int, int],
+        dicts: tuple[int, int] = (0, 0),
     ) -> int:  # fmt: skip
         cur = self.db.execute(
             "INSERT INTO blobs(hash, language, size, lines, nodes, tree_seg, tree_off, tree_len, "
-            "tree_crc, src_seg, src_off, src_len, src_crc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (digest, language, size, lines, nodes, *tree, *src),
+            "tree_crc, src_seg, src_off, src_len, src_crc, tree_dict, src_dict) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (digest, language, size, lines, nodes, *tree, *src, *dicts),
+        )
+        return int(cur.lastrowid)
+
+    # dictionaries
+    def dictionaries(self) -> dict[tuple[str, str], tuple[int, bytes]]:
+        """(language, kind) -> (id, dictionary bytes)."""
+        return {(lang, kind): (did, data) for did, lang, kind, data in
+                self.db.execute("SELECT id, language, kind, data FROM dictionaries")}  # fmt: skip
+
+    def dictionary(self, did: int) -> bytes:
+        row = self.db.execute("SELECT data FROM dictionaries WHERE id = ?", (did,)).fetchone()
+        if row is None:
+            raise KeyError(f"zstd dictionary {did} missing from the catalog")
+        return row[0]
+
+    def add_dictionary(self, language: str, kind: str, data: bytes) -> int:
+        cur = self.db.execute(
+            "INSERT INTO dictionaries(language, kind, data) VALUES (?, ?, ?)",
+            (language, kind, data),
         )
         return int(cur.lastrowid)
 
@@ -296,4 +330,5 @@ class Catalog:
 
 
 def _blob(row) -> BlobRow:
-    return BlobRow(row[0], row[1], row[2], row[3], row[4], tuple(row[5:9]), tuple(row[9:13]))
+    return BlobRow(row[0], row[1], row[2], row[3], row[4], tuple(row[5:9]), tuple(row[9:13]),
+                   row[13], row[14])  # fmt: skip
