@@ -85,3 +85,27 @@ def test_trees_from_every_tier_are_identical(store_root):
         for f in list(small.files())[::3]:
             for _ in range(3):
                 assert str(small.tree(f.path).root_node) == str(big.tree(f.path).root_node)
+
+
+def test_only_hot_trees_keep_working_files_mapped(store_root):
+    import mmap
+
+    cfg = CacheConfig(max_memory_mb=0.2, hot_percent=40, warm_percent=30, cold_percent=30)
+    with cstvault.open(store_root, cfg) as store:
+        paths = [f.path for f in store.files()]
+        for _ in range(2):
+            for p in paths:
+                assert store.tree(p).text == (store_root / p).read_bytes()
+        cache = store.cache
+        assert cache.warm or cache.cold
+        assert all(src is None for _, src in cache.warm.values())
+        assert all(src is None for _, src, _ in cache.cold.values())
+        assert any(isinstance(e.source, mmap.mmap) for e in cache.hot.values())
+        for p in paths:  # promoted back from warm / cold with the file reopened
+            assert store.tree(p).text == (store_root / p).read_bytes()
+
+
+def test_release_free_memory_is_safe():
+    from cstvault.memory import release_free_memory
+
+    assert release_free_memory() in (True, False)

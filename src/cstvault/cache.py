@@ -2,7 +2,7 @@
 
 - hot: decoded trees (column buffers + structure index + the record they came from);
 - warm: the raw tree record and source bytes (a source served by mmap of the working-tree
-  file lives in the OS page cache and costs the budget nothing);
+  file lives in the OS page cache: only hot trees keep it mapped, warm and cold reopen it);
 - cold: the same, recompressed with fast zstd (level 1);
 - frozen: the zstd-19 frames in segment files (read through mmap by the store).
 
@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 
 import zstandard
 
+from .memory import release_free_memory
+
 TIERS = ("hot", "warm", "cold", "frozen")
+TRIM_EVERY = 4 * 1024 * 1024  # evicted bytes between two returns of free heap to the OS
 _LATENCY_SAMPLES = 20_000
 
 
@@ -73,7 +76,8 @@ class _Hot:
 
 
 def _ram(source: object) -> int:
-    """Heap bytes of a source: bytes count, an mmap'd file does not."""
+    """Heap bytes of a source: bytes count; an mmap'd file (only ever held by hot trees;
+    warm and cold keep None and reopen it) does not."""
     return len(source) if isinstance(source, bytes) else 0
 
 
@@ -87,6 +91,7 @@ class TieredCache:
         self.cold: OrderedDict[object, tuple[bytes, object, int]] = OrderedDict()
         self.stats = {t: TierStats() for t in TIERS}
         self._fast = zstandard.ZstdCompressor(level=1)
+        self._evicted = 0
         self._dctx = zstandard.ZstdDecompressor()
 
     def get(self, blob: object, load, build):
@@ -106,12 +111,14 @@ class TieredCache:
         if blob in self.warm:
             record, source = self.warm.pop(blob)
             self.stats["warm"].bytes -= len(record) + _ram(source)
+            if source is None:  # an mmap'd source is reopened, not kept mapped while cold
+                source = load(blob)[1]
             tier = "warm"
         elif blob in self.cold:
             crec, csrc, _ = self.cold.pop(blob)
             self.stats["cold"].bytes -= len(crec) + _ram(csrc)
             record = self._dctx.decompress(crec)
-            source = self._dctx.decompress(csrc) if isinstance(csrc, bytes) else csrc
+            source = self._dctx.decompress(csrc) if csrc is not None else load(blob)[1]
             self.stats["warm"].misses += 1
             tier = "cold"
         else:
@@ -138,11 +145,13 @@ class TieredCache:
         while hot.bytes > cfg.budget("hot") and self.hot:
             blob, e = self.hot.popitem(last=False)
             hot.bytes -= e.nbytes
+            self._evicted += e.nbytes
+            kept = e.source if isinstance(e.source, bytes) else None
             if e.uses > 1:
-                self.warm[blob] = (e.record, e.source)
-                warm.bytes += len(e.record) + _ram(e.source)
+                self.warm[blob] = (e.record, kept)
+                warm.bytes += len(e.record) + _ram(kept)
             else:
-                self._to_cold(blob, e.record, e.source)
+                self._to_cold(blob, e.record, kept)
         while warm.bytes > cfg.budget("warm") and self.warm:
             blob, (record, source) = self.warm.popitem(last=False)
             warm.bytes -= len(record) + _ram(source)
@@ -150,10 +159,13 @@ class TieredCache:
         while cold.bytes > cfg.budget("cold") and self.cold:
             _, (crec, csrc, _) = self.cold.popitem(last=False)
             cold.bytes -= len(crec) + _ram(csrc)
+        if self._evicted >= TRIM_EVERY:
+            self._evicted = 0
+            release_free_memory()
 
     def _to_cold(self, blob: object, record: bytes, source: object) -> None:
         crec = self._fast.compress(record)
-        csrc = self._fast.compress(source) if isinstance(source, bytes) else source
+        csrc = self._fast.compress(source) if source is not None else None
         if len(crec) + _ram(csrc) > self.config.budget("cold"):
             return  # would not fit at all: leave it to the frozen tier
         self.cold[blob] = (crec, csrc, len(record) + _ram(source))

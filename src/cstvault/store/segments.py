@@ -80,7 +80,7 @@ class SegmentWriter:
 class SegmentReader:
     """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU)."""
 
-    def __init__(self, directory: Path, max_open: int = 64):
+    def __init__(self, directory: Path, max_open: int = 8):
         self.directory = directory
         self.max_open = max_open
         self._maps: OrderedDict[int, mmap.mmap] = OrderedDict()
