@@ -47,12 +47,12 @@ CREATE TABLE IF NOT EXISTS files(
 );
 CREATE TABLE IF NOT EXISTS skipped(path TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS symbols(          -- the global symbol table (interned identifiers)
-    id INTEGER PRIMARY KEY,
-    text BLOB UNIQUE NOT NULL,
+    text BLOB PRIMARY KEY,                   -- stored once: the table is its own index
+    id INTEGER NOT NULL,                     -- dense ids, from meta 'next_symbol_id'
     blobs INTEGER NOT NULL DEFAULT 0,        -- postings: how many blob ids,
     last_blob INTEGER NOT NULL DEFAULT 0,    -- the largest of them,
     postings BLOB NOT NULL DEFAULT x''       -- and all of them as LEB128 deltas
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (LEB128 deltas)
     blob INTEGER PRIMARY KEY REFERENCES blobs(id),
     count INTEGER NOT NULL,
@@ -245,19 +245,25 @@ class Catalog:
         """Intern the symbols of new blobs (ids ascending) and extend the postings."""
         if not per_blob:
             return
-        texts = set().union(*per_blob.values())
-        self.db.executemany(
-            "INSERT OR IGNORE INTO symbols(text) VALUES (?)", ((t,) for t in texts)
-        )
-        info: dict[bytes, list[int]] = {}
-        ordered = list(texts)
-        for k in range(0, len(ordered), 500):
-            chunk = ordered[k : k + 500]
+        texts = list(set().union(*per_blob.values()))
+        info: dict[bytes, list[int]] = {}  # text -> [id, last blob]
+        for k in range(0, len(texts), 500):
+            chunk = texts[k : k + 500]
             marks = ",".join("?" * len(chunk))
-            for sid, text, last in self.db.execute(
-                f"SELECT id, text, last_blob FROM symbols WHERE text IN ({marks})", chunk
+            for text, sid, last in self.db.execute(
+                f"SELECT text, id, last_blob FROM symbols WHERE text IN ({marks})", chunk
             ):
                 info[text] = [sid, last]
+        new = [t for t in texts if t not in info]
+        if new:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'next_symbol_id'").fetchone()
+            first = int(row[0]) if row else 1
+            for offset, text in enumerate(new):
+                info[text] = [first + offset, 0]
+            self.db.executemany(
+                "INSERT INTO symbols(text, id) VALUES (?, ?)", ((t, info[t][0]) for t in new)
+            )
+            self.set_meta("next_symbol_id", str(first + len(new)))
         postings: dict[int, list[int]] = {}
         for blob in sorted(per_blob):
             ids = [info[t][0] for t in per_blob[blob]]
@@ -267,15 +273,15 @@ class Catalog:
             )
             for t in per_blob[blob]:
                 postings.setdefault(info[t][0], []).append(blob)
-        last_of = {v[0]: v[1] for v in info.values()}
+        by_id = {v[0]: (t, v[1]) for t, v in info.items()}
         rows = []
         for sid, blobs in postings.items():
-            deltas = np.diff(np.array(blobs, dtype=np.int64), prepend=last_of[sid])
-            rows.append((varint.encode(deltas), len(blobs), blobs[-1], sid))
+            text, last = by_id[sid]
+            deltas = np.diff(np.array(blobs, dtype=np.int64), prepend=last)
+            rows.append((varint.encode(deltas), len(blobs), blobs[-1], text))
         self.db.executemany(
             "UPDATE symbols SET postings = CAST(postings || ? AS BLOB), blobs = blobs + ?, "
-            "last_blob = ? "
-            "WHERE id = ?",
+            "last_blob = ? WHERE text = ?",
             rows,
         )
 
