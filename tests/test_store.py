@@ -174,3 +174,20 @@ def test_stale_mmap_with_same_size_and_mtime_falls_back_by_crc(repo):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
     with cstvault.open(repo) as store:
         assert store.tree("go_ok.go").text == original  # the CRC caught it
+
+
+def test_clear_errors_for_missing_or_foreign_stores(tmp_path):
+    import sqlite3
+
+    run = CliRunner().invoke
+    res = run(cli.main, ["stats", "--store", str(tmp_path)])
+    assert res.exit_code == 1 and "no cstvault store" in res.output
+    old = tmp_path / "old"
+    old.mkdir()
+    db = sqlite3.connect(old / "catalog.sqlite")
+    db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+    db.commit()
+    db.close()
+    res = run(cli.main, ["stats", "--store", str(old)])
+    assert res.exit_code == 1 and "catalog schema unknown" in res.output
+    assert "Traceback" not in res.output

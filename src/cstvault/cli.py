@@ -32,7 +32,19 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-@click.group()
+class _Main(click.Group):
+    """Turns the store's expected failures into clean one-line errors."""
+
+    def invoke(self, ctx: click.Context):
+        from .store import StoreVersionError
+
+        try:
+            return super().invoke(ctx)
+        except (FileNotFoundError, StoreVersionError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="cstvault")
 def main() -> None:
     """Lossless, compact, navigable concrete syntax trees for whole codebases."""

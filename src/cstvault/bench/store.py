@@ -24,7 +24,7 @@ import json, sys, time
 import numpy as np
 from cstvault.cache import CacheConfig
 from cstvault.extract import parse
-from cstvault.store import Store, rss_bytes
+from cstvault.store import Store, memory_breakdown, rss_bytes
 
 store_dir, budget = sys.argv[1], float(sys.argv[2])
 ops, seed, cold_sample = (int(a) for a in sys.argv[3:6])
@@ -50,6 +50,7 @@ for k in range(ops):
         node = node.parent
     lat[k] = time.perf_counter() - t
 rss_after = rss_bytes()
+memory = memory_breakdown()
 stats = store.stats()
 store.close()
 
@@ -72,6 +73,8 @@ ratio = np.array(parse_ms) / np.maximum(np.array(cold_ms), 1e-9)
 print(json.dumps({
     "open_ms": round(open_ms, 3),
     "rss_after_bytes": rss_after,
+    "rss_after_anonymous_mb": round(memory.get("anonymous", 0) / 2**20, 2),
+    "rss_after_file_backed_mb": round(memory.get("file_backed", 0) / 2**20, 2),
     "op_p50_ms": round(float(np.percentile(lat, 50)) * 1000, 4),
     "op_p99_ms": round(float(np.percentile(lat, 99)) * 1000, 4),
     "tiers": stats["tiers"],

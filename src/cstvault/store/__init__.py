@@ -16,10 +16,10 @@ import zstandard
 from ..cache import CacheConfig, TieredCache
 from ..codec import CorruptRecord, decode, read_header
 from ..tree import Node, Tree
-from .catalog import Catalog, FileRow
+from .catalog import Catalog, FileRow, StoreVersionError
 from .segments import SegmentReader, SegmentWriter
 
-__all__ = ["FileRow", "Store", "open_store"]
+__all__ = ["FileRow", "Store", "StoreVersionError", "open_store"]
 
 CATALOG = "catalog.sqlite"
 SEGMENTS = "segments"
@@ -253,6 +253,21 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def memory_breakdown() -> dict[str, int]:
+    """Resident bytes split into anonymous (heap) and file-backed (mapped files) pages."""
+    out = {"rss": 0, "anonymous": 0}
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Anonymous"):
+                    out[key.lower()] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return out
+    out["file_backed"] = out["rss"] - out["anonymous"]
+    return out
 
 
 def open_store(path: str | os.PathLike[str], config: CacheConfig | None = None) -> Store:

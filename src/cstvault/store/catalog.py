@@ -17,6 +17,13 @@ from ..codec import varint
 from ..codec.bytecode import FORMAT_VERSION
 from ..symbols import pack_ids, unpack_ids
 
+SCHEMA_VERSION = "3"
+
+
+class StoreVersionError(RuntimeError):
+    """The store was written by another catalog schema version."""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs(
@@ -92,11 +99,32 @@ class Catalog:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        if create:
+        fresh = create and not self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'meta'"
+        ).fetchone()
+        if fresh:
             self.db.executescript(SCHEMA)
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        version = self._schema_version()
+        if version != SCHEMA_VERSION:
+            self.db.close()
+            raise StoreVersionError(
+                f"store at {path.parent} has catalog schema {version or 'unknown'}, this cstvault "
+                f"reads {SCHEMA_VERSION}: index into a new store (or delete it and re-index)"
+            )
+        if create:
             self.set_meta("format_version", str(FORMAT_VERSION))
             for name in languages.names():
                 self.set_meta(f"grammar:{name}", languages.identity(name))
+
+    def _schema_version(self) -> str | None:
+        try:
+            row = self.db.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return row[0] if row else None
 
     # metadata
     def set_meta(self, key: str, value: str) -> None:
