@@ -93,7 +93,7 @@ def test_verify_store_and_byte_flip(repo):
     with cstvault.open(repo) as store:
         report = verify_store(store)
         assert report.mismatched == 0 and report.ok == report.files > 0
-        blob = store.catalog.blob_for("rust_ok.rs")
+        blob, _ = store.catalog.blob_for("rust_ok.rs")
         seg, off, length, _ = blob.tree
     seg_file = repo / ".cstvault" / "segments" / f"{seg:08d}.seg"
     data = bytearray(seg_file.read_bytes())

@@ -164,6 +164,8 @@ class TieredCache:
             release_free_memory()
 
     def _to_cold(self, blob: object, record: bytes, source: object) -> None:
+        if len(record) + _ram(source) > 8 * self.config.budget("cold"):
+            return  # cannot fit even well compressed: leave it to the frozen tier
         crec = self._fast.compress(record)
         csrc = self._fast.compress(source) if source is not None else None
         if len(crec) + _ram(csrc) > self.config.budget("cold"):

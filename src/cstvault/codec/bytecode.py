@@ -112,9 +112,12 @@ def _grammar_args(identity: str) -> tuple[str, np.ndarray, int, int]:
     return name, languages.tables(name).token_len, lang.node_kind_count, lang.field_count
 
 
-def decode(record: bytes | memoryview, *, verify_crc: bool = True) -> Columns:
+def decode(
+    record: bytes | memoryview, *, verify_crc: bool = True, head: Header | None = None
+) -> Columns:
     """Decode a record into columns (and their structure index); CorruptRecord on damage."""
-    head = read_header(record)
+    if head is None:
+        head = read_header(record)
     if verify_crc:
         (stored,) = struct.unpack_from("<I", record, len(record) - 4)
         if crc32c.crc32c(memoryview(record)[:-4]) != stored:

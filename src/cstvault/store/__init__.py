@@ -47,7 +47,7 @@ class Store:
         self._writer: SegmentWriter | None = None
         self._dctxs: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
         root = catalog.meta().get("root")
-        self._root = Path(root) if root else None
+        self._root = root or None
 
     @classmethod
     def create(cls, directory: Path) -> Store:
@@ -85,24 +85,28 @@ class Store:
         blob = self._blob(path)
         return self._frame(blob.src, "source", path, blob.src_dict)
 
-    def _blob(self, path: str):
-        blob = self.catalog.blob_for(path)
-        if blob is None:
+    def _located(self, path: str):
+        found = self.catalog.blob_for(path)
+        if found is None:
             raise KeyError(f"{path} is not in the store")
-        return blob
+        return found
 
-    def _working_source(self, path: str) -> mmap.mmap | None:
-        """The working-tree file through mmap when its size and mtime match the catalog."""
+    def _blob(self, path: str):
+        return self._located(path)[0]
+
+    def _working_source(self, path: str, indexed: tuple[int, int]) -> mmap.mmap | None:
+        """The working-tree file through mmap when its size and mtime are as indexed."""
         if self._root is None:
             return None
+        full = os.path.join(self._root, path)
         try:
-            st = os.stat(self._root / path)
+            st = os.stat(full)
         except OSError:
             return None
-        if st.st_size == 0 or (st.st_size, st.st_mtime_ns) != self.catalog.file_stat(path):
+        if st.st_size == 0 or (st.st_size, st.st_mtime_ns) != indexed:
             return None
         try:
-            with open(self._root / path, "rb") as f:
+            with open(full, "rb") as f:
                 return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
             return None
@@ -113,8 +117,8 @@ class Store:
         Its text comes from the working-tree file through mmap when that file is unchanged
         (size and mtime, then the record's CRC32C of the source), else from the store.
         """
-        blob = self._blob(path)
-        working = self._working_source(path)
+        blob, indexed = self._located(path)
+        working = self._working_source(path, indexed)
         key = (blob.id, path if working is not None else None)
 
         def load(_: object) -> tuple[bytes, bytes | mmap.mmap]:
@@ -124,16 +128,16 @@ class Store:
 
         def build(record: bytes, source: bytes | mmap.mmap) -> tuple[Tree, int, object]:
             try:
-                cols = decode(record)
                 head = read_header(record)
+                if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
+                    if isinstance(source, bytes):
+                        raise CorruptRecord("source does not match its tree record")
+                    source = self.source(path)  # the file changed under us
+                    if head.source_crc != crc32c.crc32c(source):
+                        raise CorruptRecord("source does not match its tree record")
+                cols = decode(record, head=head)
             except CorruptRecord as exc:
                 raise CorruptRecord(f"{path}: {exc}") from exc
-            if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
-                if isinstance(source, bytes):
-                    raise CorruptRecord(f"{path}: source does not match its tree record")
-                source = self.source(path)  # the file changed under us
-                if head.source_crc != crc32c.crc32c(source):
-                    raise CorruptRecord(f"{path}: source does not match its tree record")
             tree = Tree(cols, source)
             return tree, tree_bytes(tree), source
 

@@ -151,15 +151,16 @@ class Catalog:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def blob_for(self, path: str) -> BlobRow | None:
+    def blob_for(self, path: str) -> tuple[BlobRow, tuple[int, int]] | None:
+        """The blob of a stored file, and the file's (size, mtime_ns) when indexed."""
         row = self.db.execute(
             "SELECT b.id, b.language, b.size, b.lines, b.nodes, b.tree_seg, b.tree_off, "
             "b.tree_len, b.tree_crc, b.src_seg, b.src_off, b.src_len, b.src_crc, b.tree_dict, "
-            "b.src_dict "
+            "b.src_dict, f.size, f.mtime_ns "
             "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.path = ?",
             (path,),
         ).fetchone()
-        return _blob(row) if row else None
+        return (_blob(row), (row[15], row[16])) if row else None
 
     def blobs(self):
         cur = self.db.execute(
