@@ -352,7 +352,7 @@ static PyObject *py_structure(PyObject *self, PyObject *args) {
 }
 
 /* decode_body(record, body, n, kinds, wide_kind, wide_field, phantom_len, source_len,
- *             token_len[65536] int64, kind_limit, field_limit)
+ *             token_len[65536] int16, kind_limit, field_limit)
  * -> (kind, grammar, flags, field, size, start, end, unexpected, phantoms,
  *     parent, prev, child_count, depth) */
 static PyObject *decode_body(PyObject *self, PyObject *args) {
@@ -371,9 +371,9 @@ static PyObject *decode_body(PyObject *self, PyObject *args) {
     uint64_t *table = NULL;
     const uint8_t *buf = rec.buf;
     const uint8_t *stop = buf + rec.len - 4; /* the CRC trails the body */
-    const int64_t *token_len = tok.buf;
+    const int16_t *token_len = tok.buf;
     const char *err = NULL;
-    if (tok.len != 65536 * 8) { err = "token table size"; goto done; }
+    if (tok.len != 65536 * 2) { err = "token table size"; goto done; }
     if (n <= 0 || body < 0 || body + n > stop - buf) { err = "record truncated"; goto done; }
     const uint8_t *op = buf + body;
     const uint8_t *kidx = op + n;
@@ -532,7 +532,7 @@ static inline void put_le(uint8_t **p, uint64_t v, int bytes) {
 static PyObject *EncodeErr;
 
 /* encode_body(kind u16, gram u16, flags u8, field u16, size i64, start i64, end i64,
- *             unexpected i64, token_len i64[65536], identity, phantoms, source_len, source_crc)
+ *             unexpected i64, token_len i16[65536], identity, phantoms, source_len, source_crc)
  * -> record body bytes */
 static PyObject *encode_body(PyObject *self, PyObject *args) {
     Py_buffer b[9];
@@ -546,7 +546,7 @@ static PyObject *encode_body(PyObject *self, PyObject *args) {
     const uint16_t *kind = b[0].buf, *gram = b[1].buf, *field = b[3].buf;
     const uint8_t *flags = b[2].buf;
     const int64_t *size = b[4].buf, *start = b[5].buf, *end = b[6].buf, *unexp = b[7].buf;
-    const int64_t *token_len = b[8].buf;
+    const int16_t *token_len = b[8].buf;
     Py_ssize_t n = b[2].len, n_unexp = b[7].len / 8;
     PyObject *out = NULL;
     const char *err = NULL;
@@ -555,7 +555,7 @@ static PyObject *encode_body(PyObject *self, PyObject *args) {
     uint16_t *map = NULL;
     uint32_t *alias = NULL; /* (kind << 16 | gram) of aliased pairs, first-appearance order */
     if (n <= 0 || b[0].len != 2 * n || b[1].len != 2 * n || b[3].len != 2 * n ||
-        b[4].len != 8 * n || b[5].len != 8 * n || b[6].len != 8 * n || b[8].len != 65536 * 8 ||
+        b[4].len != 8 * n || b[5].len != 8 * n || b[6].len != 8 * n || b[8].len != 65536 * 2 ||
         ilen > 255 || n > (Py_ssize_t)UINT32_MAX || slen > UINT32_MAX) {
         err = "column lengths disagree or out of range";
         goto done;
@@ -741,8 +741,8 @@ static PyObject *tree_bind(TreeBase *t, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "node_type must subclass NodeBase");
         return NULL;
     }
-    if (PyTuple_GET_SIZE(names) != 65536) {
-        PyErr_SetString(PyExc_ValueError, "names must map all 65536 symbol ids");
+    if (PyTuple_GET_SIZE(names) < 1) {
+        PyErr_SetString(PyExc_ValueError, "names must end with the ERROR name");
         return NULL;
     }
     tree_release(t);
@@ -826,8 +826,15 @@ static void node_dealloc(NodeBase *n) {
 
 #define T (n->tree)
 #define I (n->i)
-static PyObject *node_type_get(NodeBase *n, void *c) { return Py_NewRef(PyTuple_GET_ITEM(T->names, T->kind[I])); }
-static PyObject *node_grammar_name(NodeBase *n, void *c) { return Py_NewRef(PyTuple_GET_ITEM(T->names, T->gram[I])); }
+/* names[] holds one entry per symbol id below the ERROR symbol, then ERROR's */
+static PyObject *name_of(TreeBase *t, uint16_t sym) {
+    Py_ssize_t last = PyTuple_GET_SIZE(t->names) - 1;
+    Py_ssize_t k = sym == ERROR_SYMBOL ? last : (sym < last ? (Py_ssize_t)sym : -1);
+    if (k < 0) return PyUnicode_FromString("");
+    return Py_NewRef(PyTuple_GET_ITEM(t->names, k));
+}
+static PyObject *node_type_get(NodeBase *n, void *c) { return name_of(T, T->kind[I]); }
+static PyObject *node_grammar_name(NodeBase *n, void *c) { return name_of(T, T->gram[I]); }
 static PyObject *node_kind_id(NodeBase *n, void *c) { return PyLong_FromLong(T->kind[I]); }
 static PyObject *node_grammar_id(NodeBase *n, void *c) { return PyLong_FromLong(T->gram[I]); }
 static PyObject *node_is_named(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & NAMED); }

@@ -15,7 +15,8 @@ tier still has them). Budgets are enforced on the real byte sizes of the buffers
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import zstandard
@@ -23,8 +24,8 @@ import zstandard
 from .memory import release_free_memory
 
 TIERS = ("hot", "warm", "cold", "frozen")
-TRIM_EVERY = 4 * 1024 * 1024  # evicted bytes between two returns of free heap to the OS
-_LATENCY_SAMPLES = 20_000
+TRIM_EVERY = 1024 * 1024  # evicted bytes between two returns of free heap to the OS
+_LATENCY_SAMPLES = 4096  # per tier, a ring of the latest latencies (32 KiB of doubles)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,15 @@ class TierStats:
     hits: int = 0
     misses: int = 0
     bytes: int = 0
-    latencies: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
+    latencies: array = field(default_factory=lambda: array("d"))
+    _next: int = 0
+
+    def record(self, seconds: float) -> None:
+        if len(self.latencies) < _LATENCY_SAMPLES:
+            self.latencies.append(seconds)
+        else:
+            self.latencies[self._next] = seconds
+            self._next = (self._next + 1) % _LATENCY_SAMPLES
 
     def summary(self, items: int) -> dict:
         lat = sorted(self.latencies)
@@ -73,6 +82,12 @@ class _Hot:
     source: bytes
     nbytes: int
     uses: int = 1
+
+
+def _exact(data: bytes) -> bytes:
+    """A copy holding exactly len(data) bytes: zstandard's compress() returns a bytes object
+    whose allocation keeps the full compress bound (about the input size)."""
+    return bytes(memoryview(data))
 
 
 def _ram(source: object) -> int:
@@ -137,7 +152,7 @@ class TieredCache:
     def _hit(self, tier: str, t0: float) -> None:
         s = self.stats[tier]
         s.hits += 1
-        s.latencies.append(time.perf_counter() - t0)
+        s.record(time.perf_counter() - t0)
 
     def _enforce(self) -> None:
         cfg = self.config
@@ -166,8 +181,8 @@ class TieredCache:
     def _to_cold(self, blob: object, record: bytes, source: object) -> None:
         if len(record) + _ram(source) > 8 * self.config.budget("cold"):
             return  # cannot fit even well compressed: leave it to the frozen tier
-        crec = self._fast.compress(record)
-        csrc = self._fast.compress(source) if source is not None else None
+        crec = _exact(self._fast.compress(record))
+        csrc = _exact(self._fast.compress(source)) if source is not None else None
         if len(crec) + _ram(csrc) > self.config.budget("cold"):
             return  # would not fit at all: leave it to the frozen tier
         self.cold[blob] = (crec, csrc, len(record) + _ram(source))

@@ -115,23 +115,30 @@ _SYMBOL_KINDS = {"name", "constant", "symbol", "simple_identifier", "word"}
 class KindTables:
     """Per-language lookup tables indexed by symbol id (65536 entries: ERROR is 0xFFFF)."""
 
-    names: tuple[str, ...]
+    names: tuple[str, ...]  # symbol id -> type name; the last entry is ERROR (id 0xFFFF)
     named: np.ndarray  # bool per symbol id
     visible: np.ndarray  # bool per symbol id
     identifier: np.ndarray  # bool per symbol id: named kinds whose text is a symbol name
-    token_len: np.ndarray  # int64: UTF-8 length of an anonymous token's text, -1 if not fixed
+    token_len: np.ndarray  # int16 per symbol id: UTF-8 length of an anonymous token, -1 if none
     fields: tuple[str | None, ...]
+
+    def name(self, kind: int) -> str:
+        return self.names[-1] if kind == 0xFFFF else self.names[kind]
+
+    def name_index(self, kinds: np.ndarray) -> np.ndarray:
+        """Positions in `names` of an array of symbol ids (ERROR maps to the last)."""
+        return np.where(kinds == 0xFFFF, len(self.names) - 1, kinds)
 
 
 @cache
 def tables(name: str) -> KindTables:
     lang = language(name)
     count = lang.node_kind_count
-    kind_names: list[str] = [""] * 65536
+    kind_names: list[str] = [""] * (count + 1)
     named = np.zeros(65536, dtype=bool)
     visible = np.zeros(65536, dtype=bool)
     identifier = np.zeros(65536, dtype=bool)
-    token_len = np.full(65536, -1, dtype=np.int64)
+    token_len = np.full(65536, -1, dtype=np.int16)
     for k in range(count):
         kn = lang.node_kind_for_id(k) or ""
         kind_names[k] = kn
@@ -140,7 +147,7 @@ def tables(name: str) -> KindTables:
         identifier[k] = bool(named[k]) and ("identifier" in kn or kn in _SYMBOL_KINDS)
         if not named[k] and lang.node_kind_is_visible(k):
             token_len[k] = len(kn.encode("utf-8"))
-    kind_names[0xFFFF] = "ERROR"
+    kind_names[count] = "ERROR"
     named[0xFFFF] = True
     visible[0xFFFF] = True
     fields: list[str | None] = [None] + [

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import languages
 from .columns import HAS_CHILDREN, MISSING, NAMED, UNEXPECTED
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def char_repr(code: int) -> str:
 
 
 def _label(tree: Tree, kind: int, flags: int) -> str:
-    name = tree._names[kind]
+    name = languages.tables(tree.language_name).name(kind)
     if flags & MISSING:
         return f"MISSING {name}" if flags & NAMED else f'MISSING "{name}"'
     return name
@@ -107,7 +108,7 @@ def pieces(tree: Tree, root: int) -> tuple[np.ndarray, np.ndarray]:
     if root_printed:
         piece[0] = piece[0][1:]
     else:
-        name = tree._names[int(kind[0])]
+        name = languages.tables(tree.language_name).name(int(kind[0]))
         piece[0] = f'("{name}")' if n == 1 else f"({name}"
         closing[0] = False
 

@@ -15,6 +15,7 @@ import numpy as np
 import tree_sitter as ts
 import zstandard
 
+from . import languages
 from .codec import CorruptRecord, EncodeError, decode, encode
 from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
 from .extract import parse, parse_extract
@@ -118,7 +119,8 @@ def reference(tree: ts.Tree) -> dict[str, list[Any]]:
 def ours(tree: Tree) -> dict[str, np.ndarray]:
     """The same attributes from a decoded tree, as arrays."""
     cols = tree.columns
-    names = np.array(tree._names, dtype=object)
+    tables = languages.tables(tree.language_name)
+    names = np.array(tables.names, dtype=object)
     fields = np.array(tree._field_names, dtype=object)
     flags = cols.flags
     sr, sc = tree.points(cols.start)
@@ -126,7 +128,7 @@ def ours(tree: Tree) -> dict[str, np.ndarray]:
     field_names = fields[cols.field]
     field_names[0] = None  # tree-sitter's cursor reports no field at its root
     return {
-        "type": names[cols.kind],
+        "type": names[tables.name_index(cols.kind)],
         "kind_id": cols.kind.astype(np.int64),
         "field_name": field_names,
         "is_named": (flags & NAMED) != 0,
