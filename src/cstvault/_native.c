@@ -991,6 +991,16 @@ static int cursor_push(Cursor *c, Py_ssize_t v) {
     return 0;
 }
 
+/* Make `dst` stand where `src` stands (same tree): root, node and ancestor stack. */
+static int cursor_assign(Cursor *dst, const Cursor *src) {
+    dst->root = src->root;
+    dst->i = src->i;
+    dst->sp = 0;
+    for (Py_ssize_t k = 0; k < src->sp; k++)
+        if (cursor_push(dst, src->stack[k]) < 0) return -1;
+    return 0;
+}
+
 static PyObject *cursor_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *tree;
     Py_ssize_t index = 0;
@@ -1097,10 +1107,7 @@ static PyObject *cursor_copy(Cursor *c, PyObject *u) {
     Cursor *d = (Cursor *)Py_TYPE(c)->tp_alloc(Py_TYPE(c), 0);
     if (!d) return NULL;
     d->tree = (TreeBase *)Py_NewRef((PyObject *)CT);
-    d->root = c->root;
-    d->i = c->i;
-    for (Py_ssize_t k = 0; k < c->sp; k++)
-        if (cursor_push(d, c->stack[k]) < 0) { Py_DECREF(d); return NULL; }
+    if (cursor_assign(d, c) < 0) { Py_DECREF(d); return NULL; }
     return (PyObject *)d;
 }
 static PyObject *cursor_reset_to(Cursor *c, PyObject *arg) {
@@ -1108,12 +1115,7 @@ static PyObject *cursor_reset_to(Cursor *c, PyObject *arg) {
         PyErr_SetString(PyExc_ValueError, "reset_to() takes a cursor of the same tree");
         return NULL;
     }
-    Cursor *o = (Cursor *)arg;
-    c->root = o->root;
-    c->i = o->i;
-    c->sp = 0;
-    for (Py_ssize_t k = 0; k < o->sp; k++)
-        if (cursor_push(c, o->stack[k]) < 0) return NULL;
+    if (cursor_assign(c, (Cursor *)arg) < 0) return NULL;
     Py_RETURN_NONE;
 }
 #undef CT

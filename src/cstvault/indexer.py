@@ -21,9 +21,9 @@ import zstandard
 
 from .codec import EncodeError, encode
 from .extract import parse_extract
+from .sources import check_source, count_lines
 from .store import Store
 from .symbols import symbol_texts
-from .verify import check_source
 from .walk import iter_files
 
 ZSTD_LEVEL = 19
@@ -80,10 +80,6 @@ def _compressor(did: int, data: bytes | None) -> zstandard.ZstdCompressor:
         d = zstandard.ZstdCompressionDict(data) if data else None
         c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=d)
     return c
-
-
-def count_lines(source: bytes) -> int:
-    return source.count(b"\n") + (1 if source and not source.endswith(b"\n") else 0)
 
 
 def encode_file(task: tuple[str, str, str]) -> Encoded:

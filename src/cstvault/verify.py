@@ -19,9 +19,9 @@ from . import languages
 from .codec import CorruptRecord, EncodeError, decode, encode
 from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
 from .extract import parse, parse_extract
+from .sources import check_source, count_lines
 from .tree import Tree
 
-MAX_FILE_BYTES = 32 * 1024 * 1024
 ATTRIBUTES = (
     "type", "kind_id", "field_name", "is_named", "is_extra", "is_missing", "is_error",
     "has_error", "start_byte", "end_byte", "start_row", "start_column", "end_row",
@@ -172,15 +172,6 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def check_source(source: bytes) -> str | None:
-    """Why a file cannot be stored, or None."""
-    if len(source) > MAX_FILE_BYTES:
-        return f"too large: {len(source)} bytes > {MAX_FILE_BYTES}"
-    if b"\0" in source[:8192]:
-        return "binary: NUL byte in the first 8 KiB"
-    return None
-
-
 _ZSTD_C = zstandard.ZstdCompressor(level=3)
 _ZSTD_D = zstandard.ZstdDecompressor()
 
@@ -200,7 +191,7 @@ def _check(path: str, expected: ts.Tree, record: bytes, source: bytes, stored_so
         report.mismatched += 1
         report.add_mismatches([Mismatch(path, -1, "record", "decodable", str(exc))])
         return
-    report.lines += source.count(b"\n") + (1 if source and not source.endswith(b"\n") else 0)
+    report.lines += count_lines(source)
     report.nodes += len(tree)
     report.bytes += len(source)
     report.record_bytes += len(record)
@@ -223,8 +214,7 @@ def verify_store(store, progress: Callable[[str], None] | None = None) -> Report
         if progress:
             progress(name)
         try:
-            record = store._frame(blob.tree, "tree record", name, blob.tree_dict)
-            source = store._frame(blob.src, "source", name, blob.src_dict)
+            record, source = store.read_blob(blob, name)
         except CorruptRecord as exc:
             report.files += 1
             report.mismatched += 1

@@ -10,8 +10,8 @@ import zstandard
 
 from ..codec import decode, encode
 from ..extract import parse, parse_extract
+from ..sources import check_source, count_lines
 from ..tree import Node, Tree, build_structure
-from ..verify import check_source
 from ..walk import iter_files
 
 SEGMENT = 256 * 1024
@@ -121,7 +121,7 @@ def bench_language(files: list[tuple[Path, str]], log: Callable[[str], None]) ->
         encode_s += t3 - t2
         decode_s += t4 - t3
         struct_s += t5 - t4
-        lines += src.count(b"\n") + (1 if src and not src.endswith(b"\n") else 0)
+        lines += count_lines(src)
         nodes += len(cols)
         records.append(rec)
         sources.append(src)

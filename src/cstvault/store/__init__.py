@@ -81,6 +81,11 @@ class Store:
         except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
 
+    def read_blob(self, blob, name: str) -> tuple[bytes, bytes]:
+        """A blob's tree record and stored source, CRC-checked; `name` labels errors."""
+        return (self._frame(blob.tree, "tree record", name, blob.tree_dict),
+                self._frame(blob.src, "source", name, blob.src_dict))  # fmt: skip
+
     def source(self, path: str) -> bytes:
         blob = self._blob(path)
         return self._frame(blob.src, "source", path, blob.src_dict)
@@ -122,9 +127,9 @@ class Store:
         key = (blob.id, path if working is not None else None)
 
         def load(_: object) -> tuple[bytes, bytes | mmap.mmap]:
-            record = self._frame(blob.tree, "tree record", path, blob.tree_dict)
-            source = working if working is not None else self.source(path)
-            return record, source
+            if working is None:
+                return self.read_blob(blob, path)
+            return self._frame(blob.tree, "tree record", path, blob.tree_dict), working
 
         def build(record: bytes, source: bytes | mmap.mmap) -> tuple[Tree, int, object]:
             try:
@@ -159,9 +164,11 @@ class Store:
         return {**sym, "symbol_interning_ratio": round(
             sym["symbol_refs"] / max(sym["symbols"], 1), 3)}  # fmt: skip
 
+    def _segment_files(self) -> list[Path]:
+        return sorted((self.directory / SEGMENTS).glob("*.seg"))
+
     def segment_bytes(self) -> int:
-        seg_dir = self.directory / SEGMENTS
-        return sum(p.stat().st_size for p in seg_dir.glob("*.seg")) if seg_dir.exists() else 0
+        return sum(p.stat().st_size for p in self._segment_files())
 
     def gc(self) -> dict:
         """Reclaim what no committed file references.
@@ -175,12 +182,11 @@ class Store:
         dropped = cat.drop_orphan_blobs()
         cat.commit()
         ends = cat.referenced_segment_ends()
-        seg_dir = self.directory / SEGMENTS
         removed = truncated = freed = 0
         if self._writer is not None:  # our own appends are finished
             self._writer.close()
             self._writer = None
-        for seg in sorted(seg_dir.glob("*.seg")) if seg_dir.exists() else []:
+        for seg in self._segment_files():
             seg_id = int(seg.stem)
             size = seg.stat().st_size
             end = ends.get(seg_id)
@@ -200,15 +206,15 @@ class Store:
 
     def stats(self) -> dict:
         counts = self.catalog.counts()
-        seg_dir = self.directory / SEGMENTS
-        seg_bytes = sum(p.stat().st_size for p in seg_dir.glob("*.seg")) if seg_dir.exists() else 0
+        segments = self._segment_files()
+        seg_bytes = sum(p.stat().st_size for p in segments)
         cat_bytes = sum(
             p.stat().st_size for p in self.directory.glob(CATALOG + "*") if p.is_file()
         )
         lines = max(counts["lines"], 1)
         return {
             **counts,
-            "segments": len(list(seg_dir.glob("*.seg"))) if seg_dir.exists() else 0,
+            "segments": len(segments),
             "disk_bytes": {"segments": seg_bytes, "catalog": cat_bytes,
                            "total": seg_bytes + cat_bytes},  # fmt: skip
             "disk_bytes_per_line": {

@@ -1,0 +1,19 @@
+"""What counts as a storable source file, and how its lines are counted."""
+
+from __future__ import annotations
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+
+
+def check_source(source: bytes) -> str | None:
+    """Why a file cannot be stored, or None."""
+    if len(source) > MAX_FILE_BYTES:
+        return f"too large: {len(source)} bytes > {MAX_FILE_BYTES}"
+    if b"\0" in source[:8192]:
+        return "binary: NUL byte in the first 8 KiB"
+    return None
+
+
+def count_lines(source: bytes) -> int:
+    """Lines as an editor shows them: newlines, plus an unterminated last line."""
+    return source.count(b"\n") + (1 if source and not source.endswith(b"\n") else 0)
