@@ -127,12 +127,14 @@ def index(
     batch_files: int = BATCH_FILES,
     on_commit: Callable[[list[str]], None] | None = None,
     disk_quota_mb: float | None = None,
+    only: set[str] | None = None,
 ) -> IndexReport:
     """Index every supported file under `root` into the store (created if missing).
 
     `on_commit` is called with the paths of each batch once its transaction has committed.
     With `disk_quota_mb`, a batch that would take the segment files past the quota raises
     DiskQuotaExceeded before anything of it is written (earlier batches stay committed).
+    With `only` (root-relative '/'-separated paths), just those files are indexed.
     """
     t0 = time.perf_counter()
     root = Path(root).resolve()
@@ -143,6 +145,8 @@ def index(
         present: set[str] = set()
         for path, language in iter_files([root]):
             rel = path.relative_to(root).as_posix()
+            if only is not None and rel not in only:
+                continue
             present.add(rel)
             known = store.catalog.file_stat(rel)
             if known is not None:

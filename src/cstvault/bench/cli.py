@@ -88,6 +88,58 @@ def register(group: click.Group) -> None:
                 click.echo(f"{key:30s} {result.get(key)}")
 
     @group.command()
+    @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), default=None,
+                  help="Source tree to measure (default: the `bench corpus` in the cache).")
+    @click.option("--lines", type=int, default=None,
+                  help="Seeded random subset of at most this many lines (default: all).")
+    @click.option("--jobs", "-j", type=int, default=2, show_default=True)
+    @click.option("--ops", type=int, default=20_000, show_default=True,
+                  help="Zipf operations per row.")
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--budget-mb", type=float, default=16.0, show_default=True,
+                  help="Cache budget of the on-disk rows (4a-4c).")
+    @click.option("--scale/--no-scale", default=True, show_default=True,
+                  help="Also measure production at 1/8, 1/4 and 1/2 of the lines.")
+    @click.option("--work", "work_dir", type=click.Path(path_type=Path), default=None,
+                  help="Where stores and specs go (default: in the cache directory).")
+    @click.option("--plot", "plot_file", type=click.Path(path_type=Path), default=None,
+                  help="Write a PNG of RAM and latency per row (needs the `plot` extra).")
+    @click.option("--json", "as_json", is_flag=True)
+    def phases(corpus_dir: Path | None, lines: int | None, jobs: int, ops: int, seed: int,
+               budget_mb: float, scale: bool, work_dir: Path | None, plot_file: Path | None,
+               as_json: bool) -> None:  # fmt: skip
+        """The optimisation table, measured: Baseline and phases 1-4c, each in a fresh process
+        (RAM as RSS delta, disk, Zipf latency, files lost), plus a scale table."""
+        from . import corpus as corpus_mod
+        from . import phases as phases_mod
+
+        corpus_dir = corpus_dir or corpus_mod.DEFAULT_DIR / "corpus"
+        if not corpus_dir.is_dir():
+            raise click.ClickException(
+                f"no corpus at {corpus_dir}: run `cstvault bench corpus` or pass --corpus")
+        t0 = time.perf_counter()
+        try:
+            result = phases_mod.run(
+                corpus_dir, lines, work_dir or phases_mod.default_work_dir(corpus_dir),
+                jobs=jobs, ops=ops, seed=seed, budget_mb=budget_mb, scale=scale,
+                log=lambda m: err.print(m, style="dim"))  # fmt: skip
+        except (ValueError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+        result["machine"] = _machine()
+        result["command"] = "cstvault bench phases " + " ".join(sys.argv[3:])
+        if plot_file is not None:
+            try:
+                phases_mod.plot(result, plot_file)
+            except RuntimeError as exc:
+                raise click.ClickException(str(exc)) from exc
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            click.echo(phases_mod.markdown(result))
+
+    @group.command()
     @click.argument("paths", nargs=-1, type=click.Path(exists=True), required=True)
     @click.option("--json", "as_json", is_flag=True)
     def codec(paths: tuple[str, ...], as_json: bool) -> None:

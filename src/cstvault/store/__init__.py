@@ -38,15 +38,16 @@ def resolve(path: str | os.PathLike[str]) -> Path:
 class Store:
     """An opened store. Use as a context manager; every read is CRC-checked."""
 
-    def __init__(self, directory: Path, catalog: Catalog, config: CacheConfig | None = None):
+    def __init__(self, directory: Path, catalog: Catalog, config: CacheConfig | None = None,
+                 *, mapped: bool = True, working_tree: bool = True):  # fmt: skip
         self.directory = directory
         self.catalog = catalog
         self.config = config or CacheConfig()
         self.cache = TieredCache(self.config)
-        self._reader = SegmentReader(directory / SEGMENTS)
+        self._reader = SegmentReader(directory / SEGMENTS, mapped=mapped)
         self._writer: SegmentWriter | None = None
         self._dctxs: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
-        root = catalog.meta().get("root")
+        root = catalog.meta().get("root") if working_tree else None
         self._root = root or None
 
     @classmethod
@@ -55,9 +56,13 @@ class Store:
         return cls(directory, Catalog(directory / CATALOG, create=True))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], config: CacheConfig | None = None) -> Store:
+    def open(cls, path: str | os.PathLike[str], config: CacheConfig | None = None, *,
+             mapped: bool = True, working_tree: bool = True) -> Store:  # fmt: skip
+        """Open for reading. `mapped=False` reads frames with plain file reads instead of the
+        mmap'd segment LRU; `working_tree=False` serves text from the store's own frames."""
         directory = resolve(path)
-        return cls(directory, Catalog(directory / CATALOG), config)
+        return cls(directory, Catalog(directory / CATALOG), config, mapped=mapped,
+                   working_tree=working_tree)  # fmt: skip
 
     def writer(self) -> SegmentWriter:
         if self._writer is None:

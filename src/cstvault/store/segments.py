@@ -78,11 +78,16 @@ class SegmentWriter:
 
 
 class SegmentReader:
-    """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU)."""
+    """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU).
 
-    def __init__(self, directory: Path, max_open: int = 8):
+    With `mapped=False` every frame is read with a plain open/pread/close instead (no map,
+    no LRU): the unsegmented "records on disk" read path that `bench phases` compares with.
+    """
+
+    def __init__(self, directory: Path, max_open: int = 8, mapped: bool = True):
         self.directory = directory
         self.max_open = max_open
+        self.mapped = mapped
         self._maps: OrderedDict[int, mmap.mmap] = OrderedDict()
 
     def _map(self, seg_id: int) -> mmap.mmap:
@@ -104,6 +109,8 @@ class SegmentReader:
 
     def read(self, seg_id: int, offset: int, length: int, crc: int) -> bytes:
         """The frame's bytes, after checking its CRC32C."""
+        if not self.mapped:
+            return self._pread(seg_id, offset, length, crc)
         m = self._map(seg_id)
         if offset + length > len(m):
             # the segment may have grown since it was mapped
@@ -112,6 +119,22 @@ class SegmentReader:
             if offset + length > len(m):
                 raise CorruptRecord(f"segment {seg_id} truncated")
         frame = m[offset : offset + length]
+        if crc32c.crc32c(frame) != crc:
+            raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
+        return frame
+
+    def _pread(self, seg_id: int, offset: int, length: int, crc: int) -> bytes:
+        path = segment_path(self.directory, seg_id)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise CorruptRecord(f"segment {path.name} unreadable: {exc}") from exc
+        try:
+            frame = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(frame) != length:
+            raise CorruptRecord(f"segment {seg_id} truncated")
         if crc32c.crc32c(frame) != crc:
             raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
         return frame
