@@ -191,3 +191,22 @@ def test_clear_errors_for_missing_or_foreign_stores(tmp_path):
     res = run(cli.main, ["stats", "--store", str(old)])
     assert res.exit_code == 1 and "catalog schema unknown" in res.output
     assert "Traceback" not in res.output
+
+
+def test_dictionary_contexts_are_bounded(tmp_path, monkeypatch):
+    root = tmp_path / "many"
+    root.mkdir()
+    langs = ["python", "go", "c"]
+    for lang in langs:
+        for k in range(indexer.DICT_MIN_FILES):
+            (root / f"{lang}_{k}.{EXT[lang]}").write_bytes(SNIPPETS[lang]["ok"] * (k + 1))
+    indexer.index(root, jobs=1)
+    monkeypatch.setattr("cstvault.store.DCTX_CACHE", 1)
+    with cstvault.open(root, cstvault.CacheConfig(max_memory_mb=0)) as store:
+        assert len(store.catalog.dictionaries()) == 2 * len(langs)  # trained: tree + source
+        for k in range(indexer.DICT_MIN_FILES):
+            for lang in langs:  # alternate languages: every read switches dictionary
+                path = f"{lang}_{k}.{EXT[lang]}"
+                assert store.source(path) == SNIPPETS[lang]["ok"] * (k + 1)
+                assert store.tree(path).root_node.end_byte > 0
+                assert len(store._dctxs) <= 1

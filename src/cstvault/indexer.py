@@ -32,6 +32,7 @@ BATCH_BYTES = 16 * 1024 * 1024
 DICT_BYTES = 64 * 1024
 DICT_SAMPLES = 64
 DICT_MIN_FILES = 16
+COMPACT_SHARE = 10  # compact the catalog when a run added at least 1/10 of its blobs
 
 
 @dataclass
@@ -170,6 +171,8 @@ def index(
             if progress:
                 progress(done, total, enc.path)
         batch.flush()
+        if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
+            store.catalog.compact()  # a bulk load: pack the catalog's pages
     finally:
         store.close()
     report.seconds = time.perf_counter() - t0

@@ -7,6 +7,7 @@ nothing is ever downloaded at run time.
 from __future__ import annotations
 
 import importlib
+import mmap
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -130,15 +131,26 @@ class KindTables:
         return np.where(kinds == 0xFFFF, len(self.names) - 1, kinds)
 
 
+def _lazy_zeros() -> tuple[np.ndarray, ...]:
+    """Three bool and one int16 array of 65536 entries in one anonymous mapping: only the
+    pages of the ids a grammar uses (and ERROR's) ever become resident. Ids past the
+    grammar's count are invalid kinds (the decoder rejects them); they read as 0."""
+    block = mmap.mmap(-1, 5 * 65536)
+    named, visible, identifier = (
+        np.frombuffer(block, dtype=bool, count=65536, offset=k * 65536) for k in range(3)
+    )
+    token_len = np.frombuffer(block, dtype=np.int16, count=65536, offset=3 * 65536)
+    return named, visible, identifier, token_len
+
+
 @cache
 def tables(name: str) -> KindTables:
     lang = language(name)
     count = lang.node_kind_count
     kind_names: list[str] = [""] * (count + 1)
-    named = np.zeros(65536, dtype=bool)
-    visible = np.zeros(65536, dtype=bool)
-    identifier = np.zeros(65536, dtype=bool)
-    token_len = np.full(65536, -1, dtype=np.int16)
+    named, visible, identifier, token_len = _lazy_zeros()
+    token_len[:count] = -1
+    token_len[0xFFFF] = -1
     for k in range(count):
         kn = lang.node_kind_for_id(k) or ""
         kind_names[k] = kn

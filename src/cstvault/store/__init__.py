@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .segments import SegmentReader, SegmentWriter
 __all__ = ["FileRow", "Store", "StoreVersionError", "open_store"]
 
 CATALOG = "catalog.sqlite"
+DCTX_CACHE = 8
 SEGMENTS = "segments"
 
 
@@ -46,7 +48,7 @@ class Store:
         self.cache = TieredCache(self.config)
         self._reader = SegmentReader(directory / SEGMENTS, mapped=mapped)
         self._writer: SegmentWriter | None = None
-        self._dctxs: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
+        self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
         root = catalog.meta().get("root") if working_tree else None
         self._root = root or None
 
@@ -74,10 +76,16 @@ class Store:
         return self.catalog.files()
 
     def _decompressor(self, did: int) -> zstandard.ZstdDecompressor:
+        """Decompression contexts by dictionary, an LRU of DCTX_CACHE (each holds ~230 KB:
+        its context and the digested dictionary; making one costs ~50 µs)."""
         d = self._dctxs.get(did)
-        if d is None:
-            data = zstandard.ZstdCompressionDict(self.catalog.dictionary(did))
-            d = self._dctxs[did] = zstandard.ZstdDecompressor(dict_data=data)
+        if d is not None:
+            self._dctxs.move_to_end(did)
+            return d
+        data = zstandard.ZstdCompressionDict(self.catalog.dictionary(did)) if did else None
+        d = self._dctxs[did] = zstandard.ZstdDecompressor(dict_data=data)
+        if len(self._dctxs) > DCTX_CACHE:
+            self._dctxs.popitem(last=False)
         return d
 
     def _frame(self, loc: tuple[int, int, int, int], what: str, path: str, did: int = 0) -> bytes:
@@ -104,8 +112,8 @@ class Store:
     def _blob(self, path: str):
         return self._located(path)[0]
 
-    def _working_source(self, path: str, indexed: tuple[int, int]) -> mmap.mmap | None:
-        """The working-tree file through mmap when its size and mtime are as indexed."""
+    def _working_file(self, path: str, indexed: tuple[int, int]) -> str | None:
+        """The working-tree file's path when its size and mtime are as indexed (one stat)."""
         if self._root is None:
             return None
         full = os.path.join(self._root, path)
@@ -115,6 +123,10 @@ class Store:
             return None
         if st.st_size == 0 or (st.st_size, st.st_mtime_ns) != indexed:
             return None
+        return full
+
+    @staticmethod
+    def _map_file(full: str) -> mmap.mmap | None:
         try:
             with open(full, "rb") as f:
                 return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -128,13 +140,14 @@ class Store:
         (size and mtime, then the record's CRC32C of the source), else from the store.
         """
         blob, indexed = self._located(path)
-        working = self._working_source(path, indexed)
+        working = self._working_file(path, indexed)  # one stat; mapped only on a miss
         key = (blob.id, path if working is not None else None)
 
         def load(_: object) -> tuple[bytes, bytes | mmap.mmap]:
-            if working is None:
+            mapped = self._map_file(working) if working is not None else None
+            if mapped is None:
                 return self.read_blob(blob, path)
-            return self._frame(blob.tree, "tree record", path, blob.tree_dict), working
+            return self._frame(blob.tree, "tree record", path, blob.tree_dict), mapped
 
         def build(record: bytes, source: bytes | mmap.mmap) -> tuple[Tree, int, object]:
             try:
@@ -186,6 +199,7 @@ class Store:
         cat.begin()
         dropped = cat.drop_orphan_blobs()
         cat.commit()
+        cat.compact()
         ends = cat.referenced_segment_ends()
         removed = truncated = freed = 0
         if self._writer is not None:  # our own appends are finished

@@ -356,6 +356,16 @@ class Catalog:
             ends[seg] = end
         return ends
 
+    def compact(self) -> None:
+        """Rewrite the catalog densely (VACUUM): B-trees filled in random key order -- the
+        symbol table above all -- leave pages partly empty. Skipped if another connection
+        is busy."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.db.execute("VACUUM")
+
+    def blob_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM blobs").fetchone()[0]
+
     def close(self) -> None:
         # fold the WAL back into the database file (if another connection is busy, the WAL
         # simply stays valid as it is)

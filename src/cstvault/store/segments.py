@@ -7,6 +7,7 @@ frame starts, how long it is and its CRC32C; nothing in a segment is ever rewrit
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections import OrderedDict
@@ -77,14 +78,28 @@ class SegmentWriter:
             self._file = None
 
 
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def _unmap_pages(m: mmap.mmap) -> None:
+    """Drop a segment's pages from this process's page tables once a frame is copied out
+    (they stay in the OS page cache). The whole map, not just the frame: the kernel maps
+    neighbouring pages on each fault. Mapped segments then add nothing to RSS."""
+    if _DONTNEED is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        m.madvise(_DONTNEED)
+
+
 class SegmentReader:
-    """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU).
+    """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU); the pages
+    of each frame are released from the mapping once copied out (see `_unmap_pages`).
 
     With `mapped=False` every frame is read with a plain open/pread/close instead (no map,
     no LRU): the unsegmented "records on disk" read path that `bench phases` compares with.
     """
 
-    def __init__(self, directory: Path, max_open: int = 8, mapped: bool = True):
+    def __init__(self, directory: Path, max_open: int = 64, mapped: bool = True):
         self.directory = directory
         self.max_open = max_open
         self.mapped = mapped
@@ -119,6 +134,7 @@ class SegmentReader:
             if offset + length > len(m):
                 raise CorruptRecord(f"segment {seg_id} truncated")
         frame = m[offset : offset + length]
+        _unmap_pages(m)
         if crc32c.crc32c(frame) != crc:
             raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
         return frame
