@@ -171,6 +171,7 @@ def index(
             if progress:
                 progress(done, total, enc.path)
         batch.flush()
+        store.catalog.compact_symbols()
         if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
             store.catalog.compact()  # a bulk load: pack the catalog's pages
     finally:

@@ -199,6 +199,7 @@ class Store:
         cat.begin()
         dropped = cat.drop_orphan_blobs()
         cat.commit()
+        cat.compact_symbols()
         cat.compact()
         ends = cat.referenced_segment_ends()
         removed = truncated = freed = 0

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import languages
-from ..codec import varint
 from ..codec.bytecode import FORMAT_VERSION
 from ..symbols import pack_ids, unpack_ids
+from . import symtab
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 
 class StoreVersionError(RuntimeError):
@@ -27,7 +27,7 @@ class StoreVersionError(RuntimeError):
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,     -- never reused: postings may name dropped blobs
     hash BLOB UNIQUE NOT NULL,            -- sha256 of language and source: dedup key
     language TEXT NOT NULL,
     size INTEGER NOT NULL, lines INTEGER NOT NULL, nodes INTEGER NOT NULL,
@@ -52,20 +52,14 @@ CREATE TABLE IF NOT EXISTS files(
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
+CREATE INDEX IF NOT EXISTS files_blob ON files(blob);
 CREATE TABLE IF NOT EXISTS skipped(path TEXT PRIMARY KEY, reason TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS symbols(          -- the global symbol table (interned identifiers)
-    text BLOB PRIMARY KEY,                   -- stored once: the table is its own index
-    id INTEGER NOT NULL,                     -- dense ids, from meta 'next_symbol_id'
-    blobs INTEGER NOT NULL DEFAULT 0,        -- postings: how many blob ids,
-    last_blob INTEGER NOT NULL DEFAULT 0,    -- the largest of them,
-    postings BLOB NOT NULL DEFAULT x''       -- and all of them as LEB128 deltas
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (LEB128 deltas)
     blob INTEGER PRIMARY KEY REFERENCES blobs(id),
     count INTEGER NOT NULL,
     ids BLOB NOT NULL
 );
-"""
+""" + symtab.SCHEMA
 
 
 @dataclass(frozen=True)
@@ -112,6 +106,7 @@ class Catalog:
                 f"store at {path.parent} has catalog schema {version or 'unknown'}, this cstvault "
                 f"reads {SCHEMA_VERSION}: index into a new store (or delete it and re-index)"
             )
+        self.symbols = symtab.SymbolTable(self.db, self._meta_value, self.set_meta)
         if create:
             self.set_meta("format_version", str(FORMAT_VERSION))
             for name in languages.names():
@@ -129,6 +124,10 @@ class Catalog:
     # metadata
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def _meta_value(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta"))
@@ -269,58 +268,31 @@ class Catalog:
         self.db.execute("DELETE FROM blob_symbols WHERE blob NOT IN (SELECT id FROM blobs)")
         return cur.rowcount
 
-    # symbols
+    # symbols (see symtab: recent rows + compacted blocks)
     def add_symbols(self, per_blob: dict[int, set[bytes]]) -> None:
-        """Intern the symbols of new blobs (ids ascending) and extend the postings."""
+        """Intern the symbols of new blobs and record each blob's set of symbol ids."""
         if not per_blob:
             return
-        texts = list(set().union(*per_blob.values()))
-        info: dict[bytes, list[int]] = {}  # text -> [id, last blob]
-        for k in range(0, len(texts), 500):
-            chunk = texts[k : k + 500]
-            marks = ",".join("?" * len(chunk))
-            for text, sid, last in self.db.execute(
-                f"SELECT text, id, last_blob FROM symbols WHERE text IN ({marks})", chunk
-            ):
-                info[text] = [sid, last]
-        new = [t for t in texts if t not in info]
-        if new:
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'next_symbol_id'").fetchone()
-            first = int(row[0]) if row else 1
-            for offset, text in enumerate(new):
-                info[text] = [first + offset, 0]
-            self.db.executemany(
-                "INSERT INTO symbols(text, id) VALUES (?, ?)", ((t, info[t][0]) for t in new)
-            )
-            self.set_meta("next_symbol_id", str(first + len(new)))
-        postings: dict[int, list[int]] = {}
-        for blob in sorted(per_blob):
-            ids = [info[t][0] for t in per_blob[blob]]
-            self.db.execute(
-                "INSERT OR REPLACE INTO blob_symbols(blob, count, ids) VALUES (?, ?, ?)",
-                (blob, len(ids), pack_ids(np.array(ids, dtype=np.int64))),
-            )
-            for t in per_blob[blob]:
-                postings.setdefault(info[t][0], []).append(blob)
-        by_id = {v[0]: (t, v[1]) for t, v in info.items()}
-        rows = []
-        for sid, blobs in postings.items():
-            text, last = by_id[sid]
-            deltas = np.diff(np.array(blobs, dtype=np.int64), prepend=last)
-            rows.append((varint.encode(deltas), len(blobs), blobs[-1], text))
+        ids = self.symbols.add(per_blob)
         self.db.executemany(
-            "UPDATE symbols SET postings = CAST(postings || ? AS BLOB), blobs = blobs + ?, "
-            "last_blob = ? WHERE text = ?",
-            rows,
-        )
+            "INSERT OR REPLACE INTO blob_symbols(blob, count, ids) VALUES (?, ?, ?)",
+            [(blob, len(texts), pack_ids(np.array([ids[t] for t in texts], dtype=np.int64)))
+             for blob, texts in sorted(per_blob.items())],
+        )  # fmt: skip
+
+    def compact_symbols(self) -> int:
+        """Fold recent symbol rows into the compacted blocks, in one transaction."""
+        self.begin()
+        try:
+            folded = self.symbols.compact()
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.commit()
+        return folded
 
     def blobs_with_symbol(self, text: bytes) -> list[int]:
-        row = self.db.execute(
-            "SELECT blobs, postings FROM symbols WHERE text = ?", (text,)
-        ).fetchone()
-        if row is None or not row[0]:
-            return []
-        return np.cumsum(varint.decode(row[1], row[0])).tolist()
+        return self.symbols.blobs_with(text)
 
     def paths_of_blobs(self, blobs: list[int]) -> list[str]:
         out: list[str] = []
@@ -340,11 +312,8 @@ class Catalog:
         return unpack_ids(row[1], row[0]) if row else np.zeros(0, dtype=np.int64)
 
     def symbol_counts(self) -> dict[str, int]:
-        unique, text_bytes = self.db.execute(
-            "SELECT count(*), coalesce(sum(length(text)), 0) FROM symbols"
-        ).fetchone()
         refs, = self.db.execute("SELECT coalesce(sum(count), 0) FROM blob_symbols").fetchone()
-        return {"symbols": unique, "symbol_text_bytes": text_bytes, "symbol_refs": refs}
+        return {**self.symbols.counts(), "symbol_refs": refs}
 
     def referenced_segment_ends(self) -> dict[int, int]:
         """For each segment with a referenced frame, the end of its last referenced frame."""

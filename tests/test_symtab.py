@@ -1,0 +1,82 @@
+"""The symbol table's two layers: recent rows, compacted blocks, incremental merges."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import cstvault
+from cstvault import indexer
+from cstvault.codec import CorruptRecord
+from cstvault.store import symtab
+
+
+def names(prefix: str, n: int) -> bytes:
+    return b"".join(b"%s_%04d = 1\n" % (prefix.encode(), k) for k in range(n))
+
+
+def test_compacted_blocks_answer_and_incremental_runs_merge(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.py").write_bytes(names("alpha", 3 * symtab.BLOCK) + b"shared = 2\n")
+    (root / "b.py").write_bytes(names("beta", 10) + b"shared = 3\n")
+    indexer.index(root, jobs=1)
+    with cstvault.open(root) as store:
+        db = store.catalog.db
+        assert db.execute("SELECT count(*) FROM symbols").fetchone()[0] == 0  # all compacted
+        assert db.execute("SELECT count(*) FROM symbol_blocks").fetchone()[0] >= 3
+        assert store.files_with_symbol("alpha_0200") == ["a.py"]
+        assert store.files_with_symbol("shared") == ["a.py", "b.py"]
+        ids_a = store.catalog.symbol_ids_of("a.py")
+        total = store.stats()["symbols"]
+        assert total == 3 * symtab.BLOCK + 10 + 1
+    # a new file reusing old names and adding new ones, then a second compaction
+    (root / "c.py").write_bytes(b"shared = 4\nalpha_0007 = 5\ngamma = 6\n")
+    indexer.index(root, jobs=1)
+    with cstvault.open(root) as store:
+        assert store.files_with_symbol("shared") == ["a.py", "b.py", "c.py"]
+        assert store.files_with_symbol("alpha_0007") == ["a.py", "c.py"]
+        assert store.files_with_symbol("gamma") == ["c.py"]
+        assert store.files_with_symbol("gamm") == []
+        assert (store.catalog.symbol_ids_of("a.py") == ids_a).all()  # ids are stable
+        assert store.stats()["symbols"] == total + 1
+
+
+def test_recent_rows_are_read_before_compaction(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.py").write_bytes(names("x", 5))
+    indexer.index(root, jobs=1)
+    with cstvault.open(root) as store:
+        cat = store.catalog
+        cat.begin()
+        cat.add_symbols({999: {b"x_0001", b"brand_new"}})
+        cat.commit()
+        assert cat.blobs_with_symbol(b"x_0001")[-1] == 999  # block + recent row
+        assert cat.blobs_with_symbol(b"brand_new") == [999]
+        assert cat.compact_symbols() == 2
+        assert cat.blobs_with_symbol(b"x_0001")[-1] == 999
+
+
+def test_damaged_block_is_detected(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.py").write_bytes(names("x", 5))
+    indexer.index(root, jobs=1)
+    db = sqlite3.connect(root / ".cstvault" / "catalog.sqlite")
+    data = bytearray(db.execute("SELECT data FROM symbol_blocks").fetchone()[0])
+    data[len(data) // 2] ^= 0x40
+    db.execute("UPDATE symbol_blocks SET data = ?", (bytes(data),))
+    db.commit()
+    db.close()
+    with cstvault.open(root) as store, pytest.raises(CorruptRecord):
+        store.files_with_symbol("x_0002")
+
+
+def test_block_round_trip():
+    texts = [b"a", b"ab", b"b" * 300, b"\xff\x00"]
+    streams = [b"\x01", b"\x02\x03", b"", b"\x7f"]
+    block = symtab.Block(symtab.pack_block(texts, [5, 1, 9, 2], streams))
+    assert block.entries() == list(zip(texts, [5, 1, 9, 2], streams, strict=True))
+    assert block.find(b"ab") == 1 and block.find(b"aa") is None and block.find(b"c") is None
