@@ -210,3 +210,32 @@ def test_dictionary_contexts_are_bounded(tmp_path, monkeypatch):
                 assert store.source(path) == SNIPPETS[lang]["ok"] * (k + 1)
                 assert store.tree(path).root_node.end_byte > 0
                 assert len(store._dctxs) <= 1
+
+
+def test_reading_needs_no_grammar_loaded(repo):
+    import subprocess
+    import sys
+
+    indexer.index(repo, jobs=1)
+    code = (
+        "import sys, cstvault\n"
+        "with cstvault.open(sys.argv[1]) as s:\n"
+        "    for f in s.files():\n"
+        "        t = s.tree(f.path)\n"
+        "        assert str(t.root_node).startswith('(') and t.text\n"
+        "    print(sorted(m for m in sys.modules if m.startswith('tree_sitter_')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(repo)], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"
+
+
+def test_stored_tables_equal_the_grammars():
+    from cstvault import languages
+
+    for name in languages.names():
+        a = languages.grammar_tables(name)
+        b = languages.from_bytes(languages.to_bytes(a))
+        assert a.names == b.names and a.fields == b.fields
+        for col in ("named", "visible", "identifier", "token_len"):
+            assert (getattr(a, col) == getattr(b, col)).all(), (name, col)

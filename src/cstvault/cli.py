@@ -106,10 +106,16 @@ def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
               help="Worker processes for parse + encode.")
 @click.option("--disk-quota-mb", type=float, default=None,
               help="Refuse to grow the segment files past this size.")
+@click.option("--freeze/--no-freeze", default=True, show_default=True,
+              help="Recompress the new frames to zstd-19 once indexed (else: `cstvault freeze`).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
 def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | None,
-          as_json: bool) -> None:  # fmt: skip
-    """Index every supported file under ROOT (gitignore respected) into a store."""
+          freeze: bool, as_json: bool) -> None:  # fmt: skip
+    """Index every supported file under ROOT (gitignore respected) into a store.
+
+    Files are parsed, encoded and written as fast (zstd-3) frames, so the store is complete
+    and queryable at parse speed; then, unless --no-freeze, the frames are frozen to zstd-19.
+    """
     from . import indexer
     from .store import Store
 
@@ -124,7 +130,9 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
                                    disk_quota_mb=disk_quota_mb)  # fmt: skip
         except indexer.DiskQuotaExceeded as exc:
             raise click.ClickException(str(exc)) from exc
-    with Store.open(store_dir or Path(root) / ".cstvault") as store:
+    directory = Path(store_dir) if store_dir else Path(root) / ".cstvault"
+    frozen = _freeze(directory, jobs, as_json) if freeze else None
+    with Store.open(directory) as store:
         stats = store.stats()
     out = {
         "files": report.files, "unchanged": report.unchanged, "new_blobs": report.new_blobs,
@@ -133,7 +141,8 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
         "seconds": round(report.seconds, 3),
         "lines_per_s": round(report.lines / report.seconds) if report.seconds else None,
         "store": str(store.directory), "disk_bytes": stats["disk_bytes"],
-        "disk_bytes_per_line": stats["disk_bytes_per_line"],
+        "disk_bytes_per_line": stats["disk_bytes_per_line"], "frame_levels": stats["levels"],
+        "freeze": frozen.as_dict() if frozen else None,
     }  # fmt: skip
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -144,6 +153,37 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
             f"{out['deduplicated']:,} deduplicated, skipped {out['skipped'] or 0}; "
             f"store {out['disk_bytes']['total']:,} bytes at {out['store']}"
         )
+        if frozen:
+            click.echo(f"froze {frozen.blobs:,} blobs to zstd-19 in {frozen.seconds:.1f} s "
+                       f"({frozen.bytes_before:,} -> {frozen.bytes_after:,} bytes)")  # fmt: skip
+
+
+def _freeze(directory: Path, jobs: int, quiet: bool):
+    from .freeze import freeze as freeze_store
+
+    with _progress(console.is_terminal and not quiet) as bar:
+        task = bar.add_task("freeze", total=None, current="zstd-19")
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return freeze_store(directory, jobs=jobs, progress=step)
+
+
+@main.command()
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def freeze(store_dir: str, jobs: int, as_json: bool) -> None:
+    """Recompress frames not yet frozen to zstd-19 (resumable; readers may stay open)."""
+    from .store import resolve
+
+    report = _freeze(resolve(store_dir), jobs, as_json)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(f"froze {report.blobs:,} blobs in {report.seconds:.1f} s "
+                   f"({report.bytes_before:,} -> {report.bytes_after:,} frame bytes)")  # fmt: skip
 
 
 @main.command()

@@ -26,7 +26,8 @@ from .store import Store
 from .symbols import symbol_texts
 from .walk import iter_files
 
-ZSTD_LEVEL = 19
+INDEX_LEVEL = 3  # frames are written fast; `freeze` recompresses them to FROZEN_LEVEL
+FROZEN_LEVEL = 19
 BATCH_FILES = 512
 BATCH_BYTES = 16 * 1024 * 1024
 DICT_BYTES = 64 * 1024
@@ -48,6 +49,7 @@ class Encoded:
     source: bytes = b""
     symbols: set[bytes] = field(default_factory=set)
     dicts: tuple[int, int] = (0, 0)
+    level: int = FROZEN_LEVEL
     skipped: str = ""
 
 
@@ -64,22 +66,25 @@ class IndexReport:
     seconds: float = 0.0
 
 
-# worker state: language -> ((tree dict id, compressor), (source dict id, compressor))
+# worker state: language -> ((tree dict id, data), (source dict id, data)), the frame level
 _DICTS: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]] = {}
 _COMPRESSORS: dict[int, zstandard.ZstdCompressor] = {}
+_LEVEL = [FROZEN_LEVEL]
 
 
-def _init_worker(dicts: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]]) -> None:
+def _init_worker(dicts: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]],
+                 level: int = FROZEN_LEVEL) -> None:  # fmt: skip
     _DICTS.clear()
     _DICTS.update(dicts)
     _COMPRESSORS.clear()
+    _LEVEL[0] = level
 
 
 def _compressor(did: int, data: bytes | None) -> zstandard.ZstdCompressor:
     c = _COMPRESSORS.get(did)
     if c is None:
         d = zstandard.ZstdCompressionDict(data) if data else None
-        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=d)
+        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=_LEVEL[0], dict_data=d)
     return c
 
 
@@ -111,6 +116,7 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
     out.tree = _compressor(tree_did, tree_dict).compress(record)
     out.source = _compressor(src_did, src_dict).compress(source)
     out.dicts = (tree_did, src_did)
+    out.level = _LEVEL[0]
     out.symbols = symbol_texts(cols, source)
     return out
 
@@ -129,6 +135,7 @@ def index(
     on_commit: Callable[[list[str]], None] | None = None,
     disk_quota_mb: float | None = None,
     only: set[str] | None = None,
+    level: int = INDEX_LEVEL,
 ) -> IndexReport:
     """Index every supported file under `root` into the store (created if missing).
 
@@ -136,6 +143,8 @@ def index(
     With `disk_quota_mb`, a batch that would take the segment files past the quota raises
     DiskQuotaExceeded before anything of it is written (earlier batches stay committed).
     With `only` (root-relative '/'-separated paths), just those files are indexed.
+    Frames are written at zstd `level` (fast by default); `freeze.freeze` then recompresses
+    them to level 19.
     """
     t0 = time.perf_counter()
     root = Path(root).resolve()
@@ -163,10 +172,12 @@ def index(
         store.catalog.begin()
         store.catalog.set_meta("root", str(root))
         report.removed = store.catalog.remove_missing(present)
+        for language in sorted({t[2] for t in tasks}):
+            store.catalog.put_grammar(language)
         dicts = _train_dictionaries(store, tasks)
         store.catalog.commit()
         batch = _Batch(store, report, batch_files, on_commit, disk_quota_mb)
-        for done, enc in enumerate(_run(tasks, jobs, dicts), 1):
+        for done, enc in enumerate(_run(tasks, jobs, dicts, level), 1):
             batch.add(enc)
             if progress:
                 progress(done, total, enc.path)
@@ -212,13 +223,14 @@ def _train_dictionaries(store: Store, tasks: list[tuple[str, str, str]]) -> dict
     return {lang: (have[(lang, "tree")], have[(lang, "source")]) for lang in langs}
 
 
-def _run(tasks: list[tuple[str, str, str]], jobs: int, dicts: dict) -> Iterator[Encoded]:
+def _run(tasks: list[tuple[str, str, str]], jobs: int, dicts: dict,
+         level: int) -> Iterator[Encoded]:  # fmt: skip
     if jobs <= 1:
-        _init_worker(dicts)
+        _init_worker(dicts, level)
         yield from map(encode_file, tasks)
         return
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(dicts,)) as pool:  # fmt: skip
+                             initargs=(dicts, level)) as pool:  # fmt: skip
         yield from pool.map(encode_file, tasks, chunksize=8)
 
 
@@ -291,7 +303,7 @@ class _Batch:
                 rep.deduplicated += 1
             else:
                 blob = cat.add_blob(enc.digest, enc.language, enc.size, enc.lines, enc.nodes,
-                                    row[1], row[2], enc.dicts)  # fmt: skip
+                                    row[1], row[2], enc.dicts, enc.level)  # fmt: skip
                 made[enc.digest] = blob
                 symbols[blob] = enc.symbols
                 rep.new_blobs += 1

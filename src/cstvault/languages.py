@@ -7,6 +7,7 @@ nothing is ever downloaded at run time.
 from __future__ import annotations
 
 import importlib
+import json
 import mmap
 import os
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from importlib import metadata
 
 import numpy as np
 import tree_sitter as ts
+import zstandard
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,63 @@ def _lazy_zeros() -> tuple[np.ndarray, ...]:
     return named, visible, identifier, token_len
 
 
+def to_bytes(t: KindTables) -> bytes:
+    """A language's tables, compact: what a store keeps so readers need no grammar loaded."""
+    count = len(t.names) - 1
+    body = {
+        "names": list(t.names[:count]),
+        "named": np.flatnonzero(t.named[:count]).tolist(),
+        "visible": np.flatnonzero(t.visible[:count]).tolist(),
+        "identifier": np.flatnonzero(t.identifier[:count]).tolist(),
+        "token_len": t.token_len[:count].tolist(),
+        "fields": list(t.fields[1:]),
+    }
+    return zstandard.ZstdCompressor(level=19).compress(json.dumps(body).encode())
+
+
+def from_bytes(data: bytes) -> KindTables:
+    body = json.loads(zstandard.ZstdDecompressor().decompress(data))
+    count = len(body["names"])
+    named, visible, identifier, token_len = _lazy_zeros()
+    for arr, key in ((named, "named"), (visible, "visible"), (identifier, "identifier")):
+        arr[np.array(body[key], dtype=np.int64)] = True
+    named[0xFFFF] = visible[0xFFFF] = True
+    token_len[:count] = np.array(body["token_len"], dtype=np.int16)
+    token_len[0xFFFF] = -1
+    return KindTables(tuple(body["names"]) + ("ERROR",), named, visible, identifier, token_len,
+                      (None, *body["fields"]))  # fmt: skip
+
+
+_TABLES: dict[str, KindTables] = {}
+_OFFERED: dict[str, tuple[str, bytes]] = {}
+
+
 @cache
+def wheel_version(name: str) -> str:
+    return metadata.version(BY_NAME[name].distribution)
+
+
+def offer(name: str, version: str, data: bytes) -> None:
+    """Tables read from a store, used instead of loading the grammar when the installed wheel
+    has the same version (the grammar's .so then never needs to be mapped to read trees)."""
+    if name in BY_NAME and name not in _TABLES:
+        _OFFERED[name] = (version, data)
+
+
 def tables(name: str) -> KindTables:
+    """The lookup tables of a language: from a store's copy when offered, else the grammar."""
+    t = _TABLES.get(name)
+    if t is None:
+        offered = _OFFERED.pop(name, None)
+        if offered is not None and offered[0] == wheel_version(name):
+            t = from_bytes(offered[1])
+        else:
+            t = grammar_tables(name)
+        _TABLES[name] = t
+    return t
+
+
+def grammar_tables(name: str) -> KindTables:
     lang = language(name)
     count = lang.node_kind_count
     kind_names: list[str] = [""] * (count + 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import crc32c
 import zstandard
 
+from .. import languages
 from ..cache import CacheConfig, TieredCache
 from ..codec import CorruptRecord, decode, read_header
 from ..tree import Node, Tree
@@ -63,7 +64,10 @@ class Store:
         """Open for reading. `mapped=False` reads frames with plain file reads instead of the
         mmap'd segment LRU; `working_tree=False` serves text from the store's own frames."""
         directory = resolve(path)
-        return cls(directory, Catalog(directory / CATALOG), config, mapped=mapped,
+        catalog = Catalog(directory / CATALOG)
+        for name, version, data in catalog.grammars():
+            languages.offer(name, version, data)
+        return cls(directory, catalog, config, mapped=mapped,
                    working_tree=working_tree)  # fmt: skip
 
     def writer(self) -> SegmentWriter:
@@ -100,8 +104,21 @@ class Store:
                 self._frame(blob.src, "source", name, blob.src_dict))  # fmt: skip
 
     def source(self, path: str) -> bytes:
-        blob = self._blob(path)
-        return self._frame(blob.src, "source", path, blob.src_dict)
+        return self._retrying(path, lambda blob, _: self._frame(
+            blob.src, "source", path, blob.src_dict))  # fmt: skip
+
+    def _retrying(self, path: str, read):
+        """`read(blob, indexed)`, once more with the catalog's new row if the blob's frames
+        moved meanwhile (a concurrent `freeze` may delete the segments they were in)."""
+        blob, indexed = self._located(path)
+        try:
+            return read(blob, indexed)
+        except CorruptRecord:
+            again, indexed = self._located(path)
+            if again == blob:
+                raise
+            self._reader.close()
+            return read(again, indexed)
 
     def _located(self, path: str):
         found = self.catalog.blob_for(path)
@@ -139,7 +156,9 @@ class Store:
         Its text comes from the working-tree file through mmap when that file is unchanged
         (size and mtime, then the record's CRC32C of the source), else from the store.
         """
-        blob, indexed = self._located(path)
+        return self._retrying(path, lambda blob, indexed: self._tree(path, blob, indexed))
+
+    def _tree(self, path: str, blob, indexed: tuple[int, int]) -> Tree:
         working = self._working_file(path, indexed)  # one stat; mapped only on a miss
         key = (blob.id, path if working is not None else None)
 
@@ -192,8 +211,8 @@ class Store:
         """Reclaim what no committed file references.
 
         Drops blobs no file points at, deletes segment files none of whose frames are
-        referenced, and truncates unreferenced tails (frames of a batch whose commit never
-        happened). Referenced frames never move, so readers stay valid.
+        referenced, truncates unreferenced tails (frames of a batch whose commit never
+        happened), folds recent symbols into their blocks and compacts the catalog.
         """
         cat = self.catalog
         cat.begin()
@@ -201,28 +220,39 @@ class Store:
         cat.commit()
         cat.compact_symbols()
         cat.compact()
-        ends = cat.referenced_segment_ends()
-        removed = truncated = freed = 0
         if self._writer is not None:  # our own appends are finished
             self._writer.close()
             self._writer = None
+        removed, truncated, freed = self._reclaim(truncate=True)
+        self._reader.close()
+        return {"orphan_blobs": dropped, "segments_removed": removed,
+                "segments_truncated": truncated, "bytes_freed": freed}  # fmt: skip
+
+    def drop_dead_segments(self) -> int:
+        """Delete segment files none of whose frames the catalog references (freeze calls
+        this after each batch, so superseded segments go as it progresses)."""
+        return self._reclaim(truncate=False)[0]
+
+    def _reclaim(self, truncate: bool) -> tuple[int, int, int]:
+        ends = self.catalog.referenced_segment_ends()
+        active = self._writer.seg_id if self._writer is not None else None
+        removed = truncated = freed = 0
         for seg in self._segment_files():
             seg_id = int(seg.stem)
             size = seg.stat().st_size
             end = ends.get(seg_id)
-            if end is None:
+            if end is None and seg_id != active:
+                self._reader.forget(seg_id)
                 seg.unlink()
                 removed += 1
                 freed += size
-            elif end < size:
+            elif truncate and end is not None and end < size:
                 with open(seg, "r+b") as f:
                     f.truncate(end)
                     os.fsync(f.fileno())
                 truncated += 1
                 freed += size - end
-        self._reader.close()
-        return {"orphan_blobs": dropped, "segments_removed": removed,
-                "segments_truncated": truncated, "bytes_freed": freed}  # fmt: skip
+        return removed, truncated, freed
 
     def stats(self) -> dict:
         counts = self.catalog.counts()
@@ -244,6 +274,7 @@ class Store:
                 "total": round((seg_bytes + cat_bytes) / lines, 3),
             },
             "dedup_ratio": round(counts["files"] / max(counts["blobs"], 1), 3),
+            "levels": self.catalog.levels(),
             **self._symbol_stats(),
             "tiers": self.cache.summary(),
             "cache_bytes": self.cache.bytes_in_ram(),

@@ -18,6 +18,7 @@ from ..symbols import pack_ids, unpack_ids
 from . import symtab
 
 SCHEMA_VERSION = "4"
+READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
 
 
 class StoreVersionError(RuntimeError):
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS blobs(
     src_seg INTEGER NOT NULL, src_off INTEGER NOT NULL, src_len INTEGER NOT NULL,
     src_crc INTEGER NOT NULL,
     tree_dict INTEGER NOT NULL DEFAULT 0,    -- zstd dictionary of each frame (0: none)
-    src_dict INTEGER NOT NULL DEFAULT 0
+    src_dict INTEGER NOT NULL DEFAULT 0,
+    level INTEGER NOT NULL DEFAULT 19        -- zstd level of both frames (< 19: not frozen yet)
 );
 CREATE TABLE IF NOT EXISTS dictionaries(     -- per-language trained zstd dictionaries
     id INTEGER PRIMARY KEY,
@@ -54,6 +56,11 @@ CREATE TABLE IF NOT EXISTS files(
 );
 CREATE INDEX IF NOT EXISTS files_blob ON files(blob);
 CREATE TABLE IF NOT EXISTS skipped(path TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grammars(         -- each language's kind tables (languages.to_bytes)
+    language TEXT PRIMARY KEY,
+    version TEXT NOT NULL,                   -- of the grammar wheel they came from
+    tables BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (LEB128 deltas)
     blob INTEGER PRIMARY KEY REFERENCES blobs(id),
     count INTEGER NOT NULL,
@@ -93,6 +100,8 @@ class Catalog:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        if not create:  # readers: B-tree interior pages stay cached, leaves come from the OS
+            self.db.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
         fresh = create and not self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE name = 'meta'"
         ).fetchone()
@@ -213,15 +222,56 @@ class Catalog:
     def add_blob(
         self, digest: bytes, language: str, size: int, lines: int, nodes: int,
         tree: tuple[int, int, int, int], src: tuple[int, int, int, int],
-        dicts: tuple[int, int] = (0, 0),
+        dicts: tuple[int, int] = (0, 0), level: int = 19,
     ) -> int:  # fmt: skip
         cur = self.db.execute(
             "INSERT INTO blobs(hash, language, size, lines, nodes, tree_seg, tree_off, tree_len, "
-            "tree_crc, src_seg, src_off, src_len, src_crc, tree_dict, src_dict) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (digest, language, size, lines, nodes, *tree, *src, *dicts),
+            "tree_crc, src_seg, src_off, src_len, src_crc, tree_dict, src_dict, level) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (digest, language, size, lines, nodes, *tree, *src, *dicts, level),
         )
         return int(cur.lastrowid)
+
+    def relocate(self, blob: int, tree: tuple[int, int, int, int],
+                 src: tuple[int, int, int, int], level: int) -> None:  # fmt: skip
+        """Point a blob at recompressed frames (same dictionaries)."""
+        self.db.execute(
+            "UPDATE blobs SET tree_seg=?, tree_off=?, tree_len=?, tree_crc=?, src_seg=?, "
+            "src_off=?, src_len=?, src_crc=?, level=? WHERE id=?",
+            (*tree, *src, level, blob),
+        )
+
+    def blobs_below(self, level: int) -> list[BlobRow]:
+        """Blobs whose frames are compressed below `level`, in segment order."""
+        return [_blob(r) for r in self.db.execute(
+            "SELECT id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
+            "src_seg, src_off, src_len, src_crc, tree_dict, src_dict FROM blobs "
+            "WHERE level < ? ORDER BY tree_seg, tree_off", (level,))]  # fmt: skip
+
+    def blob(self, blob: int) -> BlobRow | None:
+        row = self.db.execute(
+            "SELECT id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
+            "src_seg, src_off, src_len, src_crc, tree_dict, src_dict FROM blobs WHERE id = ?",
+            (blob,),
+        ).fetchone()
+        return _blob(row) if row else None
+
+    def levels(self) -> dict[str, int]:
+        """Blobs per zstd level of their frames."""
+        return {str(lv): n for lv, n in self.db.execute(
+            "SELECT level, count(*) FROM blobs GROUP BY level ORDER BY level")}  # fmt: skip
+
+    # grammar tables
+    def put_grammar(self, language: str) -> None:
+        """Keep a language's kind tables, so that readers need not load its grammar."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO grammars(language, version, tables) VALUES (?, ?, ?)",
+            (language, languages.wheel_version(language),
+             languages.to_bytes(languages.grammar_tables(language))),
+        )  # fmt: skip
+
+    def grammars(self) -> list[tuple[str, str, bytes]]:
+        return self.db.execute("SELECT language, version, tables FROM grammars").fetchall()
 
     # dictionaries
     def dictionaries(self) -> dict[tuple[str, str], tuple[int, bytes]]:

@@ -101,6 +101,7 @@ class SegmentReader:
 
     def __init__(self, directory: Path, max_open: int = 64, mapped: bool = True):
         self.directory = directory
+        self._dir = str(directory)  # plain strings: pathlib interns every name it parses
         self.max_open = max_open
         self.mapped = mapped
         self._maps: OrderedDict[int, mmap.mmap] = OrderedDict()
@@ -110,12 +111,12 @@ class SegmentReader:
         if m is not None:
             self._maps.move_to_end(seg_id)
             return m
-        path = segment_path(self.directory, seg_id)
+        path = os.path.join(self._dir, f"{seg_id:08d}.seg")
         try:
             with open(path, "rb") as f:
                 m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
-            raise CorruptRecord(f"segment {path.name} unreadable: {exc}") from exc
+            raise CorruptRecord(f"segment {seg_id:08d}.seg unreadable: {exc}") from exc
         self._maps[seg_id] = m
         if len(self._maps) > self.max_open:
             _, old = self._maps.popitem(last=False)
@@ -140,11 +141,11 @@ class SegmentReader:
         return frame
 
     def _pread(self, seg_id: int, offset: int, length: int, crc: int) -> bytes:
-        path = segment_path(self.directory, seg_id)
+        path = os.path.join(self._dir, f"{seg_id:08d}.seg")
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
-            raise CorruptRecord(f"segment {path.name} unreadable: {exc}") from exc
+            raise CorruptRecord(f"segment {seg_id:08d}.seg unreadable: {exc}") from exc
         try:
             frame = os.pread(fd, length, offset)
         finally:
@@ -154,6 +155,12 @@ class SegmentReader:
         if crc32c.crc32c(frame) != crc:
             raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
         return frame
+
+    def forget(self, seg_id: int) -> None:
+        """Unmap a segment (before it is deleted: a mapping would keep its disk space)."""
+        m = self._maps.pop(seg_id, None)
+        if m is not None:
+            m.close()
 
     def close(self) -> None:
         for m in self._maps.values():
