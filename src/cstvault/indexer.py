@@ -33,6 +33,7 @@ BATCH_BYTES = 16 * 1024 * 1024
 DICT_BYTES = 64 * 1024
 DICT_SAMPLES = 64
 DICT_MIN_FILES = 16
+DIGEST_BYTES = 16  # dedup key: 128 bits of sha256 (collision odds ~1e-21 at 10^9 blobs)
 COMPACT_SHARE = 10  # compact the catalog when a run added at least 1/10 of its blobs
 
 
@@ -110,7 +111,7 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
         out.skipped = f"unencodable: {exc}"
         return out
     (tree_did, tree_dict), (src_did, src_dict) = _DICTS.get(language, ((0, b""), (0, b"")))
-    out.digest = hashlib.sha256(language.encode() + b"\0" + source).digest()
+    out.digest = hashlib.sha256(language.encode() + b"\0" + source).digest()[:DIGEST_BYTES]
     out.lines = count_lines(source)
     out.nodes = len(cols)
     out.tree = _compressor(tree_did, tree_dict).compress(record)
@@ -307,7 +308,7 @@ class _Batch:
                 made[enc.digest] = blob
                 symbols[blob] = enc.symbols
                 rep.new_blobs += 1
-            cat.put_file(enc.path, blob, enc.language, enc.size, enc.mtime_ns)
+            cat.put_file(enc.path, blob, enc.size, enc.mtime_ns)
             rep.files += 1
             rep.lines += enc.lines
             rep.nodes += enc.nodes

@@ -17,12 +17,22 @@ _IMPORTS = (
     "import cstvault, cstvault.store, cstvault.extract, numpy, numpy.random, zstandard, sqlite3\n"
 )
 
-_BASELINE = _IMPORTS + """
+# the harness's list of files to visit (path, size, language), held by both processes
+_FILES = """
+import sys
+from cstvault.store.catalog import FILE, PATH
+_con = sqlite3.connect(sys.argv[1] + "/catalog.sqlite")
+files = _con.execute(f"SELECT {PATH} AS p, f.size, b.language FROM {FILE} "
+                     "JOIN blobs b ON b.id = f.blob ORDER BY p").fetchall()
+_con.close()
+"""
+
+_BASELINE = _IMPORTS + _FILES + """
 from cstvault.store import rss_bytes
 print(rss_bytes())
 """
 
-_WORKLOAD = _IMPORTS + r"""
+_WORKLOAD = _IMPORTS + _FILES + r"""
 import json, sys, time
 import numpy as np
 from cstvault.cache import CacheConfig
@@ -34,16 +44,13 @@ ops, seed, cold_sample = (int(a) for a in sys.argv[3:6])
 t0 = time.perf_counter()
 store = Store.open(store_dir, CacheConfig(max_memory_mb=budget))
 open_ms = (time.perf_counter() - t0) * 1000
-db = store.catalog.db
-ids = np.array([r[0] for r in db.execute("SELECT id FROM files ORDER BY id")], dtype=np.int64)
 rng = np.random.default_rng(seed)
-order = rng.permutation(ids)
+order = rng.permutation(len(files))
 ranks = rng.zipf(1.2, size=ops)
 ranks = np.minimum(ranks, len(order)) - 1
 lat = np.empty(ops)
 for k in range(ops):
-    fid = int(order[ranks[k]])
-    path, size = db.execute("SELECT path, size FROM files WHERE id = ?", (fid,)).fetchone()
+    path, size, _ = files[int(order[ranks[k]])]
     t = time.perf_counter()
     tree = store.tree(path)
     b = int(rng.integers(0, max(size, 1)))
@@ -58,12 +65,11 @@ stats = store.stats()
 store.close()
 
 # cold opens (empty cache, frames from disk) against tree-sitter re-parsing the same files
-sample = rng.choice(ids, size=min(cold_sample, len(ids)), replace=False)
+sample = rng.choice(len(files), size=min(cold_sample, len(files)), replace=False)
 cold = Store.open(store_dir, CacheConfig(max_memory_mb=0))
-db = cold.catalog.db
 cold_ms, parse_ms = [], []
-for fid in sample.tolist():
-    path, lang = db.execute("SELECT path, language FROM files WHERE id = ?", (fid,)).fetchone()
+for k in sample.tolist():
+    path, _, lang = files[k]
     t = time.perf_counter()
     cold.tree(path).root_node
     cold_ms.append((time.perf_counter() - t) * 1000)
@@ -124,7 +130,7 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
     out["disk_bytes"] = stats["disk_bytes"]
     out["disk_bytes_per_line"] = stats["disk_bytes_per_line"]
     log("measuring a fresh process's RSS with the same imports")
-    base = int(_python(_BASELINE))
+    base = int(_python(_BASELINE, str(store_dir)))
     log(f"running {ops:,} Zipf ops with a {budget_mb} MB budget, then cold opens")
     work = json.loads(_python(_WORKLOAD, str(store_dir), str(budget_mb), str(ops), str(seed),
                               str(cold_sample)))  # fmt: skip

@@ -18,6 +18,17 @@ from ..symbols import pack_ids, unpack_ids
 from . import symtab
 
 SCHEMA_VERSION = "4"
+# a file's path from files f JOIN dirs d
+PATH = "CASE d.path WHEN '' THEN f.name ELSE d.path || '/' || f.name END"
+FILE = "files f JOIN dirs d ON d.id = f.dir"
+BY_PATH = "d.path = ? AND f.name = ?"
+
+
+def split(path: str) -> tuple[str, str]:
+    """(directory, name) of a '/'-separated relative path."""
+    head, _, tail = path.rpartition("/")
+    return head, tail
+PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
 
 
@@ -29,7 +40,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs(
     id INTEGER PRIMARY KEY AUTOINCREMENT,     -- never reused: postings may name dropped blobs
-    hash BLOB UNIQUE NOT NULL,            -- sha256 of language and source: dedup key
+    hash BLOB UNIQUE NOT NULL,            -- sha256 of language and source, first 16 bytes
     language TEXT NOT NULL,
     size INTEGER NOT NULL, lines INTEGER NOT NULL, nodes INTEGER NOT NULL,
     tree_seg INTEGER NOT NULL, tree_off INTEGER NOT NULL, tree_len INTEGER NOT NULL,
@@ -46,14 +57,18 @@ CREATE TABLE IF NOT EXISTS dictionaries(     -- per-language trained zstd dictio
     data BLOB NOT NULL,
     UNIQUE(language, kind)
 );
-CREATE TABLE IF NOT EXISTS files(
+CREATE TABLE IF NOT EXISTS dirs(             -- directories of stored files ('' is the root)
     id INTEGER PRIMARY KEY,
-    path TEXT UNIQUE NOT NULL,            -- relative to the indexed root, '/'-separated
-    blob INTEGER NOT NULL REFERENCES blobs(id),
-    language TEXT NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    version INTEGER NOT NULL DEFAULT 1
+    path TEXT UNIQUE NOT NULL
 );
+CREATE TABLE IF NOT EXISTS files(            -- path = dirs.path + '/' + name, '/'-separated
+    dir INTEGER NOT NULL REFERENCES dirs(id),
+    name TEXT NOT NULL,
+    blob INTEGER NOT NULL REFERENCES blobs(id),
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (dir, name)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_blob ON files(blob);
 CREATE TABLE IF NOT EXISTS skipped(path TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grammars(         -- each language's kind tables (languages.to_bytes)
@@ -98,6 +113,8 @@ class Catalog:
         if not create and not path.exists():
             raise FileNotFoundError(f"no cstvault store at {path.parent}")
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if create:  # only takes effect on a new file: symbol blocks (~2 KB) fill 8 KiB pages
+            self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         if not create:  # readers: B-tree interior pages stay cached, leaves come from the OS
@@ -155,7 +172,7 @@ class Catalog:
 
     def file_stat(self, path: str) -> tuple[int, int] | None:
         row = self.db.execute(
-            "SELECT size, mtime_ns FROM files WHERE path = ?", (path,)
+            f"SELECT f.size, f.mtime_ns FROM {FILE} WHERE {BY_PATH}", split(path)
         ).fetchone()
         return (row[0], row[1]) if row else None
 
@@ -165,8 +182,8 @@ class Catalog:
             "SELECT b.id, b.language, b.size, b.lines, b.nodes, b.tree_seg, b.tree_off, "
             "b.tree_len, b.tree_crc, b.src_seg, b.src_off, b.src_len, b.src_crc, b.tree_dict, "
             "b.src_dict, f.size, f.mtime_ns "
-            "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.path = ?",
-            (path,),
+            f"FROM {FILE} JOIN blobs b ON b.id = f.blob WHERE {BY_PATH}",
+            split(path),
         ).fetchone()
         return (_blob(row), (row[15], row[16])) if row else None
 
@@ -179,12 +196,12 @@ class Catalog:
             yield _blob(row)
 
     def paths_of_blob(self, blob: int) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT path FROM files WHERE blob = ?", (blob,))]
+        return self.paths_of_blobs([blob])
 
     def files(self):
         cur = self.db.execute(
-            "SELECT f.path, f.language, f.size, f.mtime_ns, f.version, b.lines, b.nodes "
-            "FROM files f JOIN blobs b ON b.id = f.blob ORDER BY f.path"
+            f"SELECT {PATH} AS p, b.language, f.size, f.mtime_ns, f.version, b.lines, b.nodes "
+            f"FROM {FILE} JOIN blobs b ON b.id = f.blob ORDER BY p"
         )
         for row in cur:
             yield FileRow(*row)
@@ -292,25 +309,38 @@ class Catalog:
         )
         return int(cur.lastrowid)
 
-    def put_file(self, path: str, blob: int, language: str, size: int, mtime_ns: int) -> None:
+    def _dir(self, directory: str) -> int:
+        row = self.db.execute("SELECT id FROM dirs WHERE path = ?", (directory,)).fetchone()
+        if row:
+            return row[0]
+        return int(self.db.execute("INSERT INTO dirs(path) VALUES (?)", (directory,)).lastrowid)
+
+    def put_file(self, path: str, blob: int, size: int, mtime_ns: int) -> None:
+        directory, name = split(path)
         self.db.execute(
-            "INSERT INTO files(path, blob, language, size, mtime_ns) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(path) DO UPDATE SET blob=excluded.blob, language=excluded.language, "
-            "size=excluded.size, mtime_ns=excluded.mtime_ns, "
-            "version=files.version + (files.blob != excluded.blob)",
-            (path, blob, language, size, mtime_ns),
+            "INSERT INTO files(dir, name, blob, size, mtime_ns) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(dir, name) DO UPDATE SET blob=excluded.blob, size=excluded.size, "
+            "mtime_ns=excluded.mtime_ns, version=files.version + (files.blob != excluded.blob)",
+            (self._dir(directory), name, blob, size, mtime_ns),
         )
         self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+
+    def _delete_file(self, path: str) -> None:
+        self.db.execute(
+            "DELETE FROM files WHERE name = ? AND dir = (SELECT id FROM dirs WHERE path = ?)",
+            split(path)[::-1],
+        )
 
     def put_skipped(self, path: str, reason: str) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO skipped(path, reason) VALUES (?, ?)", (path, reason)
         )
-        self.db.execute("DELETE FROM files WHERE path = ?", (path,))
+        self._delete_file(path)
 
     def remove_missing(self, present: set[str]) -> int:
-        gone = [p for (p,) in self.db.execute("SELECT path FROM files") if p not in present]
-        self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
+        gone = [p for (p,) in self.db.execute(f"SELECT {PATH} FROM {FILE}") if p not in present]
+        for p in gone:
+            self._delete_file(p)
         return len(gone)
 
     def drop_orphan_blobs(self) -> int:
@@ -350,14 +380,14 @@ class Catalog:
             chunk = blobs[k : k + 500]
             marks = ",".join("?" * len(chunk))
             out += [r[0] for r in self.db.execute(
-                f"SELECT path FROM files WHERE blob IN ({marks})", chunk)]  # fmt: skip
+                f"SELECT {PATH} FROM {FILE} WHERE f.blob IN ({marks})", chunk)]  # fmt: skip
         return sorted(out)
 
     def symbol_ids_of(self, path: str) -> np.ndarray:
         row = self.db.execute(
-            "SELECT s.count, s.ids FROM files f JOIN blob_symbols s ON s.blob = f.blob "
-            "WHERE f.path = ?",
-            (path,),
+            f"SELECT s.count, s.ids FROM {FILE} JOIN blob_symbols s ON s.blob = f.blob "
+            f"WHERE {BY_PATH}",
+            split(path),
         ).fetchone()
         return unpack_ids(row[1], row[0]) if row else np.zeros(0, dtype=np.int64)
 
