@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import cstvault
 from cstvault import indexer
 from cstvault.codec import CorruptRecord
 from cstvault.store import symtab
+from cstvault.symbols import pack_ids, pack_many, unpack_ids
 
 
 def names(prefix: str, n: int) -> bytes:
@@ -80,3 +84,24 @@ def test_block_round_trip():
     block = symtab.Block(symtab.pack_block(texts, [5, 1, 9, 2], streams))
     assert block.entries() == list(zip(texts, [5, 1, 9, 2], streams, strict=True))
     assert block.find(b"ab") == 1 and block.find(b"aa") is None and block.find(b"c") is None
+
+
+@given(st.lists(st.sets(st.integers(0, 2**40), max_size=30), max_size=20))
+def test_pack_many_equals_pack_ids(sets):
+    arrays = [np.sort(np.array(sorted(s), dtype=np.int64)) for s in sets]
+    assert pack_many(arrays) == [pack_ids(a) for a in arrays]
+    for a, data in zip(arrays, pack_many(arrays), strict=True):
+        assert (unpack_ids(data, a.size) == a).all()
+
+
+def test_run_cache_overflow_keeps_ids_unique(tmp_path, monkeypatch):
+    monkeypatch.setattr(symtab, "CACHE_MAX", 7)
+    root = tmp_path / "r"
+    root.mkdir()
+    for k in range(12):
+        (root / f"f{k:02d}.py").write_bytes(names("s", 10 + k) + b"common = %d\n" % k)
+    indexer.index(root, jobs=1, batch_files=3)
+    with cstvault.open(root) as store:
+        assert store.stats()["symbols"] == 21 + 1  # s_0000..s_0020 and common, once each
+        assert store.files_with_symbol("common") == [f"f{k:02d}.py" for k in range(12)]
+        assert store.files_with_symbol("s_0020") == ["f11.py"]

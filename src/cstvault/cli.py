@@ -113,7 +113,7 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
           freeze: bool, as_json: bool) -> None:  # fmt: skip
     """Index every supported file under ROOT (gitignore respected) into a store.
 
-    Files are parsed, encoded and written as fast (zstd-3) frames, so the store is complete
+    Files are parsed, encoded and written as fast (zstd-1) frames, so the store is complete
     and queryable at parse speed; then, unless --no-freeze, the frames are frozen to zstd-19.
     """
     from . import indexer

@@ -26,7 +26,7 @@ from .store import Store
 from .symbols import symbol_texts
 from .walk import iter_files
 
-INDEX_LEVEL = 3  # frames are written fast; `freeze` recompresses them to FROZEN_LEVEL
+INDEX_LEVEL = 1  # frames are written fast; `freeze` recompresses them to FROZEN_LEVEL
 FROZEN_LEVEL = 19
 BATCH_FILES = 512
 BATCH_BYTES = 16 * 1024 * 1024
@@ -175,14 +175,18 @@ def index(
         report.removed = store.catalog.remove_missing(present)
         for language in sorted({t[2] for t in tasks}):
             store.catalog.put_grammar(language)
-        dicts = _train_dictionaries(store, tasks)
+        dicts = _train_dictionaries(store, tasks, jobs)
         store.catalog.commit()
         batch = _Batch(store, report, batch_files, on_commit, disk_quota_mb)
-        for done, enc in enumerate(_run(tasks, jobs, dicts, level), 1):
-            batch.add(enc)
-            if progress:
-                progress(done, total, enc.path)
-        batch.flush()
+        store.catalog.symbols.begin_bulk()
+        try:
+            for done, enc in enumerate(_run(tasks, jobs, dicts, level), 1):
+                batch.add(enc)
+                if progress:
+                    progress(done, total, enc.path)
+            batch.flush()
+        finally:
+            store.catalog.symbols.end_bulk()
         store.catalog.compact_symbols()
         if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
             store.catalog.compact()  # a bulk load: pack the catalog's pages
@@ -192,36 +196,52 @@ def index(
     return report
 
 
-def _train_dictionaries(store: Store, tasks: list[tuple[str, str, str]]) -> dict:
+def _train_dictionaries(store: Store, tasks: list[tuple[str, str, str]], jobs: int) -> dict:
     """Train a zstd dictionary per language and kind (tree records, sources) from a
-    deterministic sample of the files to index, once per store; returns what workers need."""
+    deterministic sample of the files to index, once per store (one language per worker
+    process); returns what workers need."""
     have = store.catalog.dictionaries()
     by_lang: dict[str, list[tuple[str, str, str]]] = {}
     for t in tasks:
         by_lang.setdefault(t[2], []).append(t)
+    todo = []
     for lang, items in sorted(by_lang.items()):
         if (lang, "tree") in have or len(items) < DICT_MIN_FILES:
             continue
         step = max(1, len(items) // DICT_SAMPLES)
-        records, sources = [], []
-        for t in items[::step][:DICT_SAMPLES]:
-            try:
-                src = Path(t[0], t[1]).read_bytes()
-                if check_source(src):
-                    continue
-                records.append(encode(parse_extract(src, lang), src))
-                sources.append(src)
-            except (OSError, EncodeError, ValueError, RuntimeError):
-                continue
-        try:
-            tree_dict = zstandard.train_dictionary(DICT_BYTES, records).as_bytes()
-            src_dict = zstandard.train_dictionary(DICT_BYTES, sources).as_bytes()
-        except zstandard.ZstdError:
+        todo.append((lang, items[::step][:DICT_SAMPLES]))
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
+            trained = list(pool.map(_train_one, todo))
+    else:
+        trained = list(map(_train_one, todo))
+    for (lang, _), dicts in zip(todo, trained, strict=True):
+        if dicts is None:
             continue  # too little material to train on: frames go without a dictionary
+        tree_dict, src_dict = dicts
         have[(lang, "tree")] = (store.catalog.add_dictionary(lang, "tree", tree_dict), tree_dict)
         have[(lang, "source")] = (store.catalog.add_dictionary(lang, "source", src_dict), src_dict)
     langs = {lang for lang, _ in have}
     return {lang: (have[(lang, "tree")], have[(lang, "source")]) for lang in langs}
+
+
+def _train_one(job: tuple[str, list[tuple[str, str, str]]]) -> tuple[bytes, bytes] | None:
+    lang, sample = job
+    records, sources = [], []
+    for root, rel, _ in sample:
+        try:
+            src = Path(root, rel).read_bytes()
+            if check_source(src):
+                continue
+            records.append(encode(parse_extract(src, lang), src))
+            sources.append(src)
+        except (OSError, EncodeError, ValueError, RuntimeError):
+            continue
+    try:
+        return (zstandard.train_dictionary(DICT_BYTES, records).as_bytes(),
+                zstandard.train_dictionary(DICT_BYTES, sources).as_bytes())  # fmt: skip
+    except zstandard.ZstdError:
+        return None
 
 
 def _run(tasks: list[tuple[str, str, str]], jobs: int, dicts: dict,

@@ -19,6 +19,15 @@ def unzigzag(values: np.ndarray) -> np.ndarray:
     return ((v >> np.uint64(1)).astype(np.int64)) ^ -((v & np.uint64(1)).astype(np.int64))
 
 
+def sizes(values: np.ndarray) -> np.ndarray:
+    """LEB128 bytes of each non-negative value."""
+    v = np.asarray(values)
+    n = np.ones(v.shape, dtype=np.int64)
+    for k in range(1, _MAX_BYTES):
+        n += v >= (1 << (7 * k))
+    return n
+
+
 def encode(values: np.ndarray) -> bytes:
     """LEB128-encode non-negative integers (any integer dtype) into one byte string."""
     v = np.asarray(values)

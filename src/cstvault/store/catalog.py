@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import languages
 from ..codec.bytecode import FORMAT_VERSION
-from ..symbols import pack_ids, unpack_ids
+from ..symbols import pack_many, unpack_ids
 from . import symtab
 
 SCHEMA_VERSION = "4"
@@ -30,6 +30,7 @@ def split(path: str) -> tuple[str, str]:
     return head, tail
 PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
+WRITE_CACHE_KIB = 65536
 
 
 class StoreVersionError(RuntimeError):
@@ -117,8 +118,10 @@ class Catalog:
             self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        if not create:  # readers: B-tree interior pages stay cached, leaves come from the OS
-            self.db.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
+        # readers: B-tree interior pages stay cached, leaves come from the OS; writers insert
+        # symbols in random key order and want their B-trees cached
+        cache_kib = WRITE_CACHE_KIB if create else READ_CACHE_KIB
+        self.db.execute(f"PRAGMA cache_size=-{cache_kib}")
         fresh = create and not self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE name = 'meta'"
         ).fetchone()
@@ -133,6 +136,8 @@ class Catalog:
                 f"reads {SCHEMA_VERSION}: index into a new store (or delete it and re-index)"
             )
         self.symbols = symtab.SymbolTable(self.db, self._meta_value, self.set_meta)
+        self._dirs: dict[str, int] = {}
+        self._any_skipped = self.db.execute("SELECT 1 FROM skipped LIMIT 1").fetchone() is not None
         if create:
             self.set_meta("format_version", str(FORMAT_VERSION))
             for name in languages.names():
@@ -310,10 +315,13 @@ class Catalog:
         return int(cur.lastrowid)
 
     def _dir(self, directory: str) -> int:
-        row = self.db.execute("SELECT id FROM dirs WHERE path = ?", (directory,)).fetchone()
-        if row:
-            return row[0]
-        return int(self.db.execute("INSERT INTO dirs(path) VALUES (?)", (directory,)).lastrowid)
+        did = self._dirs.get(directory)  # directory ids never change: remembered per session
+        if did is None:
+            row = self.db.execute("SELECT id FROM dirs WHERE path = ?", (directory,)).fetchone()
+            did = row[0] if row else int(self.db.execute(
+                "INSERT INTO dirs(path) VALUES (?)", (directory,)).lastrowid)  # fmt: skip
+            self._dirs[directory] = did
+        return did
 
     def put_file(self, path: str, blob: int, size: int, mtime_ns: int) -> None:
         directory, name = split(path)
@@ -323,7 +331,8 @@ class Catalog:
             "mtime_ns=excluded.mtime_ns, version=files.version + (files.blob != excluded.blob)",
             (self._dir(directory), name, blob, size, mtime_ns),
         )
-        self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+        if self._any_skipped:
+            self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
 
     def _delete_file(self, path: str) -> None:
         self.db.execute(
@@ -332,6 +341,7 @@ class Catalog:
         )
 
     def put_skipped(self, path: str, reason: str) -> None:
+        self._any_skipped = True
         self.db.execute(
             "INSERT OR REPLACE INTO skipped(path, reason) VALUES (?, ?)", (path, reason)
         )
@@ -354,11 +364,13 @@ class Catalog:
         if not per_blob:
             return
         ids = self.symbols.add(per_blob)
+        blobs = sorted(per_blob)
+        sets = [np.sort(np.fromiter((ids[t] for t in per_blob[b]), dtype=np.int64,
+                                    count=len(per_blob[b]))) for b in blobs]  # fmt: skip
         self.db.executemany(
             "INSERT OR REPLACE INTO blob_symbols(blob, count, ids) VALUES (?, ?, ?)",
-            [(blob, len(texts), pack_ids(np.array([ids[t] for t in texts], dtype=np.int64)))
-             for blob, texts in sorted(per_blob.items())],
-        )  # fmt: skip
+            zip(blobs, map(len, sets), pack_many(sets), strict=True),
+        )
 
     def compact_symbols(self) -> int:
         """Fold recent symbol rows into the compacted blocks, in one transaction."""

@@ -1,10 +1,13 @@
 """The global symbol table: identifier texts interned once per store, with their postings.
 
 Two layers, like an LSM tree:
-- `symbols`: recent rows (text, id, postings appended batch by batch while indexing);
+- recent: `symbols` (text -> id of every text touched since the last compaction) and
+  `symbol_runs` (one row per indexing batch: its (id, blob) postings, one zstd frame), both
+  append-mostly, so a batch costs one run row and the inserts of its new texts;
 - `symbol_blocks`: compacted sorted runs of BLOCK symbols, each one zstd frame holding
   LEB128 text lengths, ids and posting lengths, the postings and the texts, plus a CRC32C.
-  A block is found by its first text; `compact` folds the recent rows into the blocks.
+  A block is found by its first text; `compact` (end of every index run, and gc) folds the
+  recent layer into the blocks.
 
 Postings are blob ids as LEB128 deltas (a stream restarts from 0 in each layer). Blob ids are
 never reused (AUTOINCREMENT), so postings of dropped blobs are harmless: paths are always
@@ -26,14 +29,18 @@ from ..codec import CorruptRecord, varint
 BLOCK = 128
 LEVEL = 9  # blocks are rewritten by compactions: level 19 is 5x slower for 2.5% less
 _HEAD = struct.Struct("<IIIII")  # entries, bytes of: lengths, ids, posting lengths, postings
+_RUN = struct.Struct("<II")  # pairs, bytes of the id deltas
+CACHE_MAX = 2_000_000  # texts an indexing run remembers the ids of
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS symbols(          -- recent symbols, not yet compacted
+CREATE TABLE IF NOT EXISTS symbols(          -- texts touched since the last compaction
     text BLOB PRIMARY KEY,
-    id INTEGER NOT NULL,                     -- dense ids, from meta 'next_symbol_id'
-    last_blob INTEGER NOT NULL DEFAULT 0,    -- the largest blob id in postings
-    postings BLOB NOT NULL DEFAULT x''       -- blob ids as LEB128 deltas
+    id INTEGER NOT NULL                      -- dense ids, from meta 'next_symbol_id'
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS symbol_runs(      -- one batch's (id, blob) postings, one zstd frame
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS symbol_blocks(    -- compacted, sorted runs of symbols (one zstd frame)
     id INTEGER PRIMARY KEY,
     first BLOB NOT NULL,                     -- the block's smallest text
@@ -111,10 +118,50 @@ def _stream(blobs: np.ndarray) -> bytes:
     return varint.encode(np.diff(blobs, prepend=0))
 
 
+def _streams(sids: np.ndarray, blobs: np.ndarray) -> tuple[list[int], list[bytes]]:
+    """Postings sorted by (id, blob) -> each id and its blobs as LEB128 deltas (from 0),
+    with one vectorised encode."""
+    if sids.size == 0:
+        return [], []
+    starts = np.flatnonzero(np.r_[True, sids[1:] != sids[:-1]])
+    prev = np.empty_like(blobs)
+    prev[1:] = blobs[:-1]
+    prev[starts] = 0
+    deltas = blobs - prev
+    data = varint.encode(deltas)
+    offsets = np.r_[0, np.cumsum(np.add.reduceat(varint.sizes(deltas), starts))].tolist()
+    return sids[starts].tolist(), [data[offsets[j] : offsets[j + 1]] for j in range(starts.size)]
+
+
+def pack_run(sids: np.ndarray, blobs: np.ndarray) -> bytes:
+    """(id, blob) pairs sorted by id then blob: id deltas and blob ids, LEB128, CRC32C, zstd."""
+    a = varint.encode(np.diff(sids, prepend=0))
+    body = _RUN.pack(sids.size, len(a)) + a + varint.encode(blobs)
+    return zstandard.ZstdCompressor(level=3).compress(
+        body + struct.pack("<I", crc32c.crc32c(body)))  # fmt: skip
+
+
+def unpack_run(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as exc:
+        raise CorruptRecord(f"symbol run unreadable: {exc}") from exc
+    if len(raw) < _RUN.size + 4 or crc32c.crc32c(raw[:-4]) != struct.unpack_from(
+        "<I", raw, len(raw) - 4
+    )[0]:  # fmt: skip
+        raise CorruptRecord("symbol run checksum (CRC32C) mismatch")
+    n, la = _RUN.unpack_from(raw, 0)
+    at = _RUN.size
+    sids = np.cumsum(varint.decode(raw[at : at + la], n))
+    return sids, varint.decode(raw[at + la : -4], n)
+
+
 class SymbolTable:
     def __init__(self, db: Connection, meta_get, meta_set):
         self.db = db
         self._get, self._set = meta_get, meta_set
+        self._cache: dict[bytes, int] | None = None
+        self._all_new = False
 
     def _block_for(self, text: bytes) -> Block | None:
         row = self.db.execute(
@@ -125,24 +172,39 @@ class SymbolTable:
     def blobs_with(self, text: bytes) -> list[int]:
         """Blob ids whose trees use `text` as an identifier (both layers, ascending)."""
         parts = []
+        sid = None
         block = self._block_for(text)
         if block is not None and (k := block.find(text)) is not None:
             parts.append(_blobs(block.stream(k)))
-        row = self.db.execute("SELECT postings FROM symbols WHERE text = ?", (text,)).fetchone()
+            sid = int(block.ids[k])
+        row = self.db.execute("SELECT id FROM symbols WHERE text = ?", (text,)).fetchone()
         if row is not None:
-            parts.append(_blobs(row[0]))
-        return np.concatenate(parts).tolist() if parts else []
+            sid = row[0]
+        if sid is not None:
+            for (data,) in self.db.execute("SELECT data FROM symbol_runs"):
+                sids, blobs = unpack_run(data)
+                lo, hi = np.searchsorted(sids, [sid, sid + 1])
+                parts.append(blobs[lo:hi])
+        return np.unique(np.concatenate(parts)).tolist() if parts else []
 
-    def _known(self, texts: list[bytes]) -> dict[bytes, list[int]]:
-        """text -> [id, last blob of its recent row (0 if none), has a recent row]."""
-        info: dict[bytes, list[int]] = {}
+    def begin_bulk(self) -> None:
+        """An indexing run starts: remember text -> id for its batches; on a store without
+        symbols every unseen text is new, so no lookups at all."""
+        self._cache = {}
+        self._all_new = self.counts()["symbols"] == 0
+
+    def end_bulk(self) -> None:
+        self._cache = None
+        self._all_new = False
+
+    def _known(self, texts: list[bytes]) -> dict[bytes, int]:
+        """Ids of the texts already interned: recent layer, then the blocks."""
+        info: dict[bytes, int] = {}
         for k in range(0, len(texts), 500):
             chunk = texts[k : k + 500]
             marks = ",".join("?" * len(chunk))
-            for text, sid, last in self.db.execute(
-                f"SELECT text, id, last_blob FROM symbols WHERE text IN ({marks})", chunk
-            ):
-                info[text] = [sid, last, 1]
+            info.update(self.db.execute(
+                f"SELECT text, id FROM symbols WHERE text IN ({marks})", chunk))  # fmt: skip
         rest = sorted(t for t in texts if t not in info)
         if rest and self.db.execute("SELECT 1 FROM symbol_blocks LIMIT 1").fetchone():
             q = "SELECT first FROM symbol_blocks ORDER BY first"
@@ -150,62 +212,86 @@ class SymbolTable:
             by_block: dict[int, list[bytes]] = {}
             for t in rest:
                 by_block.setdefault(bisect_right(firsts, t) - 1, []).append(t)
+            found = []
             for b, ts in by_block.items():
                 if b < 0:
                     continue
                 block = self._block_for(firsts[b])
                 assert block is not None
-                ids = block.ids
                 for t in ts:
                     if (k := block.find(t)) is not None:
-                        info[t] = [int(ids[k]), 0, 0]
+                        found.append((t, int(block.ids[k])))
+            # the recent layer must name every text its runs use (compaction needs them)
+            self.db.executemany("INSERT OR IGNORE INTO symbols(text, id) VALUES (?, ?)", found)
+            info.update(found)
         return info
 
-    def add(self, per_blob: dict[int, set[bytes]]) -> dict[bytes, int]:
-        """Intern the symbols of new blobs and extend their postings; returns text -> id."""
-        texts = list(set().union(*per_blob.values()))
-        info = self._known(texts)
-        new = [t for t in texts if t not in info]
-        first = int(self._get("next_symbol_id") or 1)
-        for offset, text in enumerate(new):
-            info[text] = [first + offset, 0, 0]
+    def ids(self, texts: list[bytes]) -> dict[bytes, int]:
+        """text -> id for every text, interning the new ones."""
+        cache = self._cache
+        out: dict[bytes, int] = {}
+        missing = texts
+        if cache is not None:
+            missing = []
+            for t in texts:
+                sid = cache.get(t)
+                if sid is None:
+                    missing.append(t)
+                else:
+                    out[t] = sid
+        if missing and not self._all_new:
+            out.update(self._known(missing))
+        new = sorted(t for t in missing if t not in out)
         if new:
+            first = int(self._get("next_symbol_id") or 1)
+            rows = [(t, first + k) for k, t in enumerate(new)]
+            self.db.executemany("INSERT INTO symbols(text, id) VALUES (?, ?)", rows)
+            out.update(rows)
             self._set("next_symbol_id", str(first + len(new)))
             text_bytes = int(self._get("symbol_text_bytes") or 0) + sum(map(len, new))
             self._set("symbol_text_bytes", str(text_bytes))
-        postings: dict[bytes, list[int]] = {}
-        for blob in sorted(per_blob):
-            for t in per_blob[blob]:
-                postings.setdefault(t, []).append(blob)
-        fresh, grown = [], []
-        for text, blobs in postings.items():
-            sid, last, recent = info[text]
-            deltas = varint.encode(np.diff(np.array(blobs, dtype=np.int64), prepend=last))
-            if recent:
-                grown.append((deltas, blobs[-1], text))
-            else:
-                fresh.append((text, sid, blobs[-1], deltas))
-        self.db.executemany(
-            "INSERT INTO symbols(text, id, last_blob, postings) VALUES (?, ?, ?, ?)", fresh
-        )
-        self.db.executemany(
-            "UPDATE symbols SET postings = CAST(postings || ? AS BLOB), last_blob = ? "
-            "WHERE text = ?",
-            grown,
-        )
-        return {t: v[0] for t, v in info.items()}
+        if cache is not None:
+            if len(cache) + len(missing) > CACHE_MAX:
+                cache.clear()
+                self._all_new = False  # forgotten texts must be looked up again
+            cache.update((t, out[t]) for t in missing)
+        return out
+
+    def add(self, per_blob: dict[int, set[bytes]]) -> dict[bytes, int]:
+        """Intern the symbols of new blobs and write the batch's postings as one run;
+        returns text -> id."""
+        ids = self.ids(list(set().union(*per_blob.values())))
+        blobs = sorted(per_blob)
+        sizes = [len(per_blob[b]) for b in blobs]
+        sid = np.fromiter((ids[t] for b in blobs for t in per_blob[b]), dtype=np.int64,
+                          count=sum(sizes))  # fmt: skip
+        blob = np.repeat(np.array(blobs, dtype=np.int64), sizes)
+        order = np.lexsort((blob, sid))
+        if sid.size:
+            self.db.execute("INSERT INTO symbol_runs(data) VALUES (?)",
+                            (pack_run(sid[order], blob[order]),))  # fmt: skip
+        return ids
 
     def compact(self) -> int:
-        """Fold the recent rows into the sorted blocks (call inside a transaction): blocks a
-        recent text falls in are rewritten with it, cut into runs of BLOCK. Returns rows folded."""
-        recent = self.db.execute("SELECT text, id, postings FROM symbols ORDER BY text").fetchall()
-        if not recent:
+        """Fold the recent layer into the sorted blocks (call inside a transaction): blocks a
+        recent text falls in are rewritten with it, cut into runs of BLOCK. Returns texts folded."""
+        recent = self.db.execute("SELECT text, id FROM symbols ORDER BY text").fetchall()
+        runs = [unpack_run(d) for (d,) in self.db.execute("SELECT data FROM symbol_runs")]
+        if not recent and not runs:
             return 0
+        if runs:
+            sids = np.concatenate([r[0] for r in runs])
+            blobs = np.concatenate([r[1] for r in runs])
+            order = np.lexsort((blobs, sids))
+            stream_of = dict(zip(*_streams(sids[order], blobs[order]), strict=True))
+        else:
+            stream_of = {}
         blocks = self.db.execute("SELECT id, first FROM symbol_blocks ORDER BY first").fetchall()
         firsts = [b[1] for b in blocks]
         groups: dict[int, list[tuple[bytes, int, bytes]]] = {}
-        for row in recent:
-            groups.setdefault(max(bisect_right(firsts, row[0]) - 1, -1), []).append(row)
+        for text, sid in recent:
+            groups.setdefault(max(bisect_right(firsts, text) - 1, -1), []).append(
+                (text, sid, stream_of.get(sid, b"")))  # fmt: skip
         for b, rows in groups.items():
             merged: dict[bytes, tuple[int, bytes]] = {}
             if b >= 0:
@@ -216,11 +302,15 @@ class SymbolTable:
                 self.db.execute("DELETE FROM symbol_blocks WHERE id = ?", (blocks[b][0],))
             for text, sid, stream in rows:
                 old = merged.get(text)
-                if old is not None:
+                if old is not None and old[1]:
                     stream = _stream(np.concatenate((_blobs(old[1]), _blobs(stream))))
                 merged[text] = (sid, stream)
             self._write_runs(sorted(merged.items()))
         self.db.execute("DELETE FROM symbols")
+        self.db.execute("DELETE FROM symbol_runs")
+        if self._cache is not None:
+            self._cache.clear()
+            self._all_new = False
         return len(recent)
 
     def _write_runs(self, items: list[tuple[bytes, tuple[int, bytes]]]) -> None:
