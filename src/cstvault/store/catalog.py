@@ -363,13 +363,14 @@ class Catalog:
         """Intern the symbols of new blobs and record each blob's set of symbol ids."""
         if not per_blob:
             return
-        ids = self.symbols.add(per_blob)
-        blobs = sorted(per_blob)
-        sets = [np.sort(np.fromiter((ids[t] for t in per_blob[b]), dtype=np.int64,
-                                    count=len(per_blob[b]))) for b in blobs]  # fmt: skip
+        blobs, sid, sizes = self.symbols.add(per_blob)
+        owner = np.repeat(np.arange(len(blobs)), sizes)
+        sid = sid[np.lexsort((sid, owner))]  # each blob's ids ascending
+        ends = np.cumsum(sizes).tolist()
+        sets = [sid[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
         self.db.executemany(
             "INSERT OR REPLACE INTO blob_symbols(blob, count, ids) VALUES (?, ?, ?)",
-            zip(blobs, map(len, sets), pack_many(sets), strict=True),
+            zip(blobs, sizes, pack_many(sets), strict=True),
         )
 
     def compact_symbols(self) -> int:

@@ -27,7 +27,7 @@ import zstandard
 from ..codec import CorruptRecord, varint
 
 BLOCK = 128
-LEVEL = 9  # blocks are rewritten by compactions: level 19 is 5x slower for 2.5% less
+LEVEL = 3  # blocks are rewritten by compactions: 19 is 10x slower for 5% less
 _HEAD = struct.Struct("<IIIII")  # entries, bytes of: lengths, ids, posting lengths, postings
 _RUN = struct.Struct("<II")  # pairs, bytes of the id deltas
 CACHE_MAX = 2_000_000  # texts an indexing run remembers the ids of
@@ -257,9 +257,10 @@ class SymbolTable:
             cache.update((t, out[t]) for t in missing)
         return out
 
-    def add(self, per_blob: dict[int, set[bytes]]) -> dict[bytes, int]:
-        """Intern the symbols of new blobs and write the batch's postings as one run;
-        returns text -> id."""
+    def add(self, per_blob: dict[int, set[bytes]]) -> tuple[list[int], np.ndarray, list[int]]:
+        """Intern the symbols of new blobs and write the batch's postings as one run.
+        Returns the blob ids (ascending), the id of every (blob, text) pair in that order,
+        and how many pairs each blob has."""
         ids = self.ids(list(set().union(*per_blob.values())))
         blobs = sorted(per_blob)
         sizes = [len(per_blob[b]) for b in blobs]
@@ -270,7 +271,7 @@ class SymbolTable:
         if sid.size:
             self.db.execute("INSERT INTO symbol_runs(data) VALUES (?)",
                             (pack_run(sid[order], blob[order]),))  # fmt: skip
-        return ids
+        return blobs, sid, sizes
 
     def compact(self) -> int:
         """Fold the recent layer into the sorted blocks (call inside a transaction): blocks a
@@ -287,6 +288,9 @@ class SymbolTable:
         else:
             stream_of = {}
         blocks = self.db.execute("SELECT id, first FROM symbol_blocks ORDER BY first").fetchall()
+        if not blocks:  # a first load: the recent texts, sorted, are the blocks
+            self._write_runs([(t, (sid, stream_of.get(sid, b""))) for t, sid in recent])
+            return self._clear_recent(len(recent))
         firsts = [b[1] for b in blocks]
         groups: dict[int, list[tuple[bytes, int, bytes]]] = {}
         for text, sid in recent:
@@ -306,12 +310,15 @@ class SymbolTable:
                     stream = _stream(np.concatenate((_blobs(old[1]), _blobs(stream))))
                 merged[text] = (sid, stream)
             self._write_runs(sorted(merged.items()))
+        return self._clear_recent(len(recent))
+
+    def _clear_recent(self, folded: int) -> int:
         self.db.execute("DELETE FROM symbols")
         self.db.execute("DELETE FROM symbol_runs")
         if self._cache is not None:
             self._cache.clear()
             self._all_new = False
-        return len(recent)
+        return folded
 
     def _write_runs(self, items: list[tuple[bytes, tuple[int, bytes]]]) -> None:
         rows = []
