@@ -6,8 +6,7 @@ import os
 
 from . import languages
 from .cache import CacheConfig
-from .codec import CorruptRecord, EncodeError
-from .codec import decode as decode_record
+from .codec import CorruptRecord, EncodeError, decode_raw
 from .codec import encode as encode_columns
 from .extract import parse_extract
 from .store import Store
@@ -39,7 +38,7 @@ def encode(source: bytes, language: str) -> bytes:
 
 def load(record: bytes | memoryview, source: bytes | memoryview) -> Tree:
     """A navigable `Tree` from a record and the source it was made from."""
-    return Tree(decode_record(record), source)
+    return Tree.from_decoded(decode_raw(record), source)
 
 
 def parse(source: bytes, language: str) -> Tree:

@@ -16,6 +16,7 @@ import tree_sitter as ts
 from tree_sitter import Point, Range
 
 from . import _native, languages, sexp
+from .codec.bytecode import columns_of
 from .codec.errors import CorruptRecord
 from .columns import (
     HAS_CHILDREN,
@@ -52,15 +53,16 @@ class Tree(_native.TreeBase):
     """A syntax tree decoded from a record, read-only."""
 
     __slots__ = (
-        "_cols", "_source", "_lang_name", "_struct", "_flags", "_size", "_start", "_end",
-        "_field", "_lines", "_lines_mv",
+        "_colcache", "_decoded", "_source", "_lang_name", "_structcache", "_flags", "_size",
+        "_start", "_end", "_field", "_lines", "_lines_mv",
     )  # fmt: skip
 
     def __init__(self, cols: Columns, source: bytes | memoryview):
-        self._cols = cols
+        self._colcache = cols
+        self._decoded: tuple | None = None
         self._source = source
         self._lang_name = cols.language
-        st = self._struct = build_structure(cols)
+        st = self._structcache = build_structure(cols)
         tables = languages.tables(cols.language)
         kind = np.ascontiguousarray(cols.kind, dtype=np.uint16)
         gram = np.ascontiguousarray(cols.grammar, dtype=np.uint16)
@@ -76,8 +78,46 @@ class Tree(_native.TreeBase):
         self._lines: np.ndarray | None = None
         self._lines_mv: memoryview | None = None
 
+    @classmethod
+    def from_decoded(cls, decoded: tuple[str, tuple, tuple], source: bytes | memoryview) -> Tree:
+        """A tree straight over `codec.decode_raw`'s buffers: no numpy object is made until
+        something asks for the columns (the cold-open path of the store)."""
+        language, out, _ = decoded
+        t = cls.__new__(cls)
+        tables = languages.tables(language)
+        kind, gram, flags, field, size, start, end = out[:7]
+        t._bind(kind, gram, flags, field, size, start, end, out[9], out[10], out[11],
+                tables.names, tables.fields, Node)  # fmt: skip
+        t._colcache = t._structcache = None
+        t._decoded = decoded
+        t._source = source
+        t._lang_name = language
+        t._flags, t._field = memoryview(flags), memoryview(field).cast("H")
+        t._size, t._start, t._end = (memoryview(b).cast("q") for b in (size, start, end))
+        t._lines = t._lines_mv = None
+        return t
+
+    @property
+    def _cols(self) -> Columns:
+        if self._colcache is None:
+            assert self._decoded is not None
+            self._colcache = columns_of(*self._decoded)
+        return self._colcache
+
     def _structure(self) -> Structure:
-        return self._struct
+        if self._structcache is None:
+            self._structcache = build_structure(self._cols)
+        return self._structcache
+
+    def buffer_bytes(self) -> int:
+        """Bytes of the buffers this tree holds (columns and structure index)."""
+        if self._decoded is not None:
+            out = self._decoded[1]
+            return sum(len(b) for b in out[:8]) + sum(len(b) for b in out[9:])
+        cols, st = self._cols, self._structure()
+        arrays = (cols.kind, cols.grammar, cols.flags, cols.field, cols.size, cols.start, cols.end)
+        return sum(a.nbytes for a in arrays) + sum(
+            a.nbytes for a in (st.parent, st.prev, st.child_count, st.depth))
 
     def _line_starts(self) -> memoryview:
         if self._lines_mv is None:

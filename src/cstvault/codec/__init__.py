@@ -1,6 +1,7 @@
 """Record codec: columns <-> self-describing, checksummed bytes."""
 
-from .bytecode import decode, encode, read_header
+from .bytecode import columns_of, decode, decode_raw, encode, read_header
 from .errors import CorruptRecord, EncodeError
 
-__all__ = ["CorruptRecord", "EncodeError", "decode", "encode", "read_header"]
+__all__ = ["CorruptRecord", "EncodeError", "columns_of", "decode", "decode_raw", "encode",
+           "read_header"]

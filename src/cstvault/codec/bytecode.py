@@ -111,10 +111,12 @@ def _grammar_args(identity: str) -> tuple[str, np.ndarray, int, int]:
     return name, t.token_len, len(t.names) - 1, len(t.fields) - 1
 
 
-def decode(
+def decode_raw(
     record: bytes | memoryview, *, verify_crc: bool = True, head: Header | None = None
-) -> Columns:
-    """Decode a record into columns (and their structure index); CorruptRecord on damage."""
+) -> tuple[str, tuple, tuple]:
+    """Decode a record into (language, the decoder's buffers, phantoms); CorruptRecord on
+    damage. Buffers: kind, grammar, flags, field, size, start, end, unexpected, phantom JSON,
+    parent, previous sibling, child count, depth (see `columns_of`)."""
     if head is None:
         head = read_header(record)
     if verify_crc:
@@ -129,13 +131,18 @@ def decode(
         )  # fmt: skip
     except _native.CorruptRecord as exc:
         raise CorruptRecord(str(exc)) from None
-    kind, gram, flags, field, size, start, end, unexp, phantom_raw = out[:9]
     phantoms: tuple = ()
-    if phantom_raw:
+    if out[8]:
         try:
-            phantoms = tuple((int(k), int(j), str(t)) for k, j, t in json.loads(phantom_raw))
+            phantoms = tuple((int(k), int(j), str(t)) for k, j, t in json.loads(out[8]))
         except (ValueError, TypeError) as exc:
             raise CorruptRecord(f"phantom section invalid: {exc}") from exc
+    return language, out, phantoms
+
+
+def columns_of(language: str, out: tuple, phantoms: tuple) -> Columns:
+    """Numpy columns over the decoder's buffers (no copy)."""
+    kind, gram, flags, field, size, start, end, unexp = out[:8]
     return Columns(
         language=language,
         kind=np.frombuffer(kind, dtype=np.uint16),
@@ -149,3 +156,10 @@ def decode(
         phantoms=phantoms,
         structure=out[9:],
     )
+
+
+def decode(
+    record: bytes | memoryview, *, verify_crc: bool = True, head: Header | None = None
+) -> Columns:
+    """Decode a record into columns (and their structure index); CorruptRecord on damage."""
+    return columns_of(*decode_raw(record, verify_crc=verify_crc, head=head))

@@ -16,7 +16,7 @@ import zstandard
 
 from .. import languages
 from ..cache import CacheConfig, TieredCache
-from ..codec import CorruptRecord, decode, read_header
+from ..codec import CorruptRecord, decode_raw, read_header
 from ..tree import Node, Tree
 from .catalog import Catalog, FileRow, StoreVersionError
 from .segments import SegmentReader, SegmentWriter
@@ -177,11 +177,11 @@ class Store:
                     source = self.source(path)  # the file changed under us
                     if head.source_crc != crc32c.crc32c(source):
                         raise CorruptRecord("source does not match its tree record")
-                cols = decode(record, head=head)
+                decoded = decode_raw(record, head=head)
             except CorruptRecord as exc:
                 raise CorruptRecord(f"{path}: {exc}") from exc
-            tree = Tree(cols, source)
-            return tree, tree_bytes(tree), source
+            tree = Tree.from_decoded(decoded, source)
+            return tree, tree.buffer_bytes(), source
 
         return self.cache.get(key, load, build)
 
@@ -299,12 +299,7 @@ class Store:
 
 def tree_bytes(tree: Tree) -> int:
     """Bytes of the buffers a decoded tree holds (columns and structure index)."""
-    cols = tree.columns
-    arrays = (cols.kind, cols.grammar, cols.flags, cols.field, cols.size, cols.start, cols.end)
-    st = tree._structure()
-    return sum(a.nbytes for a in arrays) + sum(
-        a.nbytes for a in (st.parent, st.prev, st.child_count, st.depth)
-    )
+    return tree.buffer_bytes()
 
 
 def rss_bytes() -> int:

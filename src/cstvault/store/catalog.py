@@ -17,7 +17,7 @@ from ..codec.bytecode import FORMAT_VERSION
 from ..symbols import pack_many, unpack_ids
 from . import symtab
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 # a file's path from files f JOIN dirs d
 PATH = "CASE d.path WHEN '' THEN f.name ELSE d.path || '/' || f.name END"
 FILE = "files f JOIN dirs d ON d.id = f.dir"
@@ -31,6 +31,7 @@ def split(path: str) -> tuple[str, str]:
 PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
 WRITE_CACHE_KIB = 65536
+DIR_CACHE = 4096  # directory ids a connection remembers
 
 
 class StoreVersionError(RuntimeError):
@@ -183,14 +184,30 @@ class Catalog:
 
     def blob_for(self, path: str) -> tuple[BlobRow, tuple[int, int]] | None:
         """The blob of a stored file, and the file's (size, mtime_ns) when indexed."""
+        directory, name = split(path)
+        did = self._dir_id(directory)
+        if did is None:
+            return None
         row = self.db.execute(
             "SELECT b.id, b.language, b.size, b.lines, b.nodes, b.tree_seg, b.tree_off, "
             "b.tree_len, b.tree_crc, b.src_seg, b.src_off, b.src_len, b.src_crc, b.tree_dict, "
             "b.src_dict, f.size, f.mtime_ns "
-            f"FROM {FILE} JOIN blobs b ON b.id = f.blob WHERE {BY_PATH}",
-            split(path),
+            "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.dir = ? AND f.name = ?",
+            (did, name),
         ).fetchone()
         return (_blob(row), (row[15], row[16])) if row else None
+
+    def _dir_id(self, directory: str) -> int | None:
+        """A directory's id, remembered (at most DIR_CACHE of them) once looked up."""
+        did = self._dirs.get(directory)
+        if did is None:
+            row = self.db.execute("SELECT id FROM dirs WHERE path = ?", (directory,)).fetchone()
+            if row is None:
+                return None
+            if len(self._dirs) >= DIR_CACHE:
+                self._dirs.clear()
+            did = self._dirs[directory] = row[0]
+        return did
 
     def blobs(self):
         cur = self.db.execute(
@@ -315,11 +332,9 @@ class Catalog:
         return int(cur.lastrowid)
 
     def _dir(self, directory: str) -> int:
-        did = self._dirs.get(directory)  # directory ids never change: remembered per session
+        did = self._dir_id(directory)
         if did is None:
-            row = self.db.execute("SELECT id FROM dirs WHERE path = ?", (directory,)).fetchone()
-            did = row[0] if row else int(self.db.execute(
-                "INSERT INTO dirs(path) VALUES (?)", (directory,)).lastrowid)  # fmt: skip
+            did = int(self.db.execute("INSERT INTO dirs(path) VALUES (?)", (directory,)).lastrowid)
             self._dirs[directory] = did
         return did
 

@@ -18,6 +18,9 @@ import crc32c
 from ..codec.errors import CorruptRecord
 
 SEGMENT_LIMIT = 256 * 1024
+# segments kept mapped: their pages are released after each read, so a mapping costs
+# address space, not RSS (Linux allows 65530 mappings per process by default)
+MAX_MAPPED = 1024
 
 
 def segment_path(directory: Path, seg_id: int) -> Path:
@@ -99,7 +102,7 @@ class SegmentReader:
     no LRU): the unsegmented "records on disk" read path that `bench phases` compares with.
     """
 
-    def __init__(self, directory: Path, max_open: int = 64, mapped: bool = True):
+    def __init__(self, directory: Path, max_open: int = MAX_MAPPED, mapped: bool = True):
         self.directory = directory
         self._dir = str(directory)  # plain strings: pathlib interns every name it parses
         self.max_open = max_open
