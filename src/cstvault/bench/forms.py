@@ -265,35 +265,50 @@ class PackedForm(_Interned):
         }
 
 
-class PrunedForm(_Interned):
-    name = "Phase 2"
+class _Deduplicated(_Interned):
+    """A form holding each distinct (language, source) once; `entry` maps files to them."""
 
-    def __init__(self, files: list[tuple[str, str]], jobs: int = 1):
+    def __init__(self, files: list[tuple[str, str]]):
         super().__init__()
         self.files = files
         self.entry = np.empty(len(files), dtype=np.int32)
         self.sources: list[bytes] = []
-        self.items: list[Pruned] = []
-        seen: dict[bytes, int] = {}
-        with ProcessPoolExecutor(jobs) as pool:
-            for i, (source, p, distinct) in enumerate(pool.map(prune, files, chunksize=16)):
-                key = hashlib.sha256(p.language.encode() + b"\0" + source).digest()
-                if key not in seen:
-                    seen[key] = len(self.items)
-                    ids = self.intern(distinct)
-                    p.symbols = (ids.size, pack_ids(ids))
-                    self.sources.append(source)
-                    self.items.append(p)
-                self.entry[i] = seen[key]
+        self._seen: dict[bytes, int] = {}
+
+    def _first(self, i: int, language: str, source: bytes) -> bool:
+        """Map file i to its content's entry; True when the content is new."""
+        key = hashlib.sha256(language.encode() + b"\0" + source).digest()
+        k = self.entry[i] = self._seen.setdefault(key, len(self.sources))
+        if k < len(self.sources):
+            return False
+        self.sources.append(source)
+        return True
 
     def columns(self, i: int) -> Columns:
-        return unprune(self.items[self.entry[i]])
+        raise NotImplementedError
 
     def tree(self, i: int) -> Tree:
-        return Tree(self.columns(i), self.sources[self.entry[i]])
+        return Tree(self.columns(i), self.source(i))
 
     def source(self, i: int) -> bytes:
         return self.sources[self.entry[i]]
+
+
+class PrunedForm(_Deduplicated):
+    name = "Phase 2"
+
+    def __init__(self, files: list[tuple[str, str]], jobs: int = 1):
+        super().__init__(files)
+        self.items: list[Pruned] = []
+        with ProcessPoolExecutor(jobs) as pool:
+            for i, (source, p, distinct) in enumerate(pool.map(prune, files, chunksize=16)):
+                if self._first(i, p.language, source):
+                    ids = self.intern(distinct)
+                    p.symbols = (ids.size, pack_ids(ids))
+                    self.items.append(p)
+
+    def columns(self, i: int) -> Columns:
+        return unprune(self.items[self.entry[i]])
 
     def symbol_ids(self, i: int) -> np.ndarray:
         count, data = self.items[self.entry[i]].symbols
@@ -325,37 +340,22 @@ def _record(task: tuple[str, str]) -> tuple[bytes, bytes, str, list[bytes]]:
     return source, encode(c, source), c.language, distinct
 
 
-class BytecodeForm(_Interned):
+class BytecodeForm(_Deduplicated):
     name = "Phase 3"
 
     def __init__(self, files: list[tuple[str, str]], jobs: int = 1):
-        super().__init__()
-        self.files = files
-        self.entry = np.empty(len(files), dtype=np.int32)
-        self.sources: list[bytes] = []
+        super().__init__(files)
         self.records: list[bytes] = []
         self.symbols: list[bytes] = []
-        seen: dict[bytes, int] = {}
         with ProcessPoolExecutor(jobs) as pool:
-            for i, (source, record, lang, distinct) in enumerate(
-                pool.map(_record, files, chunksize=16)
-            ):
-                key = hashlib.sha256(lang.encode() + b"\0" + source).digest()
-                if key not in seen:
-                    seen[key] = len(self.records)
-                    self.sources.append(source)
+            done = pool.map(_record, files, chunksize=16)
+            for i, (source, record, lang, distinct) in enumerate(done):
+                if self._first(i, lang, source):
                     self.records.append(record)
                     self.symbols.append(pack_ids(self.intern(distinct)))
-                self.entry[i] = seen[key]
 
     def columns(self, i: int) -> Columns:
         return decode(self.records[self.entry[i]])
-
-    def tree(self, i: int) -> Tree:
-        return Tree(self.columns(i), self.sources[self.entry[i]])
-
-    def source(self, i: int) -> bytes:
-        return self.sources[self.entry[i]]
 
     def buffers(self) -> dict[str, int]:
         return {

@@ -58,22 +58,33 @@ def pack_block(texts: list[bytes], ids: list[int], streams: list[bytes]) -> byte
     post = b"".join(streams)
     body = b"".join((_HEAD.pack(len(texts), len(lens), len(idb), len(plens), len(post)),
                      lens, idb, plens, post, *texts))  # fmt: skip
-    crc = struct.pack("<I", crc32c.crc32c(body))
-    return zstandard.ZstdCompressor(level=LEVEL).compress(body + crc)
+    return _seal(body, LEVEL)
+
+
+def _seal(body: bytes, level: int) -> bytes:
+    """`body` and its CRC32C as one zstd frame."""
+    return zstandard.ZstdCompressor(level=level).compress(
+        body + struct.pack("<I", crc32c.crc32c(body)))  # fmt: skip
+
+
+def _unseal(data: bytes, what: str, head: int) -> bytes:
+    """The body and CRC32C of a sealed frame, checked; CorruptRecord naming `what` if not."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as exc:
+        raise CorruptRecord(f"{what} unreadable: {exc}") from exc
+    if len(raw) < head + 4 or crc32c.crc32c(raw[:-4]) != struct.unpack_from(
+        "<I", raw, len(raw) - 4
+    )[0]:  # fmt: skip
+        raise CorruptRecord(f"{what} checksum (CRC32C) mismatch")
+    return raw
 
 
 class Block:
     """A decoded block: find a text by binary search over its offsets, no list of texts."""
 
     def __init__(self, data: bytes):
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(data)
-        except zstandard.ZstdError as exc:
-            raise CorruptRecord(f"symbol block unreadable: {exc}") from exc
-        if len(raw) < _HEAD.size + 4 or crc32c.crc32c(raw[:-4]) != struct.unpack_from(
-            "<I", raw, len(raw) - 4
-        )[0]:  # fmt: skip
-            raise CorruptRecord("symbol block checksum (CRC32C) mismatch")
+        raw = _unseal(data, "symbol block", _HEAD.size)
         n, ln, li, lp, lpost = _HEAD.unpack_from(raw, 0)
         at = _HEAD.size
         self.n = n
@@ -136,20 +147,11 @@ def _streams(sids: np.ndarray, blobs: np.ndarray) -> tuple[list[int], list[bytes
 def pack_run(sids: np.ndarray, blobs: np.ndarray) -> bytes:
     """(id, blob) pairs sorted by id then blob: id deltas and blob ids, LEB128, CRC32C, zstd."""
     a = varint.encode(np.diff(sids, prepend=0))
-    body = _RUN.pack(sids.size, len(a)) + a + varint.encode(blobs)
-    return zstandard.ZstdCompressor(level=3).compress(
-        body + struct.pack("<I", crc32c.crc32c(body)))  # fmt: skip
+    return _seal(_RUN.pack(sids.size, len(a)) + a + varint.encode(blobs), 3)
 
 
 def unpack_run(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(data)
-    except zstandard.ZstdError as exc:
-        raise CorruptRecord(f"symbol run unreadable: {exc}") from exc
-    if len(raw) < _RUN.size + 4 or crc32c.crc32c(raw[:-4]) != struct.unpack_from(
-        "<I", raw, len(raw) - 4
-    )[0]:  # fmt: skip
-        raise CorruptRecord("symbol run checksum (CRC32C) mismatch")
+    raw = _unseal(data, "symbol run", _RUN.size)
     n, la = _RUN.unpack_from(raw, 0)
     at = _RUN.size
     sids = np.cumsum(varint.decode(raw[at : at + la], n))
