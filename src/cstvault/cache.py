@@ -24,8 +24,8 @@ import zstandard
 from .memory import release_free_memory
 
 TIERS = ("hot", "warm", "cold", "frozen")
-# evicted bytes between two returns of free heap to the OS: every MB kept RSS 0.8 MB lower
-# than every 8 MB over 100k Zipf ops, but cost 0.1 ms per cold open in page-fault churn
+# evicted bytes between two returns of free heap to the OS: trimming after every MB kept RSS
+# a little lower but made cold opens pay for re-faulting the returned pages
 TRIM_EVERY = 8 * 1024 * 1024
 _LATENCY_SAMPLES = 4096  # per tier, a ring of the latest latencies (32 KiB of doubles)
 

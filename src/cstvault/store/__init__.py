@@ -275,6 +275,7 @@ class Store:
             },
             "dedup_ratio": round(counts["files"] / max(counts["blobs"], 1), 3),
             "levels": self.catalog.levels(),
+            "catalog_tables": self.catalog.table_bytes(),
             **self._symbol_stats(),
             "tiers": self.cache.summary(),
             "cache_bytes": self.cache.bytes_in_ram(),

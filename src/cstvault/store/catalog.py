@@ -295,6 +295,14 @@ class Catalog:
         ).fetchone()
         return _blob(row) if row else None
 
+    def table_bytes(self) -> dict[str, int]:
+        """Bytes of pages per table and index (SQLite's dbstat; empty where not compiled in)."""
+        try:
+            return dict(self.db.execute(
+                "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"))  # fmt: skip
+        except sqlite3.OperationalError:
+            return {}
+
     def levels(self) -> dict[str, int]:
         """Blobs per zstd level of their frames."""
         return {str(lv): n for lv, n in self.db.execute(

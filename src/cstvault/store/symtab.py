@@ -27,7 +27,7 @@ import zstandard
 from ..codec import CorruptRecord, varint
 
 BLOCK = 128
-LEVEL = 3  # blocks are rewritten by compactions: 19 is 10x slower for 5% less
+LEVEL = 3  # blocks are rewritten by compactions: level 19 is far slower for a few % less
 _HEAD = struct.Struct("<IIIII")  # entries, bytes of: lengths, ids, posting lengths, postings
 _RUN = struct.Struct("<II")  # pairs, bytes of the id deltas
 CACHE_MAX = 2_000_000  # texts an indexing run remembers the ids of
