@@ -57,8 +57,11 @@ def test_bench_store_json(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{") :])
     for key in ("attributable_rss_mb", "cold_open_p50_ms", "cold_vs_reparse_median_ratio",
-                "disk_bytes_per_line", "index_lines_per_s", "open_ms", "tiers"):  # fmt: skip
+                "disk_bytes_per_line", "index_lines_per_s", "open_ms", "tiers", "freeze",
+                "index_and_freeze_lines_per_s", "dictionaries"):  # fmt: skip
         assert key in out, key
+    assert out["dictionaries"]["sample_blobs"] == out["blobs"]
+    assert out["dictionaries"]["tree_bytes_per_line"]["none"] > 0
     assert out["files"] == 3 * len(SNIPPETS)
     assert sum(t["hits"] for t in out["tiers"].values()) == 300
     assert out["cache_bytes"] <= 1024 * 1024

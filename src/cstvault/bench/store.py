@@ -133,6 +133,8 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
         out[key] = stats[key]
     out["disk_bytes"] = stats["disk_bytes"]
     out["disk_bytes_per_line"] = stats["disk_bytes_per_line"]
+    log("measuring what the trained dictionaries save on a sample of blobs")
+    out["dictionaries"] = dictionary_effect(store_dir, seed=seed)
     log("measuring a fresh process's RSS with the same imports")
     base = int(_python(_BASELINE, str(store_dir)))
     log(f"running {ops:,} Zipf ops with a {budget_mb} MB budget, then cold opens")
@@ -145,6 +147,35 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
     out["hit_ratios"] = {name: round(t["hits"] / max(total, 1), 4) for name, t in tiers.items()}
     out.update(work)
     return out
+
+
+def dictionary_effect(store_dir: Path, sample: int = 2000, seed: int = 1) -> dict:
+    """Frame bytes per line of a seeded sample of blobs: as stored (zstd-19 with the trained
+    per-language dictionaries) and recompressed at zstd-19 without a dictionary."""
+    import numpy as np
+    import zstandard
+
+    from ..store import Store
+
+    plain = zstandard.ZstdCompressor(level=19)
+    with Store.open(store_dir) as store:
+        blobs = list(store.catalog.blobs())
+        rng = np.random.default_rng(seed)
+        picked = [blobs[k] for k in rng.choice(len(blobs), min(sample, len(blobs)),
+                                               replace=False).tolist()]  # fmt: skip
+        lines = with_tree = with_src = without_tree = without_src = 0
+        for b in picked:
+            record, source = store.read_blob(b, f"blob {b.id}")
+            lines += b.lines
+            with_tree, with_src = with_tree + b.tree[2], with_src + b.src[2]
+            without_tree += len(plain.compress(record))
+            without_src += len(plain.compress(source))
+    per = max(lines, 1)
+    return {"sample_blobs": len(picked), "lines": lines,
+            "tree_bytes_per_line": {"dictionary": round(with_tree / per, 3),
+                                    "none": round(without_tree / per, 3)},
+            "source_bytes_per_line": {"dictionary": round(with_src / per, 3),
+                                      "none": round(without_src / per, 3)}}  # fmt: skip
 
 
 def default_store(root: Path) -> Path:
