@@ -108,3 +108,14 @@ def test_run_cache_overflow_keeps_ids_unique(tmp_path, monkeypatch):
         assert store.stats()["symbols"] == 21 + 1  # s_0000..s_0020 and common, once each
         assert store.files_with_symbol("common") == [f"f{k:02d}.py" for k in range(12)]
         assert store.files_with_symbol("s_0020") == ["f11.py"]
+
+
+@given(st.binary(max_size=60), st.lists(st.tuples(st.integers(-3, 70), st.integers(-3, 70)),
+                                        max_size=40), st.integers(0, 8))  # fmt: skip
+def test_distinct_slices_matches_python(source, spans, max_len):
+    from cstvault import _native
+
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    ends = np.array([e for _, e in spans], dtype=np.int64)
+    want = {source[s:e] for s, e in spans if 0 <= s < e <= len(source) and e - s <= max_len}
+    assert _native.distinct_slices(source, starts, ends, max_len) == want

@@ -1157,7 +1157,36 @@ static PyObject *runtime_version(PyObject *self, PyObject *args) {
     return PyLong_FromLong(TREE_SITTER_LANGUAGE_VERSION);
 }
 
+/* The distinct byte strings source[start[i]:end[i]] with 0 < length <= max_len, as a set. */
+static PyObject *distinct_slices(PyObject *self, PyObject *args) {
+    Py_buffer src, st, en;
+    Py_ssize_t max_len;
+    if (!PyArg_ParseTuple(args, "y*y*y*n", &src, &st, &en, &max_len)) return NULL;
+    PyObject *out = NULL;
+    if (st.len != en.len || st.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "starts and ends must be int64 buffers of one length");
+        goto done;
+    }
+    out = PySet_New(NULL);
+    if (!out) goto done;
+    const int64_t *s = st.buf, *e = en.buf;
+    const char *text = src.buf;
+    for (Py_ssize_t i = 0, n = st.len / 8; i < n; i++) {
+        if (s[i] < 0 || e[i] > src.len || e[i] <= s[i] || e[i] - s[i] > max_len) continue;
+        PyObject *b = PyBytes_FromStringAndSize(text + s[i], (Py_ssize_t)(e[i] - s[i]));
+        if (!b || PySet_Add(out, b) < 0) { Py_XDECREF(b); Py_CLEAR(out); goto done; }
+        Py_DECREF(b);
+    }
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&st);
+    PyBuffer_Release(&en);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"distinct_slices", distinct_slices, METH_VARARGS,
+     "distinct_slices(source, starts int64, ends int64, max_len) -> set of bytes"},
     {"parse_extract", parse_extract, METH_VARARGS,
      "parse_extract(source, language_capsule) -> (n, kind, grammar, flags, field, size, "
      "start, end, unexpected, sexp_or_None)"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import languages
+from . import _native, languages
 from .columns import HAS_CHILDREN, Columns
 
 MAX_SYMBOL_BYTES = 256
@@ -17,9 +17,9 @@ def symbol_texts(cols: Columns, source: bytes) -> set[bytes]:
     at = np.flatnonzero(leaf & table[cols.kind])
     if at.size == 0:
         return set()
-    starts, ends = cols.start[at], cols.end[at]
-    keep = (ends > starts) & (ends - starts <= MAX_SYMBOL_BYTES)
-    return {source[s:e] for s, e in zip(starts[keep].tolist(), ends[keep].tolist(), strict=True)}
+    starts = np.ascontiguousarray(cols.start[at], dtype=np.int64)
+    ends = np.ascontiguousarray(cols.end[at], dtype=np.int64)
+    return _native.distinct_slices(source, starts, ends, MAX_SYMBOL_BYTES)
 
 
 def pack_ids(ids: np.ndarray) -> bytes:
