@@ -80,8 +80,8 @@ class Store:
         return self.catalog.files()
 
     def _decompressor(self, did: int) -> zstandard.ZstdDecompressor:
-        """Decompression contexts by dictionary, an LRU of DCTX_CACHE (each holds ~230 KB:
-        its context and the digested dictionary; making one costs ~50 µs)."""
+        """Decompression contexts by dictionary, an LRU of DCTX_CACHE (each holds a zstd
+        context and the digested dictionary; making one digests the dictionary again)."""
         d = self._dctxs.get(did)
         if d is not None:
             self._dctxs.move_to_end(did)
