@@ -87,8 +87,8 @@ def freeze(store_dir: str | Path, jobs: int = 2,
             _init(dicts)
         try:
             for batch in _batches(rows):
-                tasks = [(store._reader.read(*b.tree), b.tree_dict,
-                          store._reader.read(*b.src), b.src_dict) for b in batch]  # fmt: skip
+                tasks = [(store.raw_frame(b.tree), b.tree_dict,
+                          store.raw_frame(b.src), b.src_dict) for b in batch]  # fmt: skip
                 done = pool.map(recompress, tasks, chunksize=8) if pool else map(recompress, tasks)
                 writer = store.writer()
                 moved = []

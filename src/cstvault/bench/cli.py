@@ -23,6 +23,14 @@ def _machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
+def _stamp(result: dict, name: str, t0: float) -> None:
+    """What every bench JSON carries: wall time, date, machine and the exact command."""
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+    result["machine"] = _machine()
+    result["command"] = f"cstvault bench {name} " + " ".join(sys.argv[3:])
+
+
 def register(group: click.Group) -> None:
     @group.command()
     @click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
@@ -75,10 +83,7 @@ def register(group: click.Group) -> None:
         t0 = time.perf_counter()
         result = store_mod.run(root, target, jobs, budget_mb, ops, seed,
                                log=lambda m: err.print(m, style="dim"))  # fmt: skip
-        result["seconds"] = round(time.perf_counter() - t0, 1)
-        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
-        result["machine"] = _machine()
-        result["command"] = "cstvault bench store " + " ".join(sys.argv[3:])
+        _stamp(result, "store", t0)
         if as_json:
             click.echo(json.dumps(result, indent=2))
         else:
@@ -125,10 +130,7 @@ def register(group: click.Group) -> None:
                 log=lambda m: err.print(m, style="dim"))  # fmt: skip
         except (ValueError, RuntimeError) as exc:
             raise click.ClickException(str(exc)) from exc
-        result["seconds"] = round(time.perf_counter() - t0, 1)
-        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
-        result["machine"] = _machine()
-        result["command"] = "cstvault bench phases " + " ".join(sys.argv[3:])
+        _stamp(result, "phases", t0)
         if plot_file is not None:
             try:
                 phases_mod.plot(result, plot_file)
@@ -148,10 +150,7 @@ def register(group: click.Group) -> None:
 
         t0 = time.perf_counter()
         result = codec_mod.run(paths, log=lambda m: err.print(m, style="dim"))
-        result["seconds"] = round(time.perf_counter() - t0, 1)
-        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
-        result["machine"] = _machine()
-        result["command"] = "cstvault bench codec " + " ".join(sys.argv[3:])
+        _stamp(result, "codec", t0)
         if as_json:
             click.echo(json.dumps(result, indent=2))
         else:

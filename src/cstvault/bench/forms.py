@@ -28,7 +28,7 @@ from .. import languages
 from ..codec import decode, encode, varint
 from ..columns import HAS_CHILDREN, HAS_FIELD, NAMED, Columns
 from ..extract import extract, parse, parse_extract
-from ..symbols import MAX_SYMBOL_BYTES, pack_ids, unpack_ids
+from ..symbols import MAX_SYMBOL_BYTES, pack_ids
 from ..tree import Tree
 
 U16, U8 = np.uint16, np.uint8
@@ -309,10 +309,6 @@ class PrunedForm(_Deduplicated):
 
     def columns(self, i: int) -> Columns:
         return unprune(self.items[self.entry[i]])
-
-    def symbol_ids(self, i: int) -> np.ndarray:
-        count, data = self.items[self.entry[i]].symbols
-        return unpack_ids(data, count)
 
     def buffers(self) -> dict[str, int]:
         it = self.items

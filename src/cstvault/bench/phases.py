@@ -13,7 +13,6 @@ import gc
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import numpy as np
 from ..columns import Columns
 from ..sources import check_source, count_lines
 from ..walk import iter_files
+from . import fresh_process
 
 ROWS = ("Baseline", "Phase 1", "Phase 2", "Phase 3", "Phase 4a", "Phase 4b", "Phase 4c")
 FORM_OF = {
@@ -185,11 +185,7 @@ def worker(row: str, spec_path: str) -> dict:
 
 # ---- driver side ---------------------------------------------------------------------------
 def _row(row: str, spec: Path) -> dict:
-    res = subprocess.run([sys.executable, "-m", "cstvault.bench.phases", row, str(spec)],
-                         capture_output=True, text=True)  # fmt: skip
-    if res.returncode != 0:
-        raise RuntimeError(f"{row} failed:\n{res.stderr.strip()[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return json.loads(fresh_process(["-m", "cstvault.bench.phases", row, str(spec)], row))
 
 
 def _index(root: Path, store: Path, files: list, jobs: int) -> dict:

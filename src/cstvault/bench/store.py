@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from . import fresh_process
 
 # numpy.random is the harness's (it maps libcrypto among others): both processes import it
 _IMPORTS = (
@@ -100,10 +100,7 @@ print(json.dumps({
 
 
 def _python(code: str, *args: str) -> str:
-    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(res.stderr.strip()[-2000:])
-    return res.stdout.strip().splitlines()[-1]
+    return fresh_process(["-c", code, *args], "bench store subprocess")
 
 
 def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: int,

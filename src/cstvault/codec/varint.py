@@ -39,9 +39,7 @@ def encode(values: np.ndarray) -> bytes:
     if int(v.max()) < 0x80:
         return v.astype(np.uint8).tobytes()
     # number of 7-bit groups per value
-    nbytes = np.ones(v.shape, dtype=np.int64)
-    for k in range(1, _MAX_BYTES):
-        nbytes += v >= (np.uint64(1) << np.uint64(7 * k))
+    nbytes = sizes(v)
     total = int(nbytes.sum())
     ends = np.cumsum(nbytes)
     starts = ends - nbytes

@@ -98,6 +98,10 @@ class Store:
         except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
 
+    def raw_frame(self, loc: tuple[int, int, int, int]) -> bytes:
+        """A frame's compressed bytes as stored, CRC-checked (freeze recompresses them)."""
+        return self._reader.read(*loc)
+
     def read_blob(self, blob, name: str) -> tuple[bytes, bytes]:
         """A blob's tree record and stored source, CRC-checked; `name` labels errors."""
         return (self._frame(blob.tree, "tree record", name, blob.tree_dict),
@@ -296,11 +300,6 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def tree_bytes(tree: Tree) -> int:
-    """Bytes of the buffers a decoded tree holds (columns and structure index)."""
-    return tree.buffer_bytes()
 
 
 def rss_bytes() -> int:

@@ -287,14 +287,6 @@ class Catalog:
             "src_seg, src_off, src_len, src_crc, tree_dict, src_dict FROM blobs "
             "WHERE level < ? ORDER BY tree_seg, tree_off", (level,))]  # fmt: skip
 
-    def blob(self, blob: int) -> BlobRow | None:
-        row = self.db.execute(
-            "SELECT id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
-            "src_seg, src_off, src_len, src_crc, tree_dict, src_dict FROM blobs WHERE id = ?",
-            (blob,),
-        ).fetchone()
-        return _blob(row) if row else None
-
     def table_bytes(self) -> dict[str, int]:
         """Bytes of pages per table and index (SQLite's dbstat; empty where not compiled in)."""
         try:
