@@ -17,6 +17,8 @@ from cstvault import indexer
 from cstvault.verify import verify_store
 
 TRIALS = 20
+FILES = 360  # so that a kill after up to KILL_AFTER commits lands mid-run even on a fast CI
+KILL_AFTER = 250
 CHILD = textwrap.dedent(
     """
     import sys
@@ -36,7 +38,7 @@ CHILD = textwrap.dedent(
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("crashrepo")
-    for i in range(120):
+    for i in range(FILES):
         body = "".join(f"def g{i}_{k}(x):\n    return [x] * {k}\n\n" for k in range(3 + i % 17))
         (root / f"f{i:03d}.py").write_text(body)
     return root
@@ -60,12 +62,12 @@ def test_sigkill_at_random_moments(repo, tmp_path):
         # let a random number of files commit, then kill at a random instant soon after
         assert child.stdout is not None
         seen: list[str] = []
-        for _ in range(rng.randrange(0, 110)):
+        for _ in range(rng.randrange(0, KILL_AFTER)):
             line = child.stdout.readline()
             if not line or line.strip() == "DONE":
                 break
             seen.append(line.strip())
-        time.sleep(rng.uniform(0.0, 0.05))
+        time.sleep(rng.uniform(0.0, 0.01))
         child.send_signal(signal.SIGKILL)
         out, _ = child.communicate()
         lines = seen + out.splitlines()
@@ -84,7 +86,7 @@ def test_sigkill_at_random_moments(repo, tmp_path):
             store.gc()
         indexer.index(repo, store_dir, jobs=1)  # resume to completion
         with cstvault.open(store_dir) as store:
-            assert {f.path for f in store.files()} == {f"f{i:03d}.py" for i in range(120)}
+            assert {f.path for f in store.files()} == {f"f{i:03d}.py" for i in range(FILES)}
             assert verify_store(store).mismatched == 0
     assert killed_mid_run >= TRIALS - 3  # the kills really landed mid-run
 
