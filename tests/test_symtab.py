@@ -66,6 +66,38 @@ def test_recent_rows_are_read_before_compaction(tmp_path):
         assert cat.blobs_with_symbol(b"x_0001")[-1] == 999
 
 
+def test_an_interrupted_runs_new_texts_are_reused_by_the_next_run(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.py").write_bytes(names("x", 5))
+    indexer.index(root, jobs=1)
+    with cstvault.open(root) as store:  # a run that committed one batch, then was killed
+        cat = store.catalog
+        cat.symbols.begin_bulk()
+        cat.begin()
+        cat.add_symbols({999: {b"x_0001", b"fresh_1"}})
+        cat.commit()
+        assert cat.db.execute("SELECT count(*) FROM symbol_texts").fetchone()[0] == 1
+        fresh_id = cat.symbols.ids([b"fresh_1"])[b"fresh_1"]
+    (root / "b.py").write_bytes(b"fresh_1 = 1\nfresh_2 = 2\n")
+    indexer.index(root, jobs=1)
+    with cstvault.open(root) as store:
+        db = store.catalog.db
+        assert db.execute("SELECT count(*) FROM symbol_texts").fetchone()[0] == 0  # compacted
+        assert store.stats()["symbols"] == 5 + 2  # fresh_1 kept its id, fresh_2 is new
+        assert store.catalog.symbols.ids([b"fresh_1"])[b"fresh_1"] == fresh_id
+        assert store.catalog.blobs_with_symbol(b"fresh_1")[-1] == 999
+        assert store.files_with_symbol("fresh_1") == ["b.py"]
+        assert store.files_with_symbol("fresh_2") == ["b.py"]
+
+
+def test_packed_texts_round_trip():
+    texts = [b"", b"a", b"\xff\x00b", b"z" * 300]
+    assert symtab.unpack_texts(symtab.pack_texts(texts, 41)) == list(
+        zip(texts, range(41, 45), strict=True)
+    )
+
+
 def test_damaged_block_is_detected(tmp_path):
     root = tmp_path / "r"
     root.mkdir()

@@ -1,9 +1,9 @@
 /* cstvault._native: parse + extract in tree-sitter's C.
  *
  * parse_extract(source, language_capsule) parses `source` with the tree-sitter runtime
- * (the same pinned release py-tree-sitter wraps) and walks the tree once with a
- * TSTreeCursor, filling the column buffers that cstvault.extract documents.  No Python
- * object is created per node.  The runtime allocates through pymalloc under the GIL.
+ * (the same pinned release py-tree-sitter wraps) and walks its subtrees once, filling
+ * the column buffers that cstvault.extract documents.  No Python object is created per
+ * node.  The runtime allocates through pymalloc under the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -11,8 +11,9 @@
 #include <string.h>
 
 #include "tree_sitter/api.h"
-/* Internal headers of the pinned runtime we compile in: used only to look for hidden
- * MISSING tokens, which the public API cannot enumerate. */
+/* Internal headers of the pinned runtime we compile in: the extraction walks subtrees
+ * directly, and looks for hidden MISSING tokens, which the public API cannot enumerate. */
+#include "language.h"
 #include "subtree.h"
 #include "tree.h"
 
@@ -30,15 +31,13 @@ typedef struct {
     uint16_t *kind, *gram, *field;
     uint8_t *flags;
     uint32_t *size, *start, *end;
-    uint32_t *stack;
-    size_t sp, stack_cap;
     int64_t *unexpected;
     size_t n_unexpected, unexpected_cap;
 } Columns;
 
 static void columns_free(Columns *c) {
     free(c->kind); free(c->gram); free(c->field); free(c->flags);
-    free(c->size); free(c->start); free(c->end); free(c->stack); free(c->unexpected);
+    free(c->size); free(c->start); free(c->end); free(c->unexpected);
 }
 
 static int grow(void **p, size_t elem, size_t cap) {
@@ -113,61 +112,135 @@ static int has_hidden_missing(const TSTree *tree) {
     return found;
 }
 
-/* Walk the whole tree; returns 0, or -1 on allocation failure. */
-static int walk(TSTree *tree, Columns *c, int has_errors) {
-    TSNode root = ts_tree_root_node(tree);
-    if (columns_reserve(c, ts_node_descendant_count(root))) return -1;
-    TSTreeCursor cur = ts_tree_cursor_new(root);
-    int rc = 0;
-    for (;;) {
-        if (c->n == c->cap && columns_reserve(c, c->cap * 2)) { rc = -1; break; }
-        size_t i = c->n++;
-        TSNode n = ts_tree_cursor_current_node(&cur);
-        TSSymbol kind = ts_node_symbol(n);
-        uint8_t fl = ts_node_is_named(n) ? NAMED : 0;
-        if (ts_node_is_extra(n)) fl |= EXTRA;
-        TSFieldId fid = ts_tree_cursor_current_field_id(&cur);
-        if (fid) fl |= HAS_FIELD;
-        c->kind[i] = kind;
-        c->gram[i] = ts_node_grammar_symbol(n);
-        c->field[i] = fid;
-        c->start[i] = ts_node_start_byte(n);
-        c->end[i] = ts_node_end_byte(n);
-        c->size[i] = 1;
-        if (has_errors) {
-            if (ts_node_is_missing(n)) fl |= MISSING;
-            if (ts_node_has_error(n)) fl |= HAS_ERROR;
-            int64_t ch;
-            if (kind == ERROR_SYMBOL && ts_node_child_count(n) == 0 && unexpected_char(n, &ch)) {
-                if (c->n_unexpected == c->unexpected_cap) {
-                    size_t cap = c->unexpected_cap ? c->unexpected_cap * 2 : 16;
-                    if (grow((void **)&c->unexpected, 8, cap)) { rc = -1; break; }
-                    c->unexpected_cap = cap;
-                }
-                c->unexpected[c->n_unexpected++] = ch;
-                fl |= UNEXPECTED;
+/* One level of the walk: a subtree whose children are being visited. */
+typedef struct {
+    Subtree parent;
+    const TSSymbol *aliases;                 /* alias sequence of its production, or NULL */
+    const TSFieldMapEntry *fmap, *fmap_end;  /* field map of its production */
+    uint32_t child, structural, pos;         /* next child, its structural index and start */
+    TSFieldId chain;     /* an invisible parent's own field, inherited by its children */
+    int64_t out;         /* the parent's preorder index when it is visible, else -1 */
+} Frame;
+
+static int frame_push(Frame **stack, size_t *sp, size_t *cap, const TSLanguage *lang,
+                      Subtree s, uint32_t pos, TSFieldId chain, int64_t out) {
+    if (*sp == *cap) {
+        size_t k = *cap ? *cap * 2 : 64;
+        Frame *q = realloc(*stack, k * sizeof(Frame));
+        if (!q) return -1;
+        *stack = q;
+        *cap = k;
+    }
+    Frame *f = &(*stack)[(*sp)++];
+    uint16_t prod = s.ptr->production_id;
+    f->parent = s;
+    f->aliases = ts_language_alias_sequence(lang, prod);
+    ts_language_field_map(lang, prod, &f->fmap, &f->fmap_end);
+    f->child = f->structural = 0;
+    f->pos = pos;
+    f->chain = chain;
+    f->out = out;
+    return 0;
+}
+
+/* Append one visible node; returns its preorder index, or -1 on allocation failure. */
+static int64_t emit(Columns *c, const TSTree *tree, const Subtree *s, uint32_t start,
+                    TSSymbol alias, TSFieldId fid, int has_errors) {
+    if (c->n == c->cap && columns_reserve(c, c->cap * 2)) return -1;
+    size_t i = c->n++;
+    const TSLanguage *lang = tree->language;
+    Subtree t = *s;
+    TSSymbol sym = ts_subtree_symbol(t);
+    uint8_t fl;
+    if (alias) {
+        c->kind[i] = ts_language_public_symbol(lang, alias);
+        fl = ts_language_symbol_metadata(lang, alias).named ? NAMED : 0;
+    } else {
+        c->kind[i] = ts_language_public_symbol(lang, sym);
+        fl = ts_subtree_named(t) ? NAMED : 0;
+    }
+    if (ts_subtree_extra(t)) fl |= EXTRA;
+    if (fid) fl |= HAS_FIELD;
+    c->gram[i] = sym;
+    c->field[i] = fid;
+    c->start[i] = start;
+    c->end[i] = start + ts_subtree_size(t).bytes;
+    c->size[i] = 1;
+    if (has_errors) {
+        if (ts_subtree_missing(t)) fl |= MISSING;
+        if (ts_subtree_error_cost(t) > 0) fl |= HAS_ERROR;
+        int64_t ch;
+        Length at = {start, {0, 0}};
+        if (c->kind[i] == ERROR_SYMBOL && ts_subtree_child_count(t) == 0 &&
+            unexpected_char(ts_node_new(tree, s, at, alias), &ch)) {
+            if (c->n_unexpected == c->unexpected_cap) {
+                size_t cap = c->unexpected_cap ? c->unexpected_cap * 2 : 16;
+                if (grow((void **)&c->unexpected, 8, cap)) return -1;
+                c->unexpected_cap = cap;
             }
+            c->unexpected[c->n_unexpected++] = ch;
+            fl |= UNEXPECTED;
         }
-        c->flags[i] = fl;
-        if (ts_tree_cursor_goto_first_child(&cur)) {
-            c->flags[i] |= HAS_CHILDREN;
-            if (c->sp == c->stack_cap) {
-                size_t cap = c->stack_cap ? c->stack_cap * 2 : 256;
-                if (grow((void **)&c->stack, 4, cap)) { rc = -1; break; }
-                c->stack_cap = cap;
+    }
+    c->flags[i] = fl;
+    return (int64_t)i;
+}
+
+/* Walk the whole tree in preorder straight over its subtrees (what TSTreeCursor visits,
+ * without its per-step stack searches): invisible subtrees are descended into, aliases
+ * and field ids resolved as ts_tree_cursor_current_node / _current_field_id do.
+ * Returns 0, or -1 on allocation failure. */
+static int walk(TSTree *tree, Columns *c, int has_errors) {
+    const TSLanguage *lang = tree->language;
+    if (columns_reserve(c, ts_node_descendant_count(ts_tree_root_node(tree)))) return -1;
+    uint32_t start = ts_subtree_padding(tree->root).bytes;
+    if (emit(c, tree, &tree->root, start, 0, 0, has_errors) < 0) return -1;
+    if (ts_subtree_child_count(tree->root) == 0) return 0;
+    Frame *stack = NULL;
+    size_t sp = 0, cap = 0;
+    if (frame_push(&stack, &sp, &cap, lang, tree->root, start, 0, 0)) return -1;
+    int rc = 0;
+    while (sp) {
+        Frame *f = &stack[sp - 1];
+        uint32_t count = f->parent.ptr->child_count;
+        if (f->child == count) {
+            if (f->out >= 0) {
+                size_t j = (size_t)f->out;
+                c->size[j] = (uint32_t)(c->n - j);
+                if (c->n - j > 1) c->flags[j] |= HAS_CHILDREN;
             }
-            c->stack[c->sp++] = (uint32_t)i;
+            sp--;
             continue;
         }
-        int done = 0;
-        while (!ts_tree_cursor_goto_next_sibling(&cur)) {
-            if (!ts_tree_cursor_goto_parent(&cur)) { done = 1; break; }
-            uint32_t j = c->stack[--c->sp];
-            c->size[j] = (uint32_t)(c->n - j);
+        const Subtree *children = ts_subtree_children(f->parent);
+        const Subtree *cs = &children[f->child];
+        Subtree ch = *cs;
+        uint32_t at = f->pos;
+        TSSymbol alias = 0;
+        TSFieldId fid = 0;
+        if (!ts_subtree_extra(ch)) {
+            if (f->aliases) alias = f->aliases[f->structural];
+            for (const TSFieldMapEntry *m = f->fmap; m < f->fmap_end; m++) {
+                if (!m->inherited && m->child_index == f->structural) { fid = m->field_id; break; }
+            }
+            if (!fid) fid = f->chain;
+            f->structural++;
         }
-        if (done) break;
+        f->child++;
+        f->pos = at + ts_subtree_size(ch).bytes;
+        if (f->child < count) f->pos += ts_subtree_padding(children[f->child]).bytes;
+        uint32_t kids = ts_subtree_child_count(ch);
+        if (ts_subtree_visible(ch) || alias) {
+            int64_t i = emit(c, tree, cs, at, alias, fid, has_errors);
+            if (i < 0 || (kids && frame_push(&stack, &sp, &cap, lang, ch, at, 0, i))) {
+                rc = -1;
+                break;
+            }
+        } else if (kids && ch.ptr->visible_child_count > 0) {
+            if (frame_push(&stack, &sp, &cap, lang, ch, at, fid, -1)) { rc = -1; break; }
+        }
     }
-    ts_tree_cursor_delete(&cur);
+    free(stack);
     return rc;
 }
 

@@ -17,7 +17,7 @@ from ..codec.bytecode import FORMAT_VERSION
 from ..symbols import pack_many, unpack_ids
 from . import symtab
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 # a file's path from files f JOIN dirs d
 PATH = "CASE d.path WHEN '' THEN f.name ELSE d.path || '/' || f.name END"
 FILE = "files f JOIN dirs d ON d.id = f.dir"

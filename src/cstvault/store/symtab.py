@@ -1,9 +1,10 @@
 """The global symbol table: identifier texts interned once per store, with their postings.
 
 Two layers, like an LSM tree:
-- recent: `symbols` (text -> id of every text touched since the last compaction) and
-  `symbol_runs` (one row per indexing batch: its (id, blob) postings, one zstd frame), both
-  append-mostly, so a batch costs one run row and the inserts of its new texts;
+- recent: `symbol_texts` (one row per indexing batch: the texts it interned, sorted, with
+  consecutive ids, one zstd frame), `symbols` (text -> id of older texts a batch used again,
+  found in the blocks) and `symbol_runs` (one row per batch: its (id, blob) postings, one
+  zstd frame); a batch costs two rows plus one per text it reuses from the blocks;
 - `symbol_blocks`: compacted sorted runs of BLOCK symbols, each one zstd frame holding
   LEB128 text lengths, ids and posting lengths, the postings and the texts, plus a CRC32C.
   A block is found by its first text; `compact` (end of every index run, and gc) folds the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
+from itertools import chain, compress
 from sqlite3 import Connection
 
 import crc32c
@@ -30,12 +32,17 @@ BLOCK = 128
 LEVEL = 3  # blocks are rewritten by compactions: level 19 is far slower for a few % less
 _HEAD = struct.Struct("<IIIII")  # entries, bytes of: lengths, ids, posting lengths, postings
 _RUN = struct.Struct("<II")  # pairs, bytes of the id deltas
+_TEXTS = struct.Struct("<IQI")  # texts, id of the first, bytes of the lengths
 CACHE_MAX = 2_000_000  # texts an indexing run remembers the ids of
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS symbols(          -- texts touched since the last compaction
+CREATE TABLE IF NOT EXISTS symbol_texts(     -- texts one batch interned (one zstd frame)
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS symbols(          -- block texts used again since the last compaction
     text BLOB PRIMARY KEY,
-    id INTEGER NOT NULL                      -- dense ids, from meta 'next_symbol_id'
+    id INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS symbol_runs(      -- one batch's (id, blob) postings, one zstd frame
     id INTEGER PRIMARY KEY,
@@ -158,6 +165,21 @@ def unpack_run(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return sids, varint.decode(raw[at + la : -4], n)
 
 
+def pack_texts(texts: list[bytes], first: int) -> bytes:
+    """Sorted new texts with ids first, first + 1, ...: LEB128 lengths, texts, CRC32C, zstd."""
+    lens = varint.encode(np.array([len(t) for t in texts], dtype=np.int64))
+    return _seal(_TEXTS.pack(len(texts), first, len(lens)) + lens + b"".join(texts), 3)
+
+
+def unpack_texts(data: bytes) -> list[tuple[bytes, int]]:
+    raw = _unseal(data, "symbol texts", _TEXTS.size)
+    n, first, ll = _TEXTS.unpack_from(raw, 0)
+    at = _TEXTS.size + ll
+    ends = (at + np.cumsum(varint.decode(raw[_TEXTS.size : at], n))).tolist()
+    return [(raw[a:b], first + k) for k, (a, b) in enumerate(zip([at, *ends[:-1]], ends,
+                                                                   strict=True))]  # fmt: skip
+
+
 class SymbolTable:
     def __init__(self, db: Connection, meta_get, meta_set):
         self.db = db
@@ -171,6 +193,13 @@ class SymbolTable:
         ).fetchone()
         return Block(row[0]) if row else None
 
+    def _new_texts(self) -> dict[bytes, int]:
+        """Texts interned since the last compaction (the packed batch rows)."""
+        out: dict[bytes, int] = {}
+        for (data,) in self.db.execute("SELECT data FROM symbol_texts ORDER BY id"):
+            out.update(unpack_texts(data))
+        return out
+
     def blobs_with(self, text: bytes) -> list[int]:
         """Blob ids whose trees use `text` as an identifier (both layers, ascending)."""
         parts = []
@@ -182,6 +211,8 @@ class SymbolTable:
         row = self.db.execute("SELECT id FROM symbols WHERE text = ?", (text,)).fetchone()
         if row is not None:
             sid = row[0]
+        elif sid is None:
+            sid = self._new_texts().get(text)
         if sid is not None:
             for (data,) in self.db.execute("SELECT data FROM symbol_runs"):
                 sids, blobs = unpack_run(data)
@@ -192,8 +223,8 @@ class SymbolTable:
     def begin_bulk(self) -> None:
         """An indexing run starts: remember text -> id for its batches; on a store without
         symbols every unseen text is new, so no lookups at all."""
-        self._cache = {}
-        self._all_new = self.counts()["symbols"] == 0
+        self._cache = self._new_texts()  # left by an interrupted run, if any
+        self._all_new = self.counts()["symbols"] == len(self._cache)
 
     def end_bulk(self) -> None:
         self._cache = None
@@ -207,6 +238,11 @@ class SymbolTable:
             marks = ",".join("?" * len(chunk))
             info.update(self.db.execute(
                 f"SELECT text, id FROM symbols WHERE text IN ({marks})", chunk))  # fmt: skip
+        if len(info) < len(texts) and self.db.execute(
+            "SELECT 1 FROM symbol_texts LIMIT 1"
+        ).fetchone():
+            fresh = self._new_texts()
+            info.update((t, fresh[t]) for t in texts if t in fresh)
         rest = sorted(t for t in texts if t not in info)
         if rest and self.db.execute("SELECT 1 FROM symbol_blocks LIMIT 1").fetchone():
             q = "SELECT first FROM symbol_blocks ORDER BY first"
@@ -234,21 +270,16 @@ class SymbolTable:
         out: dict[bytes, int] = {}
         missing = texts
         if cache is not None:
-            missing = []
-            for t in texts:
-                sid = cache.get(t)
-                if sid is None:
-                    missing.append(t)
-                else:
-                    out[t] = sid
+            found = list(map(cache.get, texts))
+            missing = [t for t, sid in zip(texts, found, strict=True) if sid is None]
+            out.update(zip(compress(texts, found), filter(None, found), strict=True))  # ids >= 1
         if missing and not self._all_new:
             out.update(self._known(missing))
         new = sorted(t for t in missing if t not in out)
         if new:
             first = int(self._get("next_symbol_id") or 1)
-            rows = [(t, first + k) for k, t in enumerate(new)]
-            self.db.executemany("INSERT INTO symbols(text, id) VALUES (?, ?)", rows)
-            out.update(rows)
+            self.db.execute("INSERT INTO symbol_texts(data) VALUES (?)", (pack_texts(new, first),))
+            out.update(zip(new, range(first, first + len(new)), strict=True))
             self._set("next_symbol_id", str(first + len(new)))
             text_bytes = int(self._get("symbol_text_bytes") or 0) + sum(map(len, new))
             self._set("symbol_text_bytes", str(text_bytes))
@@ -266,8 +297,8 @@ class SymbolTable:
         ids = self.ids(list(set().union(*per_blob.values())))
         blobs = sorted(per_blob)
         sizes = [len(per_blob[b]) for b in blobs]
-        sid = np.fromiter((ids[t] for b in blobs for t in per_blob[b]), dtype=np.int64,
-                          count=sum(sizes))  # fmt: skip
+        pairs = chain.from_iterable(map(per_blob.__getitem__, blobs))
+        sid = np.fromiter(map(ids.__getitem__, pairs), dtype=np.int64, count=sum(sizes))
         blob = np.repeat(np.array(blobs, dtype=np.int64), sizes)
         order = np.lexsort((blob, sid))
         if sid.size:
@@ -278,7 +309,10 @@ class SymbolTable:
     def compact(self) -> int:
         """Fold the recent layer into the sorted blocks (call inside a transaction): blocks a
         recent text falls in are rewritten with it, cut into runs of BLOCK. Returns texts folded."""
-        recent = self.db.execute("SELECT text, id FROM symbols ORDER BY text").fetchall()
+        recent = sorted(self._new_texts().items())
+        reused = self.db.execute("SELECT text, id FROM symbols ORDER BY text").fetchall()
+        if reused:
+            recent = sorted(dict(recent + reused).items())
         runs = [unpack_run(d) for (d,) in self.db.execute("SELECT data FROM symbol_runs")]
         if not recent and not runs:
             return 0
@@ -316,6 +350,7 @@ class SymbolTable:
 
     def _clear_recent(self, folded: int) -> int:
         self.db.execute("DELETE FROM symbols")
+        self.db.execute("DELETE FROM symbol_texts")
         self.db.execute("DELETE FROM symbol_runs")
         if self._cache is not None:
             self._cache.clear()
