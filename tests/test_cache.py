@@ -100,7 +100,7 @@ def test_only_hot_trees_keep_working_files_mapped(store_root):
         assert cache.warm or cache.cold
         assert all(src is None for _, src in cache.warm.values())
         assert all(src is None for _, src, _ in cache.cold.values())
-        assert any(isinstance(e.source, mmap.mmap) for e in cache.hot.values())
+        assert any(isinstance(e.tree._src, mmap.mmap) for e in cache.hot.values())
         for p in paths:  # promoted back from warm / cold with the file reopened
             assert store.tree(p).text == (store_root / p).read_bytes()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,7 @@ import cstvault
 from cstvault import cli, indexer
 from cstvault.codec import CorruptRecord
 from cstvault.extract import parse
+from cstvault.sources import DeferredSource
 from cstvault.store import Store
 from cstvault.verify import compare_trees, verify_store
 from snippets import SNIPPETS
@@ -152,6 +154,8 @@ def test_sources_come_from_the_working_tree_through_mmap_until_it_changes(repo):
     indexer.index(repo, jobs=1)
     with cstvault.open(repo) as store:
         tree = store.tree("java_ok.java")
+        assert isinstance(tree._src, DeferredSource)  # nothing mapped until text is read
+        assert tree.root_node.child_count > 0
         assert isinstance(tree._source, mmap.mmap)  # zero-copy, page cache
         assert tree.text == SNIPPETS["java"]["ok"]
         assert store.cache.stats["hot"].bytes < 4 * len(SNIPPETS["java"]["ok"]) + 200_000
@@ -174,6 +178,18 @@ def test_stale_mmap_with_same_size_and_mtime_falls_back_by_crc(repo):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
     with cstvault.open(repo) as store:
         assert store.tree("go_ok.go").text == original  # the CRC caught it
+
+
+def test_working_file_changed_after_open_but_before_text_is_read(repo):
+    indexer.index(repo, jobs=1)
+    path = repo / "rust_ok.rs"
+    original = path.read_bytes()
+    with cstvault.open(repo) as store:
+        tree = store.tree("rust_ok.rs")  # size and mtime still match: text deferred
+        path.write_bytes(original + b"// appended\n")
+        assert tree.text == original  # length differs from the record's: the store's copy
+        node = tree.root_node.children[0]
+        assert node.text == original[node.start_byte : node.end_byte]
 
 
 def test_clear_errors_for_missing_or_foreign_stores(tmp_path):
@@ -239,3 +255,31 @@ def test_stored_tables_equal_the_grammars():
         assert a.names == b.names and a.fields == b.fields
         for col in ("named", "visible", "identifier", "token_len"):
             assert (getattr(a, col) == getattr(b, col)).all(), (name, col)
+
+
+def _segment_rss() -> int:
+    """Resident bytes of this process's mappings of segment files (/proc/self/smaps)."""
+    total, in_segment = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
+                in_segment = head[-1].endswith(".seg")
+            elif in_segment and line.startswith("Rss:"):
+                total += int(head[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_mapped_segment_pages_are_released_every_few_reads(repo):
+    from cstvault.store.segments import RELEASE_EVERY
+
+    indexer.index(repo, jobs=1)
+    with cstvault.open(repo, cstvault.CacheConfig(max_memory_mb=0)) as store:
+        paths = sorted(f.path for f in store.files())
+        for reads, path in enumerate(paths, 1):
+            store.source(path)
+            if reads % RELEASE_EVERY == 0:
+                assert _segment_rss() == 0
+            else:
+                assert _segment_rss() > 0  # this read's pages, until the next release

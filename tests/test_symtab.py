@@ -121,6 +121,19 @@ def test_block_round_trip():
     assert block.find(b"ab") == 1 and block.find(b"aa") is None and block.find(b"c") is None
 
 
+@given(st.lists(st.tuples(st.binary(max_size=20), st.integers(1, 2**40), st.binary(max_size=9)),
+                max_size=3 * symtab.BLOCK + 5))  # fmt: skip
+def test_pack_blocks_equals_pack_block_per_run(entries):
+    texts, ids, streams = ([e[k] for e in entries] for k in range(3))
+    want = [
+        (texts[a], len(texts[a : a + symtab.BLOCK]),
+         symtab.pack_block(texts[a : a + symtab.BLOCK], ids[a : a + symtab.BLOCK],
+                           streams[a : a + symtab.BLOCK]))
+        for a in range(0, len(texts), symtab.BLOCK)
+    ]  # fmt: skip
+    assert symtab.pack_blocks(texts, ids, streams) == want
+
+
 @given(st.lists(st.sets(st.integers(0, 2**40), max_size=30), max_size=20))
 def test_pack_many_equals_pack_ids(sets):
     arrays = [np.sort(np.array(sorted(s), dtype=np.int64)) for s in sets]

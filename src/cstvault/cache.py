@@ -99,10 +99,12 @@ def _ram(source: object) -> int:
 
 
 class TieredCache:
-    """Maps a key to its decoded tree, loading through `load(key) -> (record, source)`."""
+    """Maps a key to its decoded tree, loading through `load(key, record=True) -> (record or
+    None, source)`."""
 
     def __init__(self, config: CacheConfig):
         self.config = config
+        self._budget = {t: config.budget(t) for t in ("hot", "warm", "cold")}
         self.hot: OrderedDict[object, _Hot] = OrderedDict()
         self.warm: OrderedDict[object, tuple[bytes, object]] = OrderedDict()
         self.cold: OrderedDict[object, tuple[bytes, object, int]] = OrderedDict()
@@ -114,7 +116,8 @@ class TieredCache:
     def get(self, blob: object, load, build):
         """The tree of `blob`: from the first tier that holds it, promoted to hot.
 
-        `load(blob)` reads (record, source) from the frozen tier; `build(record, source)`
+        `load(blob)` reads (record, source) from the frozen tier (`load(blob, False)` just the
+        source, for a tier that kept the record but not the source); `build(record, source)`
         decodes them into (tree, bytes of the tree's buffers, the source the tree uses).
         """
         t0 = time.perf_counter()
@@ -128,14 +131,14 @@ class TieredCache:
         if blob in self.warm:
             record, source = self.warm.pop(blob)
             self.stats["warm"].bytes -= len(record) + _ram(source)
-            if source is None:  # an mmap'd source is reopened, not kept mapped while cold
-                source = load(blob)[1]
+            if source is None:  # a working-tree source is reopened, not kept while cold
+                source = load(blob, False)[1]
             tier = "warm"
         elif blob in self.cold:
             crec, csrc, _ = self.cold.pop(blob)
             self.stats["cold"].bytes -= len(crec) + _ram(csrc)
             record = self._dctx.decompress(crec)
-            source = self._dctx.decompress(csrc) if csrc is not None else load(blob)[1]
+            source = self._dctx.decompress(csrc) if csrc is not None else load(blob, False)[1]
             self.stats["warm"].misses += 1
             tier = "cold"
         else:
@@ -157,9 +160,8 @@ class TieredCache:
         s.record(time.perf_counter() - t0)
 
     def _enforce(self) -> None:
-        cfg = self.config
         hot, warm, cold = self.stats["hot"], self.stats["warm"], self.stats["cold"]
-        while hot.bytes > cfg.budget("hot") and self.hot:
+        while hot.bytes > self._budget["hot"] and self.hot:
             blob, e = self.hot.popitem(last=False)
             hot.bytes -= e.nbytes
             self._evicted += e.nbytes
@@ -169,11 +171,11 @@ class TieredCache:
                 warm.bytes += len(e.record) + _ram(kept)
             else:
                 self._to_cold(blob, e.record, kept)
-        while warm.bytes > cfg.budget("warm") and self.warm:
+        while warm.bytes > self._budget["warm"] and self.warm:
             blob, (record, source) = self.warm.popitem(last=False)
             warm.bytes -= len(record) + _ram(source)
             self._to_cold(blob, record, source)
-        while cold.bytes > cfg.budget("cold") and self.cold:
+        while cold.bytes > self._budget["cold"] and self.cold:
             _, (crec, csrc, _) = self.cold.popitem(last=False)
             cold.bytes -= len(crec) + _ram(csrc)
         if self._evicted >= TRIM_EVERY:
@@ -181,11 +183,11 @@ class TieredCache:
             release_free_memory()
 
     def _to_cold(self, blob: object, record: bytes, source: object) -> None:
-        if len(record) + _ram(source) > 8 * self.config.budget("cold"):
+        if len(record) + _ram(source) > 8 * self._budget["cold"]:
             return  # cannot fit even well compressed: leave it to the frozen tier
         crec = _exact(self._fast.compress(record))
         csrc = _exact(self._fast.compress(source)) if source is not None else None
-        if len(crec) + _ram(csrc) > self.config.budget("cold"):
+        if len(crec) + _ram(csrc) > self._budget["cold"]:
             return  # would not fit at all: leave it to the frozen tier
         self.cold[blob] = (crec, csrc, len(record) + _ram(source))
         self.stats["cold"].bytes += len(crec) + _ram(csrc)

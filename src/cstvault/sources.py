@@ -1,4 +1,5 @@
-"""What counts as a storable source file, and how its lines are counted."""
+"""What counts as a storable source file, how its lines are counted, and text that is
+fetched only when first read."""
 
 from __future__ import annotations
 
@@ -17,3 +18,13 @@ def check_source(source: bytes) -> str | None:
 def count_lines(source: bytes) -> int:
     """Lines as an editor shows them: newlines, plus an unterminated last line."""
     return source.count(b"\n") + (1 if source and not source.endswith(b"\n") else 0)
+
+
+class DeferredSource:
+    """A tree's text, produced on first use (`Tree` calls `resolve` once and keeps the
+    result): the store defers mapping and checking a working-tree file to that moment."""
+
+    __slots__ = ()
+
+    def resolve(self) -> bytes | memoryview:
+        raise NotImplementedError

@@ -23,6 +23,7 @@ from .columns import (
     NAMED,
     Columns,
 )
+from .sources import DeferredSource
 
 __all__ = ["Node", "Point", "Range", "Tree", "TreeCursor"]
 
@@ -53,14 +54,14 @@ class Tree(_native.TreeBase):
     """A syntax tree decoded from a record, read-only."""
 
     __slots__ = (
-        "_colcache", "_decoded", "_source", "_lang_name", "_structcache", "_flags", "_size",
+        "_colcache", "_decoded", "_src", "_lang_name", "_structcache", "_flags", "_size",
         "_start", "_end", "_field", "_lines", "_lines_mv",
     )  # fmt: skip
 
-    def __init__(self, cols: Columns, source: bytes | memoryview):
+    def __init__(self, cols: Columns, source: bytes | memoryview | DeferredSource):
         self._colcache = cols
         self._decoded: tuple | None = None
-        self._source = source
+        self._src = source
         self._lang_name = cols.language
         st = self._structcache = build_structure(cols)
         tables = languages.tables(cols.language)
@@ -79,7 +80,9 @@ class Tree(_native.TreeBase):
         self._lines_mv: memoryview | None = None
 
     @classmethod
-    def from_decoded(cls, decoded: tuple[str, tuple, tuple], source: bytes | memoryview) -> Tree:
+    def from_decoded(
+        cls, decoded: tuple[str, tuple, tuple], source: bytes | memoryview | DeferredSource
+    ) -> Tree:
         """A tree straight over `codec.decode_raw`'s buffers: no numpy object is made until
         something asks for the columns (the cold-open path of the store)."""
         language, out, _ = decoded
@@ -90,12 +93,19 @@ class Tree(_native.TreeBase):
                 tables.names, tables.fields, Node)  # fmt: skip
         t._colcache = t._structcache = None
         t._decoded = decoded
-        t._source = source
+        t._src = source
         t._lang_name = language
         t._flags, t._field = memoryview(flags), memoryview(field).cast("H")
         t._size, t._start, t._end = (memoryview(b).cast("q") for b in (size, start, end))
         t._lines = t._lines_mv = None
         return t
+
+    @property
+    def _source(self) -> bytes | memoryview:
+        src = self._src
+        if isinstance(src, DeferredSource):
+            src = self._src = src.resolve()
+        return src
 
     @property
     def _cols(self) -> Columns:

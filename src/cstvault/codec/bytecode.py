@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import crc32c
 import numpy as np
@@ -28,8 +28,7 @@ _WIDE_FIELD = 0x02
 _MAX_U32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):  # parsed at every cold open: a tuple is cheaper than a dataclass
     version: int
     nodes: int
     source_len: int

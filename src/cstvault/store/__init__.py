@@ -17,6 +17,7 @@ import zstandard
 from .. import languages
 from ..cache import CacheConfig, TieredCache
 from ..codec import CorruptRecord, decode_raw, read_header
+from ..sources import DeferredSource
 from ..tree import Node, Tree
 from .catalog import Catalog, FileRow, StoreVersionError
 from .segments import SegmentReader, SegmentWriter
@@ -108,8 +109,7 @@ class Store:
                 self._frame(blob.src, "source", name, blob.src_dict))  # fmt: skip
 
     def source(self, path: str) -> bytes:
-        return self._retrying(path, lambda blob, _: self._frame(
-            blob.src, "source", path, blob.src_dict))  # fmt: skip
+        return self._retrying(path, lambda blob, _: self._source(blob, path))
 
     def _retrying(self, path: str, read):
         """`read(blob, indexed)`, once more with the catalog's new row if the blob's frames
@@ -158,29 +158,28 @@ class Store:
         """The full tree of a stored file, served by the tiered cache.
 
         Its text comes from the working-tree file through mmap when that file is unchanged
-        (size and mtime, then the record's CRC32C of the source), else from the store.
+        (size and mtime at each access; mapped, and its CRC32C checked against the record's,
+        when the text is first read), else from the store.
         """
         return self._retrying(path, lambda blob, indexed: self._tree(path, blob, indexed))
 
     def _tree(self, path: str, blob, indexed: tuple[int, int]) -> Tree:
-        working = self._working_file(path, indexed)  # one stat; mapped only on a miss
+        working = self._working_file(path, indexed)  # one stat per access
         key = (blob.id, path if working is not None else None)
 
-        def load(_: object) -> tuple[bytes, bytes | mmap.mmap]:
-            mapped = self._map_file(working) if working is not None else None
-            if mapped is None:
-                return self.read_blob(blob, path)
-            return self._frame(blob.tree, "tree record", path, blob.tree_dict), mapped
+        def load(_: object, record: bool = True) -> tuple[bytes | None, object]:
+            if working is None:
+                return self.read_blob(blob, path) if record else (None, self._source(blob, path))
+            tree = self._frame(blob.tree, "tree record", path, blob.tree_dict) if record else None
+            return tree, _WorkingSource(self, blob, path, working)
 
-        def build(record: bytes, source: bytes | mmap.mmap) -> tuple[Tree, int, object]:
+        def build(record: bytes, source: object) -> tuple[Tree, int, object]:
             try:
                 head = read_header(record)
-                if head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
-                    if isinstance(source, bytes):
-                        raise CorruptRecord("source does not match its tree record")
-                    source = self.source(path)  # the file changed under us
-                    if head.source_crc != crc32c.crc32c(source):
-                        raise CorruptRecord("source does not match its tree record")
+                if isinstance(source, _WorkingSource):
+                    source.expect(head.source_len, head.source_crc)
+                elif head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
+                    raise CorruptRecord("source does not match its tree record")
                 decoded = decode_raw(record, head=head)
             except CorruptRecord as exc:
                 raise CorruptRecord(f"{path}: {exc}") from exc
@@ -188,6 +187,9 @@ class Store:
             return tree, tree.buffer_bytes(), source
 
         return self.cache.get(key, load, build)
+
+    def _source(self, blob, path: str) -> bytes:
+        return self._frame(blob.src, "source", path, blob.src_dict)
 
     def files_with_symbol(self, name: str | bytes) -> list[str]:
         """Paths of the files using an identifier, from the symbol table (no tree decoded)."""
@@ -300,6 +302,30 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _WorkingSource(DeferredSource):
+    """A working-tree file as a tree's text: mapped on first use and kept only if its length
+    and CRC32C are the record's (the file may have changed within one mtime tick), else the
+    store's own copy of the source."""
+
+    __slots__ = ("store", "blob", "path", "full", "length", "crc")
+
+    def __init__(self, store: Store, blob, path: str, full: str):
+        self.store, self.blob, self.path, self.full = store, blob, path, full
+        self.length = self.crc = -1
+
+    def expect(self, length: int, crc: int) -> None:
+        self.length, self.crc = length, crc
+
+    def resolve(self) -> bytes | mmap.mmap:
+        mapped = Store._map_file(self.full)
+        if mapped is not None and len(mapped) == self.length and crc32c.crc32c(mapped) == self.crc:
+            return mapped
+        source = self.store._source(self.blob, self.path)
+        if len(source) != self.length or crc32c.crc32c(source) != self.crc:
+            raise CorruptRecord(f"{self.path}: source does not match its tree record")
+        return source
 
 
 def rss_bytes() -> int:

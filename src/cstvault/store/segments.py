@@ -82,12 +82,13 @@ class SegmentWriter:
 
 
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+RELEASE_EVERY = 8  # frame reads between releases of the mapped pages
 
 
 def _unmap_pages(m: mmap.mmap) -> None:
-    """Drop a segment's pages from this process's page tables once a frame is copied out
-    (they stay in the OS page cache). The whole map, not just the frame: the kernel maps
-    neighbouring pages on each fault. Mapped segments then add nothing to RSS."""
+    """Drop a segment's pages from this process's page tables (they stay in the OS page
+    cache). The whole map, not just the frames read: the kernel maps neighbouring pages on
+    each fault."""
     if _DONTNEED is None:
         return
     with contextlib.suppress(OSError, ValueError):
@@ -95,8 +96,10 @@ def _unmap_pages(m: mmap.mmap) -> None:
 
 
 class SegmentReader:
-    """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU); the pages
-    of each frame are released from the mapping once copied out (see `_unmap_pages`).
+    """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU). Every
+    RELEASE_EVERY reads, the pages mapped by those reads are released (`_unmap_pages`), so
+    mapped segments hold at most a few hundred KiB of RSS whatever their number; releasing
+    after every read cost a syscall and a page fault per read.
 
     With `mapped=False` every frame is read with a plain open/pread/close instead (no map,
     no LRU): the unsegmented "records on disk" read path that `bench phases` compares with.
@@ -108,6 +111,8 @@ class SegmentReader:
         self.max_open = max_open
         self.mapped = mapped
         self._maps: OrderedDict[int, mmap.mmap] = OrderedDict()
+        self._touched: set[int] = set()  # segments read since the last release
+        self._reads = 0
 
     def _map(self, seg_id: int) -> mmap.mmap:
         m = self._maps.get(seg_id)
@@ -138,7 +143,10 @@ class SegmentReader:
             if offset + length > len(m):
                 raise CorruptRecord(f"segment {seg_id} truncated")
         frame = m[offset : offset + length]
-        _unmap_pages(m)
+        self._touched.add(seg_id)
+        self._reads += 1
+        if self._reads >= RELEASE_EVERY:
+            self.release_pages()
         if crc32c.crc32c(frame) != crc:
             raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
         return frame
@@ -158,6 +166,15 @@ class SegmentReader:
         if crc32c.crc32c(frame) != crc:
             raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
         return frame
+
+    def release_pages(self) -> None:
+        """Release the pages that reads since the last release mapped."""
+        for seg_id in self._touched:
+            m = self._maps.get(seg_id)
+            if m is not None:
+                _unmap_pages(m)
+        self._touched.clear()
+        self._reads = 0
 
     def forget(self, seg_id: int) -> None:
         """Unmap a segment (before it is deleted: a mapping would keep its disk space)."""

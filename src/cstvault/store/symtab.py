@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
-from itertools import chain, compress
+from itertools import chain, compress, repeat
 from sqlite3 import Connection
 
 import crc32c
@@ -68,10 +68,42 @@ def pack_block(texts: list[bytes], ids: list[int], streams: list[bytes]) -> byte
     return _seal(body, LEVEL)
 
 
+def pack_blocks(texts: list[bytes], ids, streams: list[bytes]) -> list[tuple[bytes, int, bytes]]:
+    """`pack_block` of every run of BLOCK consecutive entries, as (first text, count, data),
+    with one vectorised LEB128 encode per column instead of three per block."""
+    n = len(texts)
+    if n == 0:
+        return []
+    cuts = np.arange(0, n, BLOCK)
+    ends = np.minimum(cuts + BLOCK, n)
+
+    def cut(data: bytes, sizes: np.ndarray) -> list[bytes]:
+        off = np.r_[0, np.cumsum(sizes)]
+        return [data[a:b] for a, b in zip(off[cuts].tolist(), off[ends].tolist(), strict=True)]
+
+    lens = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    plens = np.fromiter(map(len, streams), dtype=np.int64, count=n)
+    ids = np.asarray(ids, dtype=np.int64)
+    cols = [cut(varint.encode(v), varint.sizes(v)) for v in (lens, ids, plens)]
+    posts = cut(b"".join(streams), plens)
+    words = cut(b"".join(texts), lens)
+    out = []
+    for k, (a, b) in enumerate(zip(cuts.tolist(), ends.tolist(), strict=True)):
+        lb, ib, pb, post = cols[0][k], cols[1][k], cols[2][k], posts[k]
+        head = _HEAD.pack(b - a, len(lb), len(ib), len(pb), len(post))
+        out.append((texts[a], b - a, _seal(b"".join((head, lb, ib, pb, post, words[k])), LEVEL)))
+    return out
+
+
+_COMPRESSORS: dict[int, zstandard.ZstdCompressor] = {}
+
+
 def _seal(body: bytes, level: int) -> bytes:
     """`body` and its CRC32C as one zstd frame."""
-    return zstandard.ZstdCompressor(level=level).compress(
-        body + struct.pack("<I", crc32c.crc32c(body)))  # fmt: skip
+    c = _COMPRESSORS.get(level)
+    if c is None:
+        c = _COMPRESSORS[level] = zstandard.ZstdCompressor(level=level)
+    return c.compress(body + struct.pack("<I", crc32c.crc32c(body)))
 
 
 def _unseal(data: bytes, what: str, head: int) -> bytes:
@@ -309,13 +341,13 @@ class SymbolTable:
     def compact(self) -> int:
         """Fold the recent layer into the sorted blocks (call inside a transaction): blocks a
         recent text falls in are rewritten with it, cut into runs of BLOCK. Returns texts folded."""
-        recent = sorted(self._new_texts().items())
-        reused = self.db.execute("SELECT text, id FROM symbols ORDER BY text").fetchall()
-        if reused:
-            recent = sorted(dict(recent + reused).items())
+        recent = self._new_texts()
+        recent.update(self.db.execute("SELECT text, id FROM symbols"))
+        texts = sorted(recent)
         runs = [unpack_run(d) for (d,) in self.db.execute("SELECT data FROM symbol_runs")]
-        if not recent and not runs:
+        if not texts and not runs:
             return 0
+        ids = list(map(recent.__getitem__, texts))
         if runs:
             sids = np.concatenate([r[0] for r in runs])
             blobs = np.concatenate([r[1] for r in runs])
@@ -323,15 +355,16 @@ class SymbolTable:
             stream_of = dict(zip(*_streams(sids[order], blobs[order]), strict=True))
         else:
             stream_of = {}
+        streams = list(map(stream_of.get, ids, repeat(b"")))
         blocks = self.db.execute("SELECT id, first FROM symbol_blocks ORDER BY first").fetchall()
         if not blocks:  # a first load: the recent texts, sorted, are the blocks
-            self._write_runs([(t, (sid, stream_of.get(sid, b""))) for t, sid in recent])
-            return self._clear_recent(len(recent))
+            self._insert_blocks(pack_blocks(texts, ids, streams))
+            return self._clear_recent(len(texts))
         firsts = [b[1] for b in blocks]
         groups: dict[int, list[tuple[bytes, int, bytes]]] = {}
-        for text, sid in recent:
+        for text, sid, stream in zip(texts, ids, streams, strict=True):
             groups.setdefault(max(bisect_right(firsts, text) - 1, -1), []).append(
-                (text, sid, stream_of.get(sid, b"")))  # fmt: skip
+                (text, sid, stream))  # fmt: skip
         for b, rows in groups.items():
             merged: dict[bytes, tuple[int, bytes]] = {}
             if b >= 0:
@@ -345,8 +378,10 @@ class SymbolTable:
                 if old is not None and old[1]:
                     stream = _stream(np.concatenate((_blobs(old[1]), _blobs(stream))))
                 merged[text] = (sid, stream)
-            self._write_runs(sorted(merged.items()))
-        return self._clear_recent(len(recent))
+            items = sorted(merged.items())
+            self._insert_blocks(pack_blocks([t for t, _ in items], [v[0] for _, v in items],
+                                            [v[1] for _, v in items]))  # fmt: skip
+        return self._clear_recent(len(texts))
 
     def _clear_recent(self, folded: int) -> int:
         self.db.execute("DELETE FROM symbols")
@@ -357,13 +392,7 @@ class SymbolTable:
             self._all_new = False
         return folded
 
-    def _write_runs(self, items: list[tuple[bytes, tuple[int, bytes]]]) -> None:
-        rows = []
-        for k in range(0, len(items), BLOCK):
-            run = items[k : k + BLOCK]
-            texts = [t for t, _ in run]
-            data = pack_block(texts, [v[0] for _, v in run], [v[1] for _, v in run])
-            rows.append((texts[0], len(run), data))
+    def _insert_blocks(self, rows: list[tuple[bytes, int, bytes]]) -> None:
         self.db.executemany("INSERT INTO symbol_blocks(first, count, data) VALUES (?, ?, ?)", rows)
 
     def counts(self) -> dict[str, int]:
@@ -371,4 +400,4 @@ class SymbolTable:
                 "symbol_text_bytes": int(self._get("symbol_text_bytes") or 0)}  # fmt: skip
 
 
-__all__ = ["BLOCK", "Block", "SymbolTable", "pack_block"]
+__all__ = ["BLOCK", "Block", "SymbolTable", "pack_block", "pack_blocks"]
