@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
@@ -97,3 +98,41 @@ def test_sigkill_during_freeze_then_resume(repo, tmp_path):
         assert verify_store(store).mismatched == 0
         store.gc()
         assert store.segment_bytes() == frame_bytes(store)
+
+
+def test_freeze_honours_the_disk_quota(repo, tmp_path, monkeypatch):
+    monkeypatch.setattr("cstvault.freeze.BATCH_BLOBS", 10)
+    store_dir = tmp_path / "s"
+    indexer.index(repo, store_dir, jobs=1)
+    with cstvault.open(store_dir) as store:
+        used = store.segment_bytes()
+    # old and new frames coexist until a batch's old segments are dropped: no room for that
+    with pytest.raises(indexer.DiskQuotaExceeded, match="freezing 10 blobs"):
+        freeze(store_dir, jobs=1, disk_quota_mb=used / 2**20)
+    with cstvault.open(store_dir) as store:
+        assert store.segment_bytes() <= used
+        assert store.stats()["levels"] == {str(indexer.INDEX_LEVEL): 60}  # nothing moved
+        assert verify_store(store).mismatched == 0
+    assert freeze(store_dir, jobs=1, disk_quota_mb=2 * used / 2**20).blobs == 60
+
+
+def test_the_quota_given_to_index_is_kept_and_enforced_later(repo, tmp_path):
+    from click.testing import CliRunner
+
+    from cstvault.cli import main
+
+    store_dir = tmp_path / "s"
+    indexer.index(repo, store_dir, jobs=1, disk_quota_mb=1)
+    with cstvault.open(store_dir) as store:
+        assert store.catalog.disk_quota() == 2**20
+        used = store.segment_bytes()
+    rng = random.Random(7)
+    for i in range(40):  # random names and numbers: megabytes even compressed
+        lines = (f"v{rng.getrandbits(64):x} = {rng.getrandbits(64)}\n" for _ in range(2000))
+        (repo / f"big{i:02d}.py").write_text("".join(lines))
+    res = CliRunner().invoke(main, ["index", str(repo), "--store", str(store_dir), "-j", "1"])
+    assert res.exit_code == 1 and "disk quota of 1.0 MiB" in res.output
+    assert "Traceback" not in res.output
+    with cstvault.open(store_dir) as store:
+        assert used < store.segment_bytes() <= 2**20
+        assert verify_store(store).mismatched == 0

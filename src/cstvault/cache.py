@@ -36,7 +36,6 @@ class CacheConfig:
     hot_percent: float = 50.0
     warm_percent: float = 30.0
     cold_percent: float = 20.0
-    disk_quota_mb: float | None = None  # frozen tier cap, checked when writing
 
     def __post_init__(self) -> None:
         if self.max_memory_mb < 0 or min(self.hot_percent, self.warm_percent,

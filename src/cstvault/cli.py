@@ -105,7 +105,7 @@ def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
 @click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True,
               help="Worker processes for parse + encode.")
 @click.option("--disk-quota-mb", type=float, default=None,
-              help="Refuse to grow the segment files past this size.")
+              help="Refuse to grow the segment files past this size (kept in the store).")
 @click.option("--freeze/--no-freeze", default=True, show_default=True,
               help="Recompress the new frames to zstd-19 once indexed (else: `cstvault freeze`).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
@@ -158,8 +158,9 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
                        f"({frozen.bytes_before:,} -> {frozen.bytes_after:,} bytes)")  # fmt: skip
 
 
-def _freeze(directory: Path, jobs: int, quiet: bool):
+def _freeze(directory: Path, jobs: int, quiet: bool, disk_quota_mb: float | None = None):
     from .freeze import freeze as freeze_store
+    from .indexer import DiskQuotaExceeded
 
     with _progress(console.is_terminal and not quiet) as bar:
         task = bar.add_task("freeze", total=None, current="zstd-19")
@@ -167,18 +168,23 @@ def _freeze(directory: Path, jobs: int, quiet: bool):
         def step(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return freeze_store(directory, jobs=jobs, progress=step)
+        try:
+            return freeze_store(directory, jobs=jobs, progress=step, disk_quota_mb=disk_quota_mb)
+        except DiskQuotaExceeded as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
 @click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
 @click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True)
+@click.option("--disk-quota-mb", type=float, default=None,
+              help="Refuse to grow the segment files past this size (default: the store's).")
 @click.option("--json", "as_json", is_flag=True)
-def freeze(store_dir: str, jobs: int, as_json: bool) -> None:
+def freeze(store_dir: str, jobs: int, disk_quota_mb: float | None, as_json: bool) -> None:
     """Recompress frames not yet frozen to zstd-19 (resumable; readers may stay open)."""
     from .store import resolve
 
-    report = _freeze(resolve(store_dir), jobs, as_json)
+    report = _freeze(resolve(store_dir), jobs, as_json, disk_quota_mb)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import zstandard
 
-from .indexer import FROZEN_LEVEL
+from .indexer import FROZEN_LEVEL, check_quota, quota_bytes
 from .store import Store
 from .store.catalog import BlobRow
 
@@ -73,14 +73,20 @@ def _batches(rows: list[BlobRow]) -> Iterator[list[BlobRow]]:
 
 
 def freeze(store_dir: str | Path, jobs: int = 2,
-           progress: Callable[[int, int], None] | None = None) -> FreezeReport:  # fmt: skip
-    """Recompress every blob not yet at level 19; returns what was done."""
+           progress: Callable[[int, int], None] | None = None,
+           disk_quota_mb: float | None = None) -> FreezeReport:  # fmt: skip
+    """Recompress every blob not yet at level 19; returns what was done.
+
+    A batch whose new frames would take the segment files past the quota (`disk_quota_mb`,
+    else the store's) raises indexer.DiskQuotaExceeded before it is written; the batches
+    before it stay frozen, the rest stay readable at their fast level."""
     t0 = time.perf_counter()
     report = FreezeReport()
     store = Store.open(store_dir)
     try:
         cat = store.catalog
         rows = cat.blobs_below(FROZEN_LEVEL)
+        quota = quota_bytes(disk_quota_mb) if disk_quota_mb is not None else cat.disk_quota()
         dicts = {did: data for (_lang, _kind), (did, data) in cat.dictionaries().items()}
         pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(dicts,)) if jobs > 1 else None
         if pool is None:
@@ -89,7 +95,12 @@ def freeze(store_dir: str | Path, jobs: int = 2,
             for batch in _batches(rows):
                 tasks = [(store.raw_frame(b.tree), b.tree_dict,
                           store.raw_frame(b.src), b.src_dict) for b in batch]  # fmt: skip
-                done = pool.map(recompress, tasks, chunksize=8) if pool else map(recompress, tasks)
+                done = list(pool.map(recompress, tasks, chunksize=8) if pool
+                            else map(recompress, tasks))  # fmt: skip
+                if quota is not None:
+                    need = sum(len(t) + len(s) for t, s in done)
+                    check_quota(quota, store.segment_bytes(), need,
+                                f"freezing {len(batch)} blobs")  # fmt: skip
                 writer = store.writer()
                 moved = []
                 for b, (tree, _, src, _), (tree19, src19) in zip(batch, tasks, done, strict=True):

@@ -126,6 +126,21 @@ class DiskQuotaExceeded(RuntimeError):
     """Writing would take the frozen tier (segment files) past its disk quota."""
 
 
+def quota_bytes(megabytes: float) -> int:
+    return int(megabytes * 1024 * 1024)
+
+
+def check_quota(quota: int | None, used: int, need: int, what: str) -> None:
+    """DiskQuotaExceeded, naming `what`, if writing `need` more bytes past `used` would
+    exceed `quota`."""
+    if quota is not None and used + need > quota:
+        raise DiskQuotaExceeded(
+            f"disk quota of {quota / 2**20:.1f} MiB for the frozen tier would be exceeded by "
+            f"{what} ({used + need:,} bytes needed); raise --disk-quota-mb or free space "
+            "with `cstvault gc`"
+        )
+
+
 def index(
     root: str | os.PathLike[str],
     store_dir: str | os.PathLike[str] | None = None,
@@ -142,7 +157,8 @@ def index(
 
     `on_commit` is called with the paths of each batch once its transaction has committed.
     With `disk_quota_mb`, a batch that would take the segment files past the quota raises
-    DiskQuotaExceeded before anything of it is written (earlier batches stay committed).
+    DiskQuotaExceeded before anything of it is written (earlier batches stay committed). The
+    quota is kept in the store: later runs (and `freeze`) enforce it when given none.
     With `only` (root-relative '/'-separated paths), just those files are indexed.
     Frames are written at zstd `level` (fast by default); `freeze.freeze` then recompresses
     them to level 19.
@@ -172,12 +188,15 @@ def index(
         total = len(tasks)
         store.catalog.begin()
         store.catalog.set_meta("root", str(root))
+        if disk_quota_mb is not None:
+            store.catalog.set_meta("disk_quota_bytes", str(quota_bytes(disk_quota_mb)))
+        quota = store.catalog.disk_quota()
         report.removed = store.catalog.remove_missing(present)
         for language in sorted({t[2] for t in tasks}):
             store.catalog.put_grammar(language)
         dicts = _train_dictionaries(store, tasks, jobs)
         store.catalog.commit()
-        batch = _Batch(store, report, batch_files, on_commit, disk_quota_mb)
+        batch = _Batch(store, report, batch_files, on_commit, quota)
         store.catalog.symbols.begin_bulk()
         try:
             for done, enc in enumerate(_run(tasks, jobs, dicts, level), 1):
@@ -260,13 +279,13 @@ class _Batch:
 
     def __init__(self, store: Store, report: IndexReport, limit: int,
                  on_commit: Callable[[list[str]], None] | None,
-                 quota_mb: float | None):  # fmt: skip
+                 quota: int | None):  # fmt: skip
         self.store = store
         self.report = report
         self.limit = limit
         self.on_commit = on_commit
-        self.quota = None if quota_mb is None else int(quota_mb * 1024 * 1024)
-        self.disk = store.segment_bytes() if quota_mb is not None else 0
+        self.quota = quota
+        self.disk = store.segment_bytes() if quota is not None else 0
         self.rows: list[tuple[Encoded, tuple, tuple] | tuple[Encoded, int]] = []
         self.pending: dict[bytes, tuple[tuple, tuple]] = {}
         self.bytes = 0
@@ -283,13 +302,11 @@ class _Batch:
                 self.rows.append((enc, *self.pending[enc.digest]))
             else:
                 need = len(enc.tree) + len(enc.source)
-                if self.quota is not None and self.disk + need > self.quota:
+                try:
+                    check_quota(self.quota, self.disk, need, enc.path)
+                except DiskQuotaExceeded:
                     self.flush()
-                    raise DiskQuotaExceeded(
-                        f"disk quota of {self.quota / 2**20:.1f} MiB for the frozen tier would be "
-                        f"exceeded by {enc.path} ({self.disk + need:,} bytes needed); "
-                        "raise --disk-quota-mb or free space with `cstvault gc`"
-                    )
+                    raise
                 self.disk += need
                 writer = self.store.writer()
                 tree = writer.append(enc.tree)

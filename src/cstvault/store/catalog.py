@@ -161,6 +161,11 @@ class Catalog:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def disk_quota(self) -> int | None:
+        """The frozen tier's quota in bytes, as last given to `index` (None: no quota)."""
+        value = self._meta_value("disk_quota_bytes")
+        return int(value) if value else None
+
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta"))
 
