@@ -58,10 +58,22 @@ def test_bench_store_json(tmp_path):
     out = json.loads(res.output[res.output.index("{") :])
     for key in ("attributable_rss_mb", "cold_open_p50_ms", "cold_vs_reparse_median_ratio",
                 "disk_bytes_per_line", "index_lines_per_s", "open_ms", "tiers", "freeze",
-                "index_and_freeze_lines_per_s", "dictionaries"):  # fmt: skip
+                "index_and_freeze_lines_per_s", "dictionaries",
+                "index_cpu_steal_percent"):  # fmt: skip
         assert key in out, key
+    steal = out["index_cpu_steal_percent"]
+    assert steal is None or 0 <= steal <= 100
     assert out["dictionaries"]["sample_blobs"] == out["blobs"]
     assert out["dictionaries"]["tree_bytes_per_line"]["none"] > 0
     assert out["files"] == 3 * len(SNIPPETS)
     assert sum(t["hits"] for t in out["tiers"].values()) == 300
     assert out["cache_bytes"] <= 1024 * 1024
+
+
+def test_steal_percent_from_cpu_counters():
+    from cstvault.bench import steal_percent
+
+    before = [100, 0, 10, 50, 0, 0, 0, 5, 0, 0]
+    after = [160, 0, 20, 70, 0, 0, 0, 15, 0, 0]  # 60 + 10 + 20 + 10 jiffies, 10 stolen
+    assert steal_percent(before, after) == 10.0
+    assert steal_percent(None, after) is None

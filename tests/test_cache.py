@@ -20,14 +20,28 @@ def store_root(tmp_path):
     return root
 
 
-def test_frames_use_a_trained_dictionary(store_root):
+def test_freeze_trains_dictionaries_and_later_runs_use_them(store_root):
+    from cstvault.freeze import freeze
+
+    with cstvault.open(store_root) as store:  # index alone: fast frames, no dictionary yet
+        assert store.catalog.dictionaries() == {}
+        before = {b.id: b.tree[2] + b.src[2] for b in store.catalog.blobs()}
+    freeze(store_root / ".cstvault", jobs=2)
     with cstvault.open(store_root) as store:
         dicts = store.catalog.dictionaries()
-        assert {("python", "tree"), ("python", "source")} <= set(dicts)
+        assert {("python", "tree"), ("python", "source")} == set(dicts)
         blobs = list(store.catalog.blobs())
-        assert all(b.tree_dict and b.src_dict for b in blobs)
+        want = (dicts[("python", "tree")][0], dicts[("python", "source")][0])
+        assert all((b.tree_dict, b.src_dict) == want for b in blobs)
+        assert sum(b.tree[2] + b.src[2] for b in blobs) < sum(before.values())
         assert store.tree("m05.py").text == (store_root / "m05.py").read_bytes()
         assert store.stats()["dictionary_bytes"] > 0
+    (store_root / "new.py").write_text("def fresh(a):\n    return a\n")
+    indexer.index(store_root, jobs=1)  # the store's dictionaries, already at index time
+    with cstvault.open(store_root) as store:
+        (new,) = (b for b in store.catalog.blobs() if b.id not in before)
+        assert new.tree_dict == dicts[("python", "tree")][0]
+        assert store.tree("new.py").text == (store_root / "new.py").read_bytes()
 
 
 def test_config_validation():

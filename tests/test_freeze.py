@@ -136,3 +136,19 @@ def test_the_quota_given_to_index_is_kept_and_enforced_later(repo, tmp_path):
     with cstvault.open(store_dir) as store:
         assert used < store.segment_bytes() <= 2**20
         assert verify_store(store).mismatched == 0
+
+
+def test_freeze_compacts_what_an_uncompacted_index_left(repo, tmp_path):
+    store_dir = tmp_path / "s"
+    indexer.index(repo, store_dir, jobs=1, compact=False)
+    with cstvault.open(store_dir) as store:
+        db = store.catalog.db
+        assert db.execute("SELECT count(*) FROM symbol_blocks").fetchone()[0] == 0
+        assert store.files_with_symbol("h7_3") == ["m07.py"]  # answered from the runs
+    freeze(store_dir, jobs=1)
+    with cstvault.open(store_dir) as store:
+        db = store.catalog.db
+        assert db.execute("SELECT count(*) FROM symbol_runs").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM symbol_texts").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM symbol_blocks").fetchone()[0] > 0
+        assert store.files_with_symbol("h7_3") == ["m07.py"]

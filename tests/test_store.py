@@ -12,6 +12,7 @@ import cstvault
 from cstvault import cli, indexer
 from cstvault.codec import CorruptRecord
 from cstvault.extract import parse
+from cstvault.freeze import DICT_MIN_FILES, freeze
 from cstvault.sources import DeferredSource
 from cstvault.store import Store
 from cstvault.verify import compare_trees, verify_store
@@ -214,13 +215,14 @@ def test_dictionary_contexts_are_bounded(tmp_path, monkeypatch):
     root.mkdir()
     langs = ["python", "go", "c"]
     for lang in langs:
-        for k in range(indexer.DICT_MIN_FILES):
+        for k in range(DICT_MIN_FILES):
             (root / f"{lang}_{k}.{EXT[lang]}").write_bytes(SNIPPETS[lang]["ok"] * (k + 1))
     indexer.index(root, jobs=1)
+    freeze(root / ".cstvault", jobs=1)  # trains the dictionaries
     monkeypatch.setattr("cstvault.store.DCTX_CACHE", 1)
     with cstvault.open(root, cstvault.CacheConfig(max_memory_mb=0)) as store:
         assert len(store.catalog.dictionaries()) == 2 * len(langs)  # trained: tree + source
-        for k in range(indexer.DICT_MIN_FILES):
+        for k in range(DICT_MIN_FILES):
             for lang in langs:  # alternate languages: every read switches dictionary
                 path = f"{lang}_{k}.{EXT[lang]}"
                 assert store.source(path) == SNIPPETS[lang]["ok"] * (k + 1)

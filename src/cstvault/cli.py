@@ -127,7 +127,7 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
 
         try:
             report = indexer.index(root, store_dir, jobs=jobs, progress=step,
-                                   disk_quota_mb=disk_quota_mb)  # fmt: skip
+                                   disk_quota_mb=disk_quota_mb, compact=not freeze)  # fmt: skip
         except indexer.DiskQuotaExceeded as exc:
             raise click.ClickException(str(exc)) from exc
     directory = Path(store_dir) if store_dir else Path(root) / ".cstvault"

@@ -1,8 +1,10 @@
 """Freeze: recompress the frames `index` wrote at a fast zstd level to level 19.
 
 Indexing writes fast frames so a codebase becomes queryable at parse speed; freezing then
-moves every blob's two frames to zstd-19 frames (same dictionaries) appended to new segments,
-in batches that follow the commit protocol of the indexer: new frames are fsynced before the
+moves every blob's two frames to zstd-19 frames appended to new segments. A language without
+trained dictionaries gets them first, from a sample of its stored records and sources (no
+re-parse), and its frames are recompressed with them. Batches follow the commit protocol of
+the indexer: new frames are fsynced before the
 catalog transaction that points the blobs at them. Segments left without a referenced frame
 are deleted as the freeze goes, so the extra disk it needs stays around one batch. A crash
 leaves every blob readable (old or new frames); running freeze again resumes.
@@ -23,6 +25,9 @@ from .store import Store
 from .store.catalog import BlobRow
 
 BATCH_BLOBS = 256
+DICT_BYTES = 64 * 1024  # one zstd dictionary per language for tree records, one for sources
+DICT_SAMPLES = 64  # blobs sampled per language to train them
+DICT_MIN_FILES = 16  # fewer blobs of a language: its frames go without a dictionary
 
 _DICTS: dict[int, bytes] = {}
 _CTX: dict[int, tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor]] = {}
@@ -57,14 +62,56 @@ def _ctx(did: int) -> tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor
     return c
 
 
-def recompress(task: tuple[bytes, int, bytes, int]) -> tuple[bytes, bytes]:
-    """Worker: (tree frame, its dictionary, source frame, its dictionary) -> zstd-19 frames."""
-    tree, tdid, src, sdid = task
-    out = []
-    for frame, did in ((tree, tdid), (src, sdid)):
-        dctx, cctx = _ctx(did)
-        out.append(cctx.compress(dctx.decompress(frame)))
-    return out[0], out[1]
+def recompress(task: tuple[bytes, int, int, bytes, int, int]) -> tuple[bytes, bytes]:
+    """Worker: (tree frame, its dictionary, the target one, source frame, its dictionary,
+    the target one) -> zstd-19 frames."""
+    tree, t_from, t_to, src, s_from, s_to = task
+    return (_ctx(t_to)[1].compress(_ctx(t_from)[0].decompress(tree)),
+            _ctx(s_to)[1].compress(_ctx(s_from)[0].decompress(src)))  # fmt: skip
+
+
+def _train_one(job: tuple[str, list[bytes], list[bytes]]) -> tuple[bytes, bytes] | None:
+    _, records, sources = job
+    try:
+        return (zstandard.train_dictionary(DICT_BYTES, records).as_bytes(),
+                zstandard.train_dictionary(DICT_BYTES, sources).as_bytes())  # fmt: skip
+    except zstandard.ZstdError:
+        return None  # too little material: the language's frames go without a dictionary
+
+
+def train_dictionaries(store: Store, rows: list[BlobRow], jobs: int) -> int:
+    """Train and store the dictionaries of languages that have none yet, from an evenly
+    spaced sample of their blobs among `rows`; returns how many languages got one."""
+    cat = store.catalog
+    have = cat.dictionaries()
+    by_lang: dict[str, list[BlobRow]] = {}
+    for b in rows:
+        by_lang.setdefault(b.language, []).append(b)
+    todo = []
+    for lang, blobs in sorted(by_lang.items()):
+        if (lang, "tree") in have or len(blobs) < DICT_MIN_FILES:
+            continue
+        step = max(1, len(blobs) // DICT_SAMPLES)
+        pairs = [store.read_blob(b, f"blob {b.id}") for b in blobs[::step][:DICT_SAMPLES]]
+        todo.append((lang, [r for r, _ in pairs], [src for _, src in pairs]))
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
+            trained = list(pool.map(_train_one, todo))
+    else:
+        trained = list(map(_train_one, todo))
+    cat.begin()
+    for (lang, _, _), dicts in zip(todo, trained, strict=True):
+        if dicts is not None:
+            cat.add_dictionary(lang, "tree", dicts[0])
+            cat.add_dictionary(lang, "source", dicts[1])
+    cat.commit()
+    return sum(d is not None for d in trained)
+
+
+def _task(store: Store, b: BlobRow, target: dict[tuple[str, str], int]) -> tuple:
+    """What `recompress` needs of a blob: each frame, its dictionary and the one to use."""
+    return (store.raw_frame(b.tree), b.tree_dict, target.get((b.language, "tree"), b.tree_dict),
+            store.raw_frame(b.src), b.src_dict, target.get((b.language, "source"), b.src_dict))
 
 
 def _batches(rows: list[BlobRow]) -> Iterator[list[BlobRow]]:
@@ -87,14 +134,16 @@ def freeze(store_dir: str | Path, jobs: int = 2,
         cat = store.catalog
         rows = cat.blobs_below(FROZEN_LEVEL)
         quota = quota_bytes(disk_quota_mb) if disk_quota_mb is not None else cat.disk_quota()
-        dicts = {did: data for (_lang, _kind), (did, data) in cat.dictionaries().items()}
+        train_dictionaries(store, rows, jobs)
+        have = cat.dictionaries()
+        dicts = {did: data for (did, data) in have.values()}
+        target = {key: did for key, (did, _) in have.items()}
         pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(dicts,)) if jobs > 1 else None
         if pool is None:
             _init(dicts)
         try:
             for batch in _batches(rows):
-                tasks = [(store.raw_frame(b.tree), b.tree_dict,
-                          store.raw_frame(b.src), b.src_dict) for b in batch]  # fmt: skip
+                tasks = [_task(store, b, target) for b in batch]
                 done = list(pool.map(recompress, tasks, chunksize=8) if pool
                             else map(recompress, tasks))  # fmt: skip
                 if quota is not None:
@@ -103,14 +152,15 @@ def freeze(store_dir: str | Path, jobs: int = 2,
                                 f"freezing {len(batch)} blobs")  # fmt: skip
                 writer = store.writer()
                 moved = []
-                for b, (tree, _, src, _), (tree19, src19) in zip(batch, tasks, done, strict=True):
-                    moved.append((b.id, writer.append(tree19), writer.append(src19)))
-                    report.bytes_before += len(tree) + len(src)
+                for b, task, (tree19, src19) in zip(batch, tasks, done, strict=True):
+                    moved.append((b.id, writer.append(tree19), writer.append(src19),
+                                  (task[2], task[5])))  # fmt: skip
+                    report.bytes_before += len(task[0]) + len(task[3])
                     report.bytes_after += len(tree19) + len(src19)
                 writer.sync()  # frames durable before the catalog points at them
                 cat.begin()
-                for blob, tree_loc, src_loc in moved:
-                    cat.relocate(blob, tree_loc, src_loc, FROZEN_LEVEL)
+                for blob, tree_loc, src_loc, dicts_to in moved:
+                    cat.relocate(blob, tree_loc, src_loc, FROZEN_LEVEL, dicts_to)
                 cat.commit()
                 report.blobs += len(batch)
                 report.segments_removed += store.drop_dead_segments()
@@ -120,11 +170,13 @@ def freeze(store_dir: str | Path, jobs: int = 2,
             if pool is not None:
                 pool.shutdown()
         if rows:
-            store.gc()
+            store.gc()  # drops what the batches left behind; compacts symbols and catalog
+        else:
+            cat.compact_symbols()  # e.g. after `index(compact=False)` that stored no new blob
     finally:
         store.close()
     report.seconds = time.perf_counter() - t0
     return report
 
 
-__all__ = ["FreezeReport", "freeze", "recompress"]
+__all__ = ["FreezeReport", "freeze", "recompress", "train_dictionaries"]

@@ -30,9 +30,6 @@ INDEX_LEVEL = 1  # frames are written fast; `freeze` recompresses them to FROZEN
 FROZEN_LEVEL = 19
 BATCH_FILES = 512
 BATCH_BYTES = 16 * 1024 * 1024
-DICT_BYTES = 64 * 1024
-DICT_SAMPLES = 64
-DICT_MIN_FILES = 16
 DIGEST_BYTES = 16  # dedup key: 128 bits of sha256 (collision odds ~1e-21 at 10^9 blobs)
 COMPACT_SHARE = 10  # compact the catalog when a run added at least 1/10 of its blobs
 
@@ -152,6 +149,7 @@ def index(
     disk_quota_mb: float | None = None,
     only: set[str] | None = None,
     level: int = INDEX_LEVEL,
+    compact: bool = True,
 ) -> IndexReport:
     """Index every supported file under `root` into the store (created if missing).
 
@@ -161,7 +159,9 @@ def index(
     quota is kept in the store: later runs (and `freeze`) enforce it when given none.
     With `only` (root-relative '/'-separated paths), just those files are indexed.
     Frames are written at zstd `level` (fast by default); `freeze.freeze` then recompresses
-    them to level 19.
+    them to level 19. The run ends by folding its symbols into the compacted blocks (and,
+    after a bulk load, packing the catalog) unless `compact=False`: freeze does both when it
+    finishes, so `cstvault index` leaves them to it rather than doing them twice.
     """
     t0 = time.perf_counter()
     root = Path(root).resolve()
@@ -194,7 +194,7 @@ def index(
         report.removed = store.catalog.remove_missing(present)
         for language in sorted({t[2] for t in tasks}):
             store.catalog.put_grammar(language)
-        dicts = _train_dictionaries(store, tasks, jobs)
+        dicts = _store_dictionaries(store)
         store.catalog.commit()
         batch = _Batch(store, report, batch_files, on_commit, quota)
         store.catalog.symbols.begin_bulk()
@@ -206,61 +206,21 @@ def index(
             batch.flush()
         finally:
             store.catalog.symbols.end_bulk()
-        store.catalog.compact_symbols()
-        if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
-            store.catalog.compact()  # a bulk load: pack the catalog's pages
+        if compact:
+            store.catalog.compact_symbols()
+            if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
+                store.catalog.compact()  # a bulk load: pack the catalog's pages
     finally:
         store.close()
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _train_dictionaries(store: Store, tasks: list[tuple[str, str, str]], jobs: int) -> dict:
-    """Train a zstd dictionary per language and kind (tree records, sources) from a
-    deterministic sample of the files to index, once per store (one language per worker
-    process); returns what workers need."""
+def _store_dictionaries(store: Store) -> dict:
+    """What workers need of the dictionaries the store already has (trained by `freeze`)."""
     have = store.catalog.dictionaries()
-    by_lang: dict[str, list[tuple[str, str, str]]] = {}
-    for t in tasks:
-        by_lang.setdefault(t[2], []).append(t)
-    todo = []
-    for lang, items in sorted(by_lang.items()):
-        if (lang, "tree") in have or len(items) < DICT_MIN_FILES:
-            continue
-        step = max(1, len(items) // DICT_SAMPLES)
-        todo.append((lang, items[::step][:DICT_SAMPLES]))
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
-            trained = list(pool.map(_train_one, todo))
-    else:
-        trained = list(map(_train_one, todo))
-    for (lang, _), dicts in zip(todo, trained, strict=True):
-        if dicts is None:
-            continue  # too little material to train on: frames go without a dictionary
-        tree_dict, src_dict = dicts
-        have[(lang, "tree")] = (store.catalog.add_dictionary(lang, "tree", tree_dict), tree_dict)
-        have[(lang, "source")] = (store.catalog.add_dictionary(lang, "source", src_dict), src_dict)
-    langs = {lang for lang, _ in have}
-    return {lang: (have[(lang, "tree")], have[(lang, "source")]) for lang in langs}
-
-
-def _train_one(job: tuple[str, list[tuple[str, str, str]]]) -> tuple[bytes, bytes] | None:
-    lang, sample = job
-    records, sources = [], []
-    for root, rel, _ in sample:
-        try:
-            src = Path(root, rel).read_bytes()
-            if check_source(src):
-                continue
-            records.append(encode(parse_extract(src, lang), src))
-            sources.append(src)
-        except (OSError, EncodeError, ValueError, RuntimeError):
-            continue
-    try:
-        return (zstandard.train_dictionary(DICT_BYTES, records).as_bytes(),
-                zstandard.train_dictionary(DICT_BYTES, sources).as_bytes())  # fmt: skip
-    except zstandard.ZstdError:
-        return None
+    return {lang: (have[(lang, "tree")], have[(lang, "source")])
+            for lang, kind in have if kind == "tree" and (lang, "source") in have}  # fmt: skip
 
 
 def _run(tasks: list[tuple[str, str, str]], jobs: int, dicts: dict,

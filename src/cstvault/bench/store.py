@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from . import fresh_process
+from . import cpu_times, fresh_process, steal_percent
 
 # numpy.random is the harness's (it maps libcrypto among others): both processes import it
 _IMPORTS = (
@@ -112,7 +112,9 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
     out: dict = {"budget_mb": budget_mb, "ops": ops, "seed": seed, "jobs": jobs}
     if root is not None:
         log(f"indexing {root} into {store_dir} with {jobs} jobs")
-        rep = index(root, store_dir, jobs=jobs)
+        before = cpu_times()
+        rep = index(root, store_dir, jobs=jobs, compact=False)  # freeze compacts, as in the CLI
+        out["index_cpu_steal_percent"] = steal_percent(before, cpu_times())
         out["index_seconds"] = round(rep.seconds, 2)
         out["index_files"] = rep.files
         out["index_lines_per_s"] = round(rep.lines / rep.seconds) if rep.seconds else None

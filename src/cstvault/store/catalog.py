@@ -277,12 +277,13 @@ class Catalog:
         return int(cur.lastrowid)
 
     def relocate(self, blob: int, tree: tuple[int, int, int, int],
-                 src: tuple[int, int, int, int], level: int) -> None:  # fmt: skip
-        """Point a blob at recompressed frames (same dictionaries)."""
+                 src: tuple[int, int, int, int], level: int,
+                 dicts: tuple[int, int]) -> None:  # fmt: skip
+        """Point a blob at recompressed frames and the dictionaries they were made with."""
         self.db.execute(
             "UPDATE blobs SET tree_seg=?, tree_off=?, tree_len=?, tree_crc=?, src_seg=?, "
-            "src_off=?, src_len=?, src_crc=?, level=? WHERE id=?",
-            (*tree, *src, level, blob),
+            "src_off=?, src_len=?, src_crc=?, level=?, tree_dict=?, src_dict=? WHERE id=?",
+            (*tree, *src, level, *dicts, blob),
         )
 
     def blobs_below(self, level: int) -> list[BlobRow]:
