@@ -153,6 +153,9 @@ def test_run_cache_overflow_keeps_ids_unique(tmp_path, monkeypatch):
         assert store.stats()["symbols"] == 21 + 1  # s_0000..s_0020 and common, once each
         assert store.files_with_symbol("common") == [f"f{k:02d}.py" for k in range(12)]
         assert store.files_with_symbol("s_0020") == ["f11.py"]
+        for k in range(21):  # f{j} defines s_0000 .. s_{9 + j}: postings survived every fold
+            want = [f"f{j:02d}.py" for j in range(12) if k < 10 + j]
+            assert store.files_with_symbol(f"s_{k:04d}") == want, k
 
 
 @given(st.binary(max_size=60), st.lists(st.tuples(st.integers(-3, 70), st.integers(-3, 70)),

@@ -297,7 +297,14 @@ class SymbolTable:
         return info
 
     def ids(self, texts: list[bytes]) -> dict[bytes, int]:
-        """text -> id for every text, interning the new ones."""
+        """text -> id for every text, interning the new ones (inside the caller's transaction).
+
+        In a bulk run the cache remembers every text the run met, up to CACHE_MAX; past that
+        the recent layer is folded into the blocks first (compaction, as an LSM flushes a full
+        memtable) and lookups go to the blocks, so neither memory nor lookup time grows with
+        the run."""
+        if self._cache is not None and len(self._cache) + len(texts) > CACHE_MAX:
+            self.compact()  # before this batch's run exists: every run's texts are recent
         cache = self._cache
         out: dict[bytes, int] = {}
         missing = texts
@@ -316,9 +323,6 @@ class SymbolTable:
             text_bytes = int(self._get("symbol_text_bytes") or 0) + sum(map(len, new))
             self._set("symbol_text_bytes", str(text_bytes))
         if cache is not None:
-            if len(cache) + len(missing) > CACHE_MAX:
-                cache.clear()
-                self._all_new = False  # forgotten texts must be looked up again
             cache.update((t, out[t]) for t in missing)
         return out
 
