@@ -114,7 +114,8 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
     """Index every supported file under ROOT (gitignore respected) into a store.
 
     Files are parsed, encoded and written as fast (zstd-1) frames, so the store is complete
-    and queryable at parse speed; then, unless --no-freeze, the frames are frozen to zstd-19.
+    and queryable at parse speed; then, unless --no-freeze, the frames are frozen to zstd-19
+    (dictionaries trained, symbols and catalog compacted).
     """
     from . import indexer
     from .store import Store
@@ -181,7 +182,8 @@ def _freeze(directory: Path, jobs: int, quiet: bool, disk_quota_mb: float | None
               help="Refuse to grow the segment files past this size (default: the store's).")
 @click.option("--json", "as_json", is_flag=True)
 def freeze(store_dir: str, jobs: int, disk_quota_mb: float | None, as_json: bool) -> None:
-    """Recompress frames not yet frozen to zstd-19 (resumable; readers may stay open)."""
+    """Recompress frames not yet frozen to zstd-19, with per-language dictionaries (trained
+    here for languages that have none yet); resumable, readers may stay open."""
     from .store import resolve
 
     report = _freeze(resolve(store_dir), jobs, as_json, disk_quota_mb)
