@@ -193,6 +193,17 @@ def test_working_file_changed_after_open_but_before_text_is_read(repo):
         assert node.text == original[node.start_byte : node.end_byte]
 
 
+def test_text_first_read_after_the_store_closed(repo):
+    indexer.index(repo, jobs=1)
+    with cstvault.open(repo) as store:
+        same = store.tree("c_ok.c")
+        changed = store.tree("go_ok.go")
+    assert same.text == (repo / "c_ok.c").read_bytes()  # unchanged file: mapped, no store needed
+    (repo / "go_ok.go").write_bytes(b"package changed\n")
+    with pytest.raises(ValueError, match="store is closed"):
+        _ = changed.text
+
+
 def test_clear_errors_for_missing_or_foreign_stores(tmp_path):
     import sqlite3
 

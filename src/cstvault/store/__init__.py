@@ -51,6 +51,7 @@ class Store:
         self._reader = SegmentReader(directory / SEGMENTS, mapped=mapped)
         self._writer: SegmentWriter | None = None
         self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
+        self.closed = False
         root = catalog.meta().get("root") if working_tree else None
         self._root = root or None
 
@@ -291,6 +292,7 @@ class Store:
         }
 
     def close(self) -> None:
+        self.closed = True
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -322,6 +324,9 @@ class _WorkingSource(DeferredSource):
         mapped = Store._map_file(self.full)
         if mapped is not None and len(mapped) == self.length and crc32c.crc32c(mapped) == self.crc:
             return mapped
+        if self.store.closed:
+            raise ValueError(f"{self.path}: the working file changed and the store is closed; "
+                             "reopen the store to read this tree's text")  # fmt: skip
         source = self.store._source(self.blob, self.path)
         if len(source) != self.length or crc32c.crc32c(source) != self.crc:
             raise CorruptRecord(f"{self.path}: source does not match its tree record")
