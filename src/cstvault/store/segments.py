@@ -18,8 +18,8 @@ import crc32c
 from ..codec.errors import CorruptRecord
 
 SEGMENT_LIMIT = 256 * 1024
-# segments kept mapped: their pages are released after each read, so a mapping costs
-# address space, not RSS (Linux allows 65530 mappings per process by default)
+# segments kept mapped: their pages are released every RELEASE_EVERY reads, so a mapping
+# costs address space, not RSS (Linux allows 65530 mappings per process by default)
 MAX_MAPPED = 1024
 
 

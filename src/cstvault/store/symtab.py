@@ -7,8 +7,9 @@ Two layers, like an LSM tree:
   zstd frame); a batch costs two rows plus one per text it reuses from the blocks;
 - `symbol_blocks`: compacted sorted runs of BLOCK symbols, each one zstd frame holding
   LEB128 text lengths, ids and posting lengths, the postings and the texts, plus a CRC32C.
-  A block is found by its first text; `compact` (end of every index run, and gc) folds the
-  recent layer into the blocks.
+  A block is found by its first text; `compact` (end of an index run unless deferred to the
+  freeze that follows, gc, and mid-run once a run met CACHE_MAX texts) folds the recent
+  layer into the blocks.
 
 Postings are blob ids as LEB128 deltas (a stream restarts from 0 in each layer). Blob ids are
 never reused (AUTOINCREMENT), so postings of dropped blobs are harmless: paths are always
