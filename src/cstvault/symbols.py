@@ -43,11 +43,7 @@ def pack_many(sorted_sets: list[np.ndarray]) -> list[bytes]:
     deltas = np.diff(flat, prepend=0)
     nonempty = lengths > 0
     deltas[starts[nonempty]] = flat[starts[nonempty]]  # each set restarts from 0
-    data = varint.encode(deltas)
-    sizes = varint.sizes(deltas)
-    ends = np.r_[0, np.cumsum(sizes)][np.cumsum(lengths)].tolist()
-    begins = np.r_[0, np.cumsum(sizes)][starts].tolist()
-    return [data[a:b] for a, b in zip(begins, ends, strict=True)]
+    return varint.encode_groups(deltas, lengths)
 
 
 def unpack_ids(data: bytes, count: int) -> np.ndarray:

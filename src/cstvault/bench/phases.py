@@ -196,8 +196,8 @@ def _index(root: Path, store: Path, files: list, jobs: int) -> dict:
 
     if store.exists():
         shutil.rmtree(store)
-    rep = index(root, store, jobs=jobs, only={f[0] for f in files})
-    frozen = freeze(store, jobs=jobs)  # the production store: zstd-19 frames
+    rep = index(root, store, jobs=jobs, only={f[0] for f in files}, compact=False)
+    frozen = freeze(store, jobs=jobs)  # the production store: zstd-19 frames, compacted
     lines = sum(f[2] for f in files)
     return {"index_seconds": round(rep.seconds, 2),
             "index_lines_per_s": round(lines / rep.seconds) if rep.seconds else None,

@@ -53,6 +53,20 @@ def encode(values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
+def pieces(data: bytes, lengths: np.ndarray) -> list[bytes]:
+    """`data` cut into consecutive pieces of the given byte lengths."""
+    ends = np.cumsum(lengths).tolist()
+    return [data[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def encode_groups(values: np.ndarray, counts: np.ndarray) -> list[bytes]:
+    """`encode` of each run of `counts[k]` consecutive values (empty runs allowed), with one
+    encode for all of them."""
+    bounds = np.r_[0, np.cumsum(counts)]
+    offsets = np.r_[0, np.cumsum(sizes(values))][bounds]
+    return pieces(encode(values), np.diff(offsets))
+
+
 def decode(buf: bytes | memoryview | np.ndarray, count: int) -> np.ndarray:
     """Decode exactly `count` varints filling all of `buf`; CorruptRecord otherwise."""
     b = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf

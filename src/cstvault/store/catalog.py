@@ -29,6 +29,12 @@ def split(path: str) -> tuple[str, str]:
     """(directory, name) of a '/'-separated relative path."""
     head, _, tail = path.rpartition("/")
     return head, tail
+
+
+# the columns a BlobRow is made of, in its order
+BLOB_COLUMNS = ("id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
+                "src_seg, src_off, src_len, src_crc, tree_dict, src_dict")  # fmt: skip
+_B_COLUMNS = ", ".join("b." + c.strip() for c in BLOB_COLUMNS.split(","))
 PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
 WRITE_CACHE_KIB = 65536
@@ -194,9 +200,7 @@ class Catalog:
         if did is None:
             return None
         row = self.db.execute(
-            "SELECT b.id, b.language, b.size, b.lines, b.nodes, b.tree_seg, b.tree_off, "
-            "b.tree_len, b.tree_crc, b.src_seg, b.src_off, b.src_len, b.src_crc, b.tree_dict, "
-            "b.src_dict, f.size, f.mtime_ns "
+            f"SELECT {_B_COLUMNS}, f.size, f.mtime_ns "
             "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.dir = ? AND f.name = ?",
             (did, name),
         ).fetchone()
@@ -216,8 +220,7 @@ class Catalog:
 
     def blobs(self):
         cur = self.db.execute(
-            "SELECT id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
-            "src_seg, src_off, src_len, src_crc, tree_dict, src_dict FROM blobs ORDER BY id"
+            f"SELECT {BLOB_COLUMNS} FROM blobs ORDER BY id"
         )
         for row in cur:
             yield _blob(row)
@@ -289,9 +292,8 @@ class Catalog:
     def blobs_below(self, level: int) -> list[BlobRow]:
         """Blobs whose frames are compressed below `level`, in segment order."""
         return [_blob(r) for r in self.db.execute(
-            "SELECT id, language, size, lines, nodes, tree_seg, tree_off, tree_len, tree_crc, "
-            "src_seg, src_off, src_len, src_crc, tree_dict, src_dict FROM blobs "
-            "WHERE level < ? ORDER BY tree_seg, tree_off", (level,))]  # fmt: skip
+            f"SELECT {BLOB_COLUMNS} FROM blobs WHERE level < ? ORDER BY tree_seg, tree_off",
+            (level,))]  # fmt: skip
 
     def table_bytes(self) -> dict[str, int]:
         """Bytes of pages per table and index (SQLite's dbstat; empty where not compiled in)."""

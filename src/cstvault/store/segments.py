@@ -23,8 +23,12 @@ SEGMENT_LIMIT = 256 * 1024
 MAX_MAPPED = 1024
 
 
+def segment_name(seg_id: int) -> str:
+    return f"{seg_id:08d}.seg"
+
+
 def segment_path(directory: Path, seg_id: int) -> Path:
-    return directory / f"{seg_id:08d}.seg"
+    return directory / segment_name(seg_id)
 
 
 class SegmentWriter:
@@ -119,12 +123,12 @@ class SegmentReader:
         if m is not None:
             self._maps.move_to_end(seg_id)
             return m
-        path = os.path.join(self._dir, f"{seg_id:08d}.seg")
+        path = os.path.join(self._dir, segment_name(seg_id))
         try:
             with open(path, "rb") as f:
                 m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
-            raise CorruptRecord(f"segment {seg_id:08d}.seg unreadable: {exc}") from exc
+            raise CorruptRecord(f"segment {segment_name(seg_id)} unreadable: {exc}") from exc
         self._maps[seg_id] = m
         if len(self._maps) > self.max_open:
             _, old = self._maps.popitem(last=False)
@@ -152,11 +156,11 @@ class SegmentReader:
         return frame
 
     def _pread(self, seg_id: int, offset: int, length: int, crc: int) -> bytes:
-        path = os.path.join(self._dir, f"{seg_id:08d}.seg")
+        path = os.path.join(self._dir, segment_name(seg_id))
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
-            raise CorruptRecord(f"segment {seg_id:08d}.seg unreadable: {exc}") from exc
+            raise CorruptRecord(f"segment {segment_name(seg_id)} unreadable: {exc}") from exc
         try:
             frame = os.pread(fd, length, offset)
         finally:

@@ -30,7 +30,8 @@ import zstandard
 from ..codec import CorruptRecord, varint
 
 BLOCK = 128
-LEVEL = 3  # blocks are rewritten by compactions: level 19 is far slower for a few % less
+LEVEL = 3  # of every sealed frame here: blocks are rewritten by compactions, level 19 is
+# far slower for a few % less
 _HEAD = struct.Struct("<IIIII")  # entries, bytes of: lengths, ids, posting lengths, postings
 _RUN = struct.Struct("<II")  # pairs, bytes of the id deltas
 _TEXTS = struct.Struct("<IQI")  # texts, id of the first, bytes of the lengths
@@ -60,6 +61,7 @@ CREATE INDEX IF NOT EXISTS symbol_blocks_first ON symbol_blocks(first);
 
 
 def pack_block(texts: list[bytes], ids: list[int], streams: list[bytes]) -> bytes:
+    """One block, spelled out: the reference `pack_blocks` is tested against."""
     lens = varint.encode(np.array([len(t) for t in texts], dtype=np.int64))
     idb = varint.encode(np.array(ids, dtype=np.int64))
     plens = varint.encode(np.array([len(s) for s in streams], dtype=np.int64))
@@ -76,23 +78,18 @@ def pack_blocks(texts: list[bytes], ids, streams: list[bytes]) -> list[tuple[byt
     if n == 0:
         return []
     cuts = np.arange(0, n, BLOCK)
-    ends = np.minimum(cuts + BLOCK, n)
-
-    def cut(data: bytes, sizes: np.ndarray) -> list[bytes]:
-        off = np.r_[0, np.cumsum(sizes)]
-        return [data[a:b] for a, b in zip(off[cuts].tolist(), off[ends].tolist(), strict=True)]
-
+    counts = np.minimum(cuts + BLOCK, n) - cuts
     lens = np.fromiter(map(len, texts), dtype=np.int64, count=n)
     plens = np.fromiter(map(len, streams), dtype=np.int64, count=n)
     ids = np.asarray(ids, dtype=np.int64)
-    cols = [cut(varint.encode(v), varint.sizes(v)) for v in (lens, ids, plens)]
-    posts = cut(b"".join(streams), plens)
-    words = cut(b"".join(texts), lens)
+    cols = [varint.encode_groups(v, counts) for v in (lens, ids, plens)]
+    posts = varint.pieces(b"".join(streams), np.add.reduceat(plens, cuts))
+    words = varint.pieces(b"".join(texts), np.add.reduceat(lens, cuts))
     out = []
-    for k, (a, b) in enumerate(zip(cuts.tolist(), ends.tolist(), strict=True)):
+    for k, (a, m) in enumerate(zip(cuts.tolist(), counts.tolist(), strict=True)):
         lb, ib, pb, post = cols[0][k], cols[1][k], cols[2][k], posts[k]
-        head = _HEAD.pack(b - a, len(lb), len(ib), len(pb), len(post))
-        out.append((texts[a], b - a, _seal(b"".join((head, lb, ib, pb, post, words[k])), LEVEL)))
+        head = _HEAD.pack(m, len(lb), len(ib), len(pb), len(post))
+        out.append((texts[a], m, _seal(b"".join((head, lb, ib, pb, post, words[k])), LEVEL)))
     return out
 
 
@@ -179,15 +176,14 @@ def _streams(sids: np.ndarray, blobs: np.ndarray) -> tuple[list[int], list[bytes
     prev[1:] = blobs[:-1]
     prev[starts] = 0
     deltas = blobs - prev
-    data = varint.encode(deltas)
-    offsets = np.r_[0, np.cumsum(np.add.reduceat(varint.sizes(deltas), starts))].tolist()
-    return sids[starts].tolist(), [data[offsets[j] : offsets[j + 1]] for j in range(starts.size)]
+    counts = np.diff(np.r_[starts, sids.size])
+    return sids[starts].tolist(), varint.encode_groups(deltas, counts)
 
 
 def pack_run(sids: np.ndarray, blobs: np.ndarray) -> bytes:
     """(id, blob) pairs sorted by id then blob: id deltas and blob ids, LEB128, CRC32C, zstd."""
     a = varint.encode(np.diff(sids, prepend=0))
-    return _seal(_RUN.pack(sids.size, len(a)) + a + varint.encode(blobs), 3)
+    return _seal(_RUN.pack(sids.size, len(a)) + a + varint.encode(blobs), LEVEL)
 
 
 def unpack_run(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -200,8 +196,8 @@ def unpack_run(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def pack_texts(texts: list[bytes], first: int) -> bytes:
     """Sorted new texts with ids first, first + 1, ...: LEB128 lengths, texts, CRC32C, zstd."""
-    lens = varint.encode(np.array([len(t) for t in texts], dtype=np.int64))
-    return _seal(_TEXTS.pack(len(texts), first, len(lens)) + lens + b"".join(texts), 3)
+    lens = varint.encode(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    return _seal(_TEXTS.pack(len(texts), first, len(lens)) + lens + b"".join(texts), LEVEL)
 
 
 def unpack_texts(data: bytes) -> list[tuple[bytes, int]]:
