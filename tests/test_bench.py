@@ -62,7 +62,7 @@ def test_bench_store_json(tmp_path):
                 "index_cpu_steal_percent"):  # fmt: skip
         assert key in out, key
     stages = out["cold_open_stages_p50_us"]
-    assert set(stages) == {"lookup", "stat", "frame", "decode", "tree"}
+    assert set(stages) == {"lookup", "frame", "zstd", "tree"}
     assert all(v > 0 for v in stages.values())
     steal = out["index_cpu_steal_percent"]
     assert steal is None or 0 <= steal <= 100

@@ -424,10 +424,201 @@ static PyObject *py_structure(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* One varint of a stream whose bounds `skip_varints` established: it ends at a terminator
+ * byte inside the stream, so no bounds check is needed; an over-long or over-wide value
+ * sets *bad. */
+static inline uint64_t take_varint(const uint8_t **pp, int *bad) {
+    const uint8_t *p = *pp;
+    uint64_t b = *p++;
+    if (b < 0x80) { *pp = p; return b; }
+    uint64_t v = b & 0x7F;
+    int shift = 7;
+    do {
+        b = *p++;
+        if (shift == 63 && (b & 0x7E)) *bad = 1;
+        v |= (b & 0x7F) << shift;
+        shift += 7;
+    } while ((b & 0x80) && shift < 70);
+    if ((b & 0x80) || v > (uint64_t)INT64_MAX) *bad = 1;
+    *pp = p;
+    return v;
+}
+
+/* The position just after the `count`-th varint from p (a varint ends at a byte < 0x80),
+ * or NULL when [p, end) holds fewer. */
+static const uint8_t *skip_varints(const uint8_t *p, const uint8_t *end, Py_ssize_t count) {
+    while (count > 0) {
+        if (p >= end) return NULL;
+        count -= *p++ < 0x80;
+    }
+    return p;
+}
+
 /* decode_body(record, body, n, kinds, wide_kind, wide_field, phantom_len, source_len,
  *             token_len[65536] int16, kind_limit, field_limit)
  * -> (kind, grammar, flags, field, size, start, end, unexpected, phantoms,
- *     parent, prev, child_count, depth) */
+ *     parent, prev, child_count, depth)
+ *
+ * One counting pass over the opcodes locates every varint stream (sizes, gaps, explicit
+ * lengths, span exceptions, unexpected chars); one pass over the nodes in preorder then
+ * fills every column, the structure (a stack of open subtrees) and the internal spans:
+ * an internal node starts where the next leaf in preorder starts and ends where its last
+ * leaf ends, which is known when its subtree closes. */
+static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssize_t body,
+                                  Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
+                                  Py_ssize_t phantom_len, long long source_len,
+                                  const int16_t *token_len, long kind_limit, long field_limit,
+                                  PyObject *cols[13]) {
+    void *ptr[13];
+    uint16_t *table = NULL;
+    int32_t *stack = NULL;
+    const uint8_t *stop = buf + reclen - 4; /* the CRC trails the body */
+    const char *err = NULL;
+    if (reclen < 4) { err = "record truncated"; goto done; }
+    if (n <= 0 || n > INT32_MAX || body < 0 || body + n > stop - buf) { err = "record truncated"; goto done; }
+    const uint8_t *op = buf + body;
+    const uint8_t *kidx = op + n;
+    Py_ssize_t kw = wide_kind ? 2 : 1, fw = wide_field ? 2 : 1;
+    if (kw * n > stop - kidx) { err = "record truncated in the kind column"; goto done; }
+    const uint8_t *fcol = kidx + kw * n;
+    Py_ssize_t n_field = 0, n_inner = 0, n_explicit = 0, n_unexp = 0;
+    uint8_t inner_unexp = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* branch-free counts */
+        uint8_t o = op[i], c = o & HAS_CHILDREN;
+        n_field += (o & HAS_FIELD) != 0;
+        n_inner += c;
+        n_explicit += (o & EXPLICIT) != 0;
+        n_unexp += (o & UNEXPECTED) != 0;
+        inner_unexp |= c & (o >> 7);
+    }
+    if (inner_unexp) { err = "UNEXPECTED on an internal node"; goto done; }
+    if (op[n - 1] & HAS_CHILDREN) { err = "last node has children"; goto done; }
+    if (phantom_len < 0 || fw * n_field > stop - fcol ||
+        phantom_len > stop - fcol - fw * n_field) { err = "record truncated in fields"; goto done; }
+    const uint8_t *phant = fcol + fw * n_field;
+    Reader r = {phant + phantom_len, stop};
+
+    const Py_ssize_t widths[13] = {2, 2, 1, 2, 8, 8, 8, 8, 1, 4, 4, 4, 4};
+    for (int k = 0; k < 13; k++) {
+        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : widths[k] * n;
+        cols[k] = new_bytes(len, &ptr[k]);
+        if (!cols[k]) { err = "out of memory"; goto done; }
+    }
+    uint16_t *kind = ptr[0], *gram = ptr[1], *field = ptr[3];
+    uint8_t *flags = ptr[2];
+    int64_t *size = ptr[4], *start = ptr[5], *end = ptr[6], *unexp = ptr[7];
+    int32_t *parent = ptr[9], *prev = ptr[10], *child_count = ptr[11], *depth = ptr[12];
+    memcpy(ptr[8], phant, (size_t)phantom_len);
+
+    table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
+    stack = malloc(sizeof(int32_t) * 2 * (size_t)n); /* open subtrees and their last child */
+    if (!table || !stack) { PyErr_NoMemory(); err = "out of memory"; goto done; }
+    int32_t *lastc = stack + n;
+    for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
+        uint64_t v;
+        if (read_varint(&r, &v)) { err = "varint block truncated"; goto done; }
+        if (v >= (uint64_t)kind_limit && v != 0xFFFF) { err = "kind id out of range"; goto done; }
+        table[k] = (uint16_t)v;
+    }
+    /* the streams, in block order */
+    Py_ssize_t n_leaf = n - n_inner, n_explicit_leaf = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        n_explicit_leaf += (op[i] & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
+    Py_ssize_t n_exception = n_explicit - n_explicit_leaf;
+    const uint8_t *ps = r.p;
+    const uint8_t *pg = skip_varints(ps, stop, n_inner);
+    const uint8_t *pl = pg ? skip_varints(pg, stop, n_leaf) : NULL;
+    const uint8_t *px = pl ? skip_varints(pl, stop, n_explicit_leaf) : NULL;
+    const uint8_t *pu = px ? skip_varints(px, stop, 2 * n_exception) : NULL;
+    const uint8_t *pe = pu ? skip_varints(pu, stop, n_unexp) : NULL;
+    if (!pe) { err = "varint block truncated"; goto done; }
+    if (pe != stop) { err = "trailing bytes after the varint block"; goto done; }
+
+    int bad = 0;
+    Py_ssize_t fi = 0, ui = 0, sp = 0, pending = 0;
+    int64_t pos = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t o = op[i];
+        size_t k = wide_kind ? (size_t)(kidx[2 * i] | kidx[2 * i + 1] << 8) : kidx[i];
+        if (k >= (size_t)kinds) { err = "kind index out of range"; goto done; }
+        uint16_t kd = table[2 * k];
+        kind[i] = kd;
+        gram[i] = table[2 * k + 1];
+        flags[i] = o & (uint8_t)~EXPLICIT;
+        uint16_t f = 0;
+        if (o & HAS_FIELD) {
+            f = wide_field ? (uint16_t)(fcol[2 * fi] | fcol[2 * fi + 1] << 8) : fcol[fi];
+            fi++;
+            if (f > field_limit) { err = "field id out of range"; goto done; }
+        }
+        field[i] = f;
+        /* close the subtrees that end before i: their last leaf is node i - 1 */
+        while (sp && stack[sp - 1] + size[stack[sp - 1]] <= i) {
+            int32_t j = stack[--sp];
+            end[j] += end[i - 1];
+        }
+        child_count[i] = 0;
+        depth[i] = (int32_t)sp;
+        if (sp) {
+            int32_t p = stack[sp - 1];
+            parent[i] = p;
+            prev[i] = lastc[sp - 1];
+            lastc[sp - 1] = (int32_t)i;
+            child_count[p]++;
+        } else if (i) {
+            err = "more than one root"; goto done;
+        } else {
+            parent[i] = prev[i] = -1;
+        }
+        if (o & HAS_CHILDREN) {
+            uint64_t v = take_varint(&ps, &bad);
+            if (v > (uint64_t)(n - i - 2)) { err = "subtree size out of range"; goto done; }
+            int64_t sz = (int64_t)v + 2;
+            if (sp && i + sz > stack[sp - 1] + size[stack[sp - 1]]) { err = "subtree sizes do not nest"; goto done; }
+            size[i] = sz;
+            start[i] = end[i] = 0;
+            if (o & EXPLICIT) { /* span exception: applied when the span is known */
+                start[i] = -unzigzag(take_varint(&px, &bad));
+                end[i] = unzigzag(take_varint(&px, &bad));
+            }
+            stack[sp] = (int32_t)i;
+            lastc[sp] = -1;
+            sp++;
+        } else {
+            size[i] = 1;
+            uint64_t gap = take_varint(&pg, &bad);
+            if (gap > (uint64_t)(source_len - pos)) { err = "gap runs past the source"; goto done; }
+            pos += (int64_t)gap;
+            int64_t len;
+            if (o & EXPLICIT) {
+                uint64_t v = take_varint(&pl, &bad);
+                if (v > (uint64_t)source_len) { err = "leaf length out of range"; goto done; }
+                len = (int64_t)v;
+            } else {
+                len = token_len[kd];
+                if (len < 0) { err = "leaf length missing"; goto done; }
+            }
+            if (len > source_len - pos) { err = "leaf runs past the source"; goto done; }
+            for (; pending < i; pending++) start[pending] += pos; /* internals since the last leaf */
+            pending = i + 1;
+            start[i] = pos;
+            pos += len;
+            end[i] = pos;
+            if (o & UNEXPECTED) unexp[ui++] = unzigzag(take_varint(&pu, &bad));
+        }
+        if (bad) { err = "varint out of range"; goto done; }
+    }
+    while (sp) end[stack[--sp]] += end[n - 1];
+    if (n_exception) /* only span exceptions can fail this */
+        for (Py_ssize_t i = 0; i < n; i++)
+            bad |= (start[i] < 0) | (end[i] > source_len) | (start[i] > end[i]);
+    if (bad) { err = "span exception out of range"; goto done; }
+done:
+    free(table);
+    free(stack);
+    return err;
+}
+
 static PyObject *decode_body(PyObject *self, PyObject *args) {
     Py_buffer rec, tok;
     Py_ssize_t body, n, kinds, phantom_len;
@@ -438,148 +629,18 @@ static PyObject *decode_body(PyObject *self, PyObject *args) {
                           &wide_field, &phantom_len, &source_len, &tok, &kind_limit,
                           &field_limit))
         return NULL;
-    PyObject *result = NULL;
-    PyObject *cols[13] = {0};
-    void *ptr[13];
-    uint64_t *table = NULL;
-    const uint8_t *buf = rec.buf;
-    const uint8_t *stop = buf + rec.len - 4; /* the CRC trails the body */
-    const int16_t *token_len = tok.buf;
-    const char *err = NULL;
-    if (tok.len != 65536 * 2) { err = "token table size"; goto done; }
-    if (n <= 0 || body < 0 || body + n > stop - buf) { err = "record truncated"; goto done; }
-    const uint8_t *op = buf + body;
-    const uint8_t *kidx = op + n;
-    Py_ssize_t kw = wide_kind ? 2 : 1, fw = wide_field ? 2 : 1;
-    if (kidx + kw * n > stop) { err = "record truncated in the kind column"; goto done; }
-    const uint8_t *fcol = kidx + kw * n;
-    Py_ssize_t n_field = 0, n_inner = 0, n_unexp = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint8_t o = op[i];
-        n_field += (o & HAS_FIELD) != 0;
-        if (o & HAS_CHILDREN) {
-            n_inner++;
-            if (o & UNEXPECTED) { err = "UNEXPECTED on an internal node"; goto done; }
-        } else {
-            n_unexp += (o & UNEXPECTED) != 0;
-        }
-    }
-    if (op[n - 1] & HAS_CHILDREN) { err = "last node has children"; goto done; }
-    const uint8_t *phant = fcol + fw * n_field;
-    if (phant + phantom_len > stop || phantom_len < 0) { err = "record truncated in fields"; goto done; }
-    Reader r = {phant + phantom_len, stop};
-
-    const Py_ssize_t widths[13] = {2, 2, 1, 2, 8, 8, 8, 8, 1, 4, 4, 4, 4};
-    for (int k = 0; k < 13; k++) {
-        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : widths[k] * n;
-        cols[k] = new_bytes(len, &ptr[k]);
-        if (!cols[k]) goto done;
-    }
-    uint16_t *kind = ptr[0], *gram = ptr[1], *field = ptr[3];
-    uint8_t *flags = ptr[2];
-    int64_t *size = ptr[4], *start = ptr[5], *end = ptr[6], *unexp = ptr[7];
-    memcpy(ptr[8], phant, (size_t)phantom_len);
-
-    table = malloc(sizeof(uint64_t) * 2 * (size_t)kinds);
-    if (!table) { PyErr_NoMemory(); goto done; }
-    for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
-        if (read_varint(&r, &table[k])) { err = "varint block truncated"; goto done; }
-        if (table[k] >= (uint64_t)kind_limit && table[k] != 0xFFFF) { err = "kind id out of range"; goto done; }
-    }
-    Py_ssize_t fi = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        size_t k = kidx[i];
-        if (wide_kind) {
-            uint16_t w;
-            memcpy(&w, kidx + 2 * i, 2);
-            k = w;
-        }
-        if (k >= (size_t)kinds) { err = "kind index out of range"; goto done; }
-        kind[i] = (uint16_t)table[2 * k];
-        gram[i] = (uint16_t)table[2 * k + 1];
-        flags[i] = op[i] & (uint8_t)~EXPLICIT;
-        uint16_t f = 0;
-        if (op[i] & HAS_FIELD) {
-            if (wide_field) memcpy(&f, fcol + 2 * fi, 2); else f = fcol[fi];
-            fi++;
-            if (f > field_limit) { err = "field id out of range"; goto done; }
-        }
-        field[i] = f;
-        if (op[i] & HAS_CHILDREN) { /* sizes follow the kind table, in preorder */
-            uint64_t v;
-            if (read_varint(&r, &v)) { err = "varint block truncated (sizes)"; goto done; }
-            if (v > (uint64_t)n) { err = "subtree size out of range"; goto done; }
-            size[i] = (int64_t)v + 2;
-        } else {
-            size[i] = 1;
-        }
-    }
-    /* leaves: all gaps (preorder), then the explicit lengths (preorder); read both at once */
-    Reader lens = r;
-    for (Py_ssize_t k = 0; k < n - n_inner; k++) {
-        uint64_t skip;
-        if (read_varint(&lens, &skip)) { err = "varint block truncated (gaps)"; goto done; }
-    }
-    const uint8_t *gaps_end = lens.p;
-    int64_t pos = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (op[i] & HAS_CHILDREN) continue;
-        uint64_t gap;
-        read_varint(&r, &gap); /* bounds already checked by the skip above */
-        if (gap > (uint64_t)(source_len - pos)) { err = "gap runs past the source"; goto done; }
-        pos += (int64_t)gap;
-        start[i] = pos;
-        int64_t len;
-        if (op[i] & EXPLICIT) {
-            uint64_t v;
-            if (read_varint(&lens, &v)) { err = "varint block truncated (lengths)"; goto done; }
-            if (v > (uint64_t)source_len) { err = "leaf length out of range"; goto done; }
-            len = (int64_t)v;
-        } else {
-            len = token_len[kind[i]];
-            if (len < 0) { err = "leaf length missing"; goto done; }
-        }
-        if (len > source_len - pos) { err = "leaf runs past the source"; goto done; }
-        pos += len;
-        end[i] = pos;
-    }
-    if (r.p != gaps_end) { err = "varint block inconsistent"; goto done; }
-    r = lens;
-    Structure st = {ptr[9], ptr[10], ptr[11], ptr[12]};
-    err = structure_of(size, n, &st);
-    if (err) goto done;
-    /* internal spans: first leaf start (reverse pass), last leaf end (last node in preorder) */
-    for (Py_ssize_t i = n - 1; i >= 0; i--) {
-        if (size[i] > 1) {
-            start[i] = start[i + 1];
-            end[i] = end[i + size[i] - 1];
-        }
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if ((op[i] & (HAS_CHILDREN | EXPLICIT)) == (HAS_CHILDREN | EXPLICIT)) {
-            uint64_t lead, tail;
-            if (read_varint(&r, &lead) || read_varint(&r, &tail)) { err = "varint block truncated (exceptions)"; goto done; }
-            start[i] -= unzigzag(lead);
-            end[i] += unzigzag(tail);
-            if (start[i] < 0 || end[i] > source_len || start[i] > end[i]) { err = "span exception out of range"; goto done; }
-        }
-    }
-    for (Py_ssize_t k = 0; k < n_unexp; k++) {
-        uint64_t v;
-        if (read_varint(&r, &v)) { err = "varint block truncated (unexpected)"; goto done; }
-        unexp[k] = unzigzag(v);
-    }
-    if (r.p != r.end) { err = "trailing bytes after the varint block"; goto done; }
-    result = PyTuple_New(13);
+    PyObject *cols[13] = {0}, *result = NULL;
+    const char *err = tok.len != 65536 * 2 ? "token table size" :
+        decode_columns(rec.buf, rec.len, body, n, kinds, wide_kind, wide_field, phantom_len,
+                       source_len, tok.buf, kind_limit, field_limit, cols);
+    if (!err) result = PyTuple_New(13);
     if (result)
         for (int k = 0; k < 13; k++) { PyTuple_SET_ITEM(result, k, cols[k]); cols[k] = NULL; }
-done:
     if (err && !PyErr_Occurred()) corrupt(err);
     for (int k = 0; k < 13; k++) Py_XDECREF(cols[k]);
-    free(table);
     PyBuffer_Release(&rec);
     PyBuffer_Release(&tok);
-    return err ? NULL : result;
+    return result;
 }
 
 
@@ -766,6 +827,8 @@ typedef struct {
     PyObject *names;       /* tuple: symbol id -> type name */
     PyObject *field_names; /* tuple: field id -> name or None */
     PyTypeObject *node_type;
+    /* attributes of cstvault.Tree (None until set): see tree_members */
+    PyObject *colcache, *decoded, *src, *lang_name, *structcache, *views, *lines, *lines_mv;
 } TreeBase;
 
 typedef struct {
@@ -795,33 +858,42 @@ static void tree_release(TreeBase *t) {
     t->bound = 0;
 }
 
+static int tree_traverse(TreeBase *t, visitproc visit, void *arg) {
+    Py_VISIT(t->colcache); Py_VISIT(t->decoded); Py_VISIT(t->src); Py_VISIT(t->lang_name);
+    Py_VISIT(t->structcache); Py_VISIT(t->views); Py_VISIT(t->lines); Py_VISIT(t->lines_mv);
+    return 0;
+}
+
+static int tree_clear(TreeBase *t) {
+    Py_CLEAR(t->colcache); Py_CLEAR(t->decoded); Py_CLEAR(t->src); Py_CLEAR(t->lang_name);
+    Py_CLEAR(t->structcache); Py_CLEAR(t->views); Py_CLEAR(t->lines); Py_CLEAR(t->lines_mv);
+    return 0;
+}
+
 static void tree_dealloc(TreeBase *t) {
     PyTypeObject *tp = Py_TYPE(t);
-    if (PyType_IS_GC(tp)) PyObject_GC_UnTrack(t);
+    PyObject_GC_UnTrack(t);
     tree_release(t);
+    tree_clear(t);
     tp->tp_free((PyObject *)t); /* a Python subclass's subtype_dealloc drops the type ref */
 }
 
-/* _bind(kind, grammar, flags, field, size, start, end, parent, prev, child_count,
- *       names, field_names, node_type) */
-static PyObject *tree_bind(TreeBase *t, PyObject *args) {
-    PyObject *obj[10], *names, *fields, *ntype;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOO!O!O!", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
-                          &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &PyTuple_Type, &names,
-                          &PyTuple_Type, &fields, &PyType_Type, &ntype))
-        return NULL;
-    if (!PyType_IsSubtype((PyTypeObject *)ntype, &NodeBaseType)) {
+/* Bind ten column buffers (kind, grammar, flags, field, size, start, end, parent, prev,
+ * child_count) and the name tables; 0, or -1 with an exception set. */
+static int bind_columns(TreeBase *t, PyObject *obj[10], PyObject *names, PyObject *fields,
+                        PyObject *ntype) {
+    if (!PyType_Check(ntype) || !PyType_IsSubtype((PyTypeObject *)ntype, &NodeBaseType)) {
         PyErr_SetString(PyExc_TypeError, "node_type must subclass NodeBase");
-        return NULL;
+        return -1;
     }
-    if (PyTuple_GET_SIZE(names) < 1) {
+    if (!PyTuple_Check(names) || !PyTuple_Check(fields) || PyTuple_GET_SIZE(names) < 1) {
         PyErr_SetString(PyExc_ValueError, "names must end with the ERROR name");
-        return NULL;
+        return -1;
     }
     tree_release(t);
     static const int width[10] = {2, 2, 1, 2, 8, 8, 8, 4, 4, 4};
     for (int k = 0; k < 10; k++) {
-        if (PyObject_GetBuffer(obj[k], &t->buf[k], PyBUF_C_CONTIGUOUS) < 0) { tree_release(t); return NULL; }
+        if (PyObject_GetBuffer(obj[k], &t->buf[k], PyBUF_C_CONTIGUOUS) < 0) { tree_release(t); return -1; }
     }
     Py_ssize_t n = t->buf[2].len;
     for (int k = 0; k < 10; k++) {
@@ -829,13 +901,13 @@ static PyObject *tree_bind(TreeBase *t, PyObject *args) {
             tree_release(t);
             PyErr_Format(PyExc_ValueError, "column %d has %zd bytes, expected %zd", k,
                          t->buf[k].len, width[k] * n);
-            return NULL;
+            return -1;
         }
     }
     Py_ssize_t fcount = PyTuple_GET_SIZE(fields);
     const uint16_t *fld = t->buf[3].buf;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (fld[i] >= fcount) { tree_release(t); PyErr_SetString(PyExc_ValueError, "field id out of range"); return NULL; }
+        if (fld[i] >= fcount) { tree_release(t); PyErr_SetString(PyExc_ValueError, "field id out of range"); return -1; }
     t->n = n;
     t->kind = t->buf[0].buf; t->gram = t->buf[1].buf; t->flags = t->buf[2].buf;
     t->field = fld; t->size = t->buf[4].buf; t->start = t->buf[5].buf; t->end = t->buf[6].buf;
@@ -844,6 +916,17 @@ static PyObject *tree_bind(TreeBase *t, PyObject *args) {
     t->field_names = Py_NewRef(fields);
     t->node_type = (PyTypeObject *)Py_NewRef(ntype);
     t->bound = 1;
+    return 0;
+}
+
+/* _bind(kind, grammar, flags, field, size, start, end, parent, prev, child_count,
+ *       names, field_names, node_type) */
+static PyObject *tree_bind(TreeBase *t, PyObject *args) {
+    PyObject *obj[10], *names, *fields, *ntype;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
+                          &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &names, &fields, &ntype))
+        return NULL;
+    if (bind_columns(t, obj, names, fields, ntype) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -877,14 +960,28 @@ static PyGetSetDef tree_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PySequenceMethods tree_seq = {.sq_length = (lenfunc)tree_length};
+static PyMemberDef tree_members[] = {
+    {"_colcache", T_OBJECT, offsetof(TreeBase, colcache), 0, NULL},
+    {"_decoded", T_OBJECT, offsetof(TreeBase, decoded), 0, NULL},
+    {"_src", T_OBJECT, offsetof(TreeBase, src), 0, NULL},
+    {"_lang_name", T_OBJECT, offsetof(TreeBase, lang_name), 0, NULL},
+    {"_structcache", T_OBJECT, offsetof(TreeBase, structcache), 0, NULL},
+    {"_views", T_OBJECT, offsetof(TreeBase, views), 0, NULL},
+    {"_lines", T_OBJECT, offsetof(TreeBase, lines), 0, NULL},
+    {"_lines_mv", T_OBJECT, offsetof(TreeBase, lines_mv), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
 
 static PyTypeObject TreeBaseType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cstvault._native.TreeBase",
     .tp_basicsize = sizeof(TreeBase),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)tree_dealloc,
+    .tp_traverse = (traverseproc)tree_traverse,
+    .tp_clear = (inquiry)tree_clear,
     .tp_methods = tree_methods,
+    .tp_members = tree_members,
     .tp_getset = tree_getset,
     .tp_as_sequence = &tree_seq,
 };
@@ -1257,7 +1354,249 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Path index (store/pathindex.py, docs/format.md): sorted 64-bit FNV-1a hashes of paths
+ * beside fixed-size entries, looked up without touching SQLite.
+ * ------------------------------------------------------------------------------------- */
+
+static uint64_t fnv1a(const char *p, Py_ssize_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (Py_ssize_t i = 0; i < n; i++) { h ^= (uint8_t)p[i]; h *= 0x100000001b3ULL; }
+    return h;
+}
+
+/* path_hashes(list of str) -> uint64 bytes (None where a path has no UTF-8 form: hash 0) */
+static PyObject *path_hashes(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) { PyErr_SetString(PyExc_TypeError, "a list of str"); return NULL; }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    void *out;
+    PyObject *res = new_bytes(8 * n, &out);
+    if (!res) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *u = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(arg, i), &len);
+        if (!u) { Py_DECREF(res); return NULL; }
+        uint64_t h = fnv1a(u, len);
+        memcpy((uint8_t *)out + 8 * i, &h, 8);
+    }
+    return res;
+}
+
+#define PX_HEAD 64
+
+static inline uint32_t le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline int64_t le64s(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return v; }
+
+/* An index entry (store/pathindex.py ENTRY) as (BlobRow, (size, mtime_ns)). */
+static PyObject *entry_row(const uint8_t *e, PyObject *blob_cls, PyObject *languages) {
+    uint16_t lang;
+    memcpy(&lang, e + 12, 2);
+    if (lang >= PyList_GET_SIZE(languages)) Py_RETURN_FALSE; /* damaged: ask the catalog */
+    PyTypeObject *tp = (PyTypeObject *)blob_cls;
+    PyObject *row = tp->tp_alloc(tp, 9), *tree = PyTuple_New(4), *src = PyTuple_New(4);
+    PyObject *stat = NULL, *out = NULL;
+    if (!row || !tree || !src) goto fail;
+    for (int k = 0; k < 4; k++) {
+        PyObject *a = PyLong_FromUnsignedLong(le32(e + 56 + 4 * k));
+        PyObject *b = PyLong_FromUnsignedLong(le32(e + 72 + 4 * k));
+        if (!a || !b) { Py_XDECREF(a); Py_XDECREF(b); goto fail; }
+        PyTuple_SET_ITEM(tree, k, a);
+        PyTuple_SET_ITEM(src, k, b);
+    }
+    PyObject *items[9] = {
+        PyLong_FromLongLong(le64s(e + 16)), Py_NewRef(PyList_GET_ITEM(languages, lang)),
+        PyLong_FromLongLong(le64s(e + 24)), PyLong_FromUnsignedLong(le32(e + 48)),
+        PyLong_FromUnsignedLong(le32(e + 52)), tree, src,
+        PyLong_FromUnsignedLong(le32(e + 88)), PyLong_FromUnsignedLong(le32(e + 92))};
+    tree = src = NULL;
+    int ok = 1;
+    for (int k = 0; k < 9; k++) { ok &= items[k] != NULL; PyTuple_SET_ITEM(row, k, items[k]); }
+    if (!ok) goto fail;
+    stat = Py_BuildValue("(LL)", (long long)le64s(e + 32), (long long)le64s(e + 40));
+    if (stat) out = PyTuple_Pack(2, row, stat);
+fail:
+    Py_XDECREF(row); Py_XDECREF(tree); Py_XDECREF(src); Py_XDECREF(stat);
+    return out;
+}
+
+/* find_path(index, counter, path, blob_cls, languages) -> (BlobRow, (size, mtime_ns)); None:
+ * not stored; False: ask the catalog (the index is not current -- its stamp differs from
+ * the counter --, is damaged, or `path` has no UTF-8 form).
+ * Header (little-endian): magic "CSTP", version u32, stamp u64, count u64, hashes offset
+ * u64, entries offset u64, strings offset u64, entry size u32. */
+static PyObject *find_path(PyObject *self, PyObject *args) {
+    Py_buffer ix, ct;
+    PyObject *path, *blob_cls, *languages, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*UO!O!", &ix, &ct, &path, &PyType_Type, &blob_cls,
+                          &PyList_Type, &languages))
+        return NULL;
+    const uint8_t *b = ix.buf;
+    uint64_t stamp, count, hoff, eoff, soff, counter;
+    uint32_t esize;
+    Py_ssize_t len;
+    const char *u;
+    if (!PyType_IsSubtype((PyTypeObject *)blob_cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "blob_cls must be a tuple type");
+        goto done;
+    }
+    if (ct.len < 8 || ix.len < PX_HEAD || memcmp(b, "CSTP", 4)) goto stale;
+    counter = __atomic_load_n((const uint64_t *)ct.buf, __ATOMIC_ACQUIRE);
+    memcpy(&stamp, b + 8, 8);
+    if (stamp != counter) goto stale;
+    memcpy(&count, b + 16, 8); memcpy(&hoff, b + 24, 8); memcpy(&eoff, b + 32, 8);
+    memcpy(&soff, b + 40, 8); memcpy(&esize, b + 48, 4);
+    uint64_t L = (uint64_t)ix.len;
+    if (esize < 96 || hoff > L || count > (L - hoff) / 8 || eoff > L ||
+        count > (L - eoff) / esize || soff > L)
+        goto stale;
+    u = PyUnicode_AsUTF8AndSize(path, &len);
+    if (!u) { PyErr_Clear(); goto stale; }
+    uint64_t h = fnv1a(u, len);
+    uint64_t lo = 0, hi = count;
+    while (lo < hi) { /* first hash >= h */
+        uint64_t mid = lo + (hi - lo) / 2, v;
+        memcpy(&v, b + hoff + 8 * mid, 8);
+        if (v < h) lo = mid + 1; else hi = mid;
+    }
+    for (uint64_t j = lo; j < count; j++) {
+        uint64_t v, off;
+        uint32_t n;
+        memcpy(&v, b + hoff + 8 * j, 8);
+        if (v != h) break;
+        const uint8_t *e = b + eoff + esize * j;
+        memcpy(&off, e, 8);
+        memcpy(&n, e + 8, 4);
+        if (off > L - soff || n > L - soff - off) goto stale;
+        if ((Py_ssize_t)n == len && !memcmp(b + soff + off, u, (size_t)len)) {
+            result = entry_row(e, blob_cls, languages);
+            goto done;
+        }
+    }
+    result = Py_NewRef(Py_None);
+    goto done;
+stale:
+    result = Py_NewRef(Py_False);
+done:
+    PyBuffer_Release(&ix);
+    PyBuffer_Release(&ct);
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * open_tree: a record straight to a bound tree (the store's cold-open path), one call.
+ * ------------------------------------------------------------------------------------- */
+
+#define REC_HEAD 25 /* magic 4, version 1, flags 1, nodes 4, source len 4, source crc 4,
+                       kinds 2, identity len 1, phantom len 4 (codec/bytecode.py) */
+
+static PyObject *crc_func; /* crc32c.crc32c, given by set_crc32c */
+
+static PyObject *set_crc32c(PyObject *self, PyObject *f) {
+    Py_XSETREF(crc_func, Py_NewRef(f));
+    Py_RETURN_NONE;
+}
+
+
+/* open_tree(cls, record, grammars) -> (tree, source_len, source_crc, buffer bytes), or None
+ * when the record's grammar identity is not in `grammars` (bytes identity -> (language,
+ * token_len int16[65536], kind_limit, field_limit, names, field_names, node_type)) or the
+ * record has a phantom section: the caller then takes the general path. The checks are
+ * codec.bytecode.read_header's, the record's CRC32C and decode_body's. */
+static PyObject *open_tree(PyObject *self, PyObject *args) {
+    PyObject *cls, *record, *grammars;
+    if (!PyArg_ParseTuple(args, "O!SO!", &PyType_Type, &cls, &record, &PyDict_Type, &grammars))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)cls, &TreeBaseType)) {
+        PyErr_SetString(PyExc_TypeError, "cls must subclass TreeBase");
+        return NULL;
+    }
+    const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(record);
+    Py_ssize_t len = PyBytes_GET_SIZE(record);
+    if (len < REC_HEAD + 4) return corrupt("record truncated: shorter than its header");
+    if (memcmp(buf, "CSTV", 4)) return corrupt("not a cstvault record (bad magic)");
+    if (buf[4] != 1) return PyErr_Format(Corrupt, "unsupported record format version %d", buf[4]);
+    uint8_t hflags = buf[5];
+    if (hflags & ~3) return corrupt("unknown header flags");
+    uint32_t n = le32(buf + 6), slen = le32(buf + 10), scrc = le32(buf + 14);
+    uint16_t kinds = (uint16_t)(buf[18] | buf[19] << 8);
+    uint8_t ilen = buf[20];
+    uint32_t plen = le32(buf + 21);
+    Py_ssize_t body = REC_HEAD + ilen;
+    if (n == 0 || body + (Py_ssize_t)n > len || kinds == 0 || kinds > n)
+        return corrupt("record truncated or node count out of range");
+    for (int k = 0; k < ilen; k++)
+        if (buf[REC_HEAD + k] >= 0x80) return corrupt("grammar identity is not ASCII");
+    if (!crc_func) { PyErr_SetString(PyExc_RuntimeError, "set_crc32c was not called"); return NULL; }
+    PyObject *mv = PyMemoryView_FromMemory((char *)buf, len - 4, PyBUF_READ);
+    if (!mv) return NULL;
+    PyObject *crc = PyObject_CallOneArg(crc_func, mv);
+    Py_DECREF(mv);
+    if (!crc) return NULL;
+    unsigned long got = PyLong_AsUnsignedLong(crc);
+    Py_DECREF(crc);
+    if (got == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (got != le32(buf + len - 4)) return corrupt("record checksum (CRC32C) mismatch");
+    if (plen) Py_RETURN_NONE;
+    PyObject *ident = PyBytes_FromStringAndSize((const char *)buf + REC_HEAD, ilen);
+    if (!ident) return NULL;
+    PyObject *g = PyDict_GetItemWithError(grammars, ident); /* borrowed */
+    Py_DECREF(ident);
+    if (!g) { if (PyErr_Occurred()) return NULL; Py_RETURN_NONE; }
+    if (!PyTuple_Check(g) || PyTuple_GET_SIZE(g) != 7) {
+        PyErr_SetString(PyExc_TypeError, "grammars values are 7-tuples");
+        return NULL;
+    }
+    long kind_limit = PyLong_AsLong(PyTuple_GET_ITEM(g, 2));
+    long field_limit = PyLong_AsLong(PyTuple_GET_ITEM(g, 3));
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer tok;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(g, 1), &tok, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    PyObject *cols[13] = {0}, *out = NULL, *decoded = NULL, *result = NULL;
+    TreeBase *t = NULL;
+    const char *err = tok.len != 65536 * 2 ? "token table size" :
+        decode_columns(buf, len, body, n, kinds, hflags & 1, (hflags >> 1) & 1, 0, slen,
+                       tok.buf, kind_limit, field_limit, cols);
+    PyBuffer_Release(&tok);
+    if (err) { if (!PyErr_Occurred()) corrupt(err); goto done; }
+    out = PyTuple_New(13);
+    if (!out) goto done;
+    Py_ssize_t nbytes = 0;
+    for (int k = 0; k < 13; k++) {
+        if (k != 8) nbytes += PyBytes_GET_SIZE(cols[k]);
+        PyTuple_SET_ITEM(out, k, cols[k]);
+        cols[k] = NULL;
+    }
+    t = (TreeBase *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
+    if (!t) goto done;
+    PyObject *bufs[10];
+    for (int k = 0; k < 7; k++) bufs[k] = PyTuple_GET_ITEM(out, k);
+    for (int k = 0; k < 3; k++) bufs[7 + k] = PyTuple_GET_ITEM(out, 9 + k);
+    if (bind_columns(t, bufs, PyTuple_GET_ITEM(g, 4), PyTuple_GET_ITEM(g, 5),
+                     PyTuple_GET_ITEM(g, 6)) < 0)
+        goto done;
+    PyObject *empty = PyTuple_New(0);
+    decoded = empty ? PyTuple_Pack(3, PyTuple_GET_ITEM(g, 0), out, empty) : NULL;
+    Py_XDECREF(empty);
+    if (!decoded) goto done;
+    t->decoded = Py_NewRef(decoded);
+    t->lang_name = Py_NewRef(PyTuple_GET_ITEM(g, 0));
+    result = Py_BuildValue("(Okkn)", (PyObject *)t, (unsigned long)slen, (unsigned long)scrc, nbytes);
+done:
+    for (int k = 0; k < 13; k++) Py_XDECREF(cols[k]);
+    Py_XDECREF(out);
+    Py_XDECREF(decoded);
+    Py_XDECREF((PyObject *)t);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"set_crc32c", set_crc32c, METH_O, "The CRC32C function open_tree checks records with."},
+    {"open_tree", open_tree, METH_VARARGS,
+     "open_tree(cls, record, grammars) -> (tree, source_len, source_crc, nbytes) or None"},
+    {"path_hashes", path_hashes, METH_O, "path_hashes(paths) -> uint64 FNV-1a of each UTF-8 path"},
+    {"find_path", find_path, METH_VARARGS,
+     "find_path(index, counter, path, blob_cls, languages) -> (BlobRow, (size, mtime)), "
+     "None (not stored) or False (ask the catalog)"},
     {"distinct_slices", distinct_slices, METH_VARARGS,
      "distinct_slices(source, starts int64, ends int64, max_len) -> set of bytes"},
     {"parse_extract", parse_extract, METH_VARARGS,

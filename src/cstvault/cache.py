@@ -112,15 +112,20 @@ class TieredCache:
         self._evicted = 0
         self._dctx = zstandard.ZstdDecompressor()
 
-    def get(self, blob: object, load, build):
+    def get(self, blob: object, load, build, current=None):
         """The tree of `blob`: from the first tier that holds it, promoted to hot.
 
         `load(blob)` reads (record, source) from the frozen tier (`load(blob, False)` just the
         source, for a tier that kept the record but not the source); `build(record, source)`
-        decodes them into (tree, bytes of the tree's buffers, the source the tree uses).
+        decodes them into (tree, bytes of the tree's buffers, the source the tree uses). A hot
+        tree for which `current(tree)` is false is dropped and built again.
         """
         t0 = time.perf_counter()
         entry = self.hot.get(blob)
+        if entry is not None and current is not None and not current(entry.tree):
+            del self.hot[blob]
+            self.stats["hot"].bytes -= entry.nbytes
+            entry = None
         if entry is not None:
             self.hot.move_to_end(blob)
             entry.uses += 1

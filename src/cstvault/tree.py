@@ -11,12 +11,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import crc32c
 import numpy as np
 import tree_sitter as ts
 from tree_sitter import Point, Range
 
 from . import _native, languages, sexp
-from .codec.bytecode import columns_of
+from .codec.bytecode import _grammar_args, columns_of, decode_raw, read_header
 from .codec.errors import CorruptRecord
 from .columns import (
     HAS_CHILDREN,
@@ -26,6 +27,9 @@ from .columns import (
 from .sources import DeferredSource
 
 __all__ = ["Node", "Point", "Range", "Tree", "TreeCursor"]
+
+
+_native.set_crc32c(crc32c.crc32c)
 
 
 @dataclass(frozen=True)
@@ -53,14 +57,12 @@ def build_structure(cols: Columns) -> Structure:
 class Tree(_native.TreeBase):
     """A syntax tree decoded from a record, read-only."""
 
-    __slots__ = (
-        "_colcache", "_decoded", "_src", "_lang_name", "_structcache", "_flags", "_size",
-        "_start", "_end", "_field", "_lines", "_lines_mv",
-    )  # fmt: skip
+    # attributes live in the C base (None until set): _colcache, _decoded, _src, _lang_name,
+    # _structcache, _views, _lines, _lines_mv
+    __slots__ = ()
 
     def __init__(self, cols: Columns, source: bytes | memoryview | DeferredSource):
         self._colcache = cols
-        self._decoded: tuple | None = None
         self._src = source
         self._lang_name = cols.language
         st = self._structcache = build_structure(cols)
@@ -74,10 +76,7 @@ class Tree(_native.TreeBase):
         end = np.ascontiguousarray(cols.end, dtype=np.int64)
         self._bind(kind, gram, flags, field, size, start, end, st.parent, st.prev,
                    st.child_count, tables.names, tables.fields, Node)  # fmt: skip
-        self._flags, self._size = memoryview(flags), memoryview(size)
-        self._field, self._start, self._end = memoryview(field), memoryview(start), memoryview(end)
-        self._lines: np.ndarray | None = None
-        self._lines_mv: memoryview | None = None
+        self._views = tuple(memoryview(a) for a in (flags, field, size, start, end))
 
     @classmethod
     def from_decoded(
@@ -91,14 +90,40 @@ class Tree(_native.TreeBase):
         kind, gram, flags, field, size, start, end = out[:7]
         t._bind(kind, gram, flags, field, size, start, end, out[9], out[10], out[11],
                 tables.names, tables.fields, Node)  # fmt: skip
-        t._colcache = t._structcache = None
         t._decoded = decoded
         t._src = source
         t._lang_name = language
-        t._flags, t._field = memoryview(flags), memoryview(field).cast("H")
-        t._size, t._start, t._end = (memoryview(b).cast("q") for b in (size, start, end))
-        t._lines = t._lines_mv = None
         return t
+
+    def _memoryviews(self) -> tuple[memoryview, ...]:
+        """Flags, field, size, start, end as typed memoryviews (made on first use)."""
+        views = self._views
+        if views is None:
+            assert self._decoded is not None
+            out = self._decoded[1]
+            wide = tuple(memoryview(out[k]).cast("q") for k in (4, 5, 6))
+            views = self._views = (memoryview(out[2]), memoryview(out[3]).cast("H"), *wide)
+        return views
+
+    @property
+    def _flags(self) -> memoryview:
+        return (self._views or self._memoryviews())[0]
+
+    @property
+    def _field(self) -> memoryview:
+        return (self._views or self._memoryviews())[1]
+
+    @property
+    def _size(self) -> memoryview:
+        return (self._views or self._memoryviews())[2]
+
+    @property
+    def _start(self) -> memoryview:
+        return (self._views or self._memoryviews())[3]
+
+    @property
+    def _end(self) -> memoryview:
+        return (self._views or self._memoryviews())[4]
 
     @property
     def _source(self) -> bytes | memoryview:
@@ -361,3 +386,29 @@ class Node(_native.NodeBase):
 
 
 TreeCursor = _native.TreeCursor
+
+
+# what open_tree needs of each grammar identity met so far
+_GRAMMARS: dict[bytes, tuple] = {}
+
+
+def tree_from_record(record: bytes) -> tuple[Tree, int, int, int]:
+    """(tree, source length, source CRC32C, bytes of its buffers) of a record, checked like
+    `codec.decode_raw`; the caller sets the tree's text (`tree._src`). One C call when the
+    record's grammar was met before and it has no phantom section."""
+    try:
+        got = _native.open_tree(Tree, record, _GRAMMARS)
+    except _native.CorruptRecord as exc:
+        raise CorruptRecord(str(exc)) from None
+    if got is not None:
+        return got
+    head = read_header(record)
+    key = head.identity.encode("ascii")
+    if key not in _GRAMMARS:
+        name, token_len, kind_limit, field_limit = _grammar_args(head.identity)
+        t = languages.tables(name)
+        _GRAMMARS[key] = (name, token_len, kind_limit, field_limit, t.names, t.fields, Node)
+        if not head.phantom_len:
+            return tree_from_record(record)
+    tree = Tree.from_decoded(decode_raw(record, head=head), b"")
+    return tree, head.source_len, head.source_crc, tree.buffer_bytes()

@@ -4,8 +4,8 @@ RSS is measured, never estimated: attributable RSS = RSS of the workload process
 workload minus RSS of another fresh process that made the same imports and holds the same
 list of files to visit (the harness's own data). Cold opens (cache budget 0) and tree-sitter
 re-parses of the same sampled files are timed in two separate passes; a third, in another
-fresh store, times the stages of the same cold opens (catalog lookup, working-file stat,
-frame read + decompression, decode, tree construction).
+fresh store, times the stages of the same cold opens (path lookup, frame read + CRC32C,
+zstd decompression, record check + decode + tree binding).
 """
 
 from __future__ import annotations
@@ -87,24 +87,21 @@ cold.close()
 ratio = np.array(parse_ms) / np.maximum(np.array(cold_ms), 1e-9)
 
 # where a cold open's time goes: the same opens, stage by stage, in another fresh store
-from cstvault.codec import decode_raw, read_header
-from cstvault.tree import Tree
+from cstvault.tree import tree_from_record
 staged = Store.open(store_dir, CacheConfig(max_memory_mb=0))
-stages = {k: [] for k in ("lookup", "stat", "frame", "decode", "tree")}
+stages = {k: [] for k in ("lookup", "frame", "zstd", "tree")}
 for k in sample:
     path = files[k][0]
     t0 = time.perf_counter()
     blob, indexed = staged._located(path)
     t1 = time.perf_counter()
-    staged._working_file(path, indexed)
+    frame = staged._reader.read(*blob.tree)
     t2 = time.perf_counter()
-    record = staged._frame(blob.tree, "tree record", path, blob.tree_dict)
+    record = staged._decompressor(blob.tree_dict).decompress(frame)
     t3 = time.perf_counter()
-    decoded = decode_raw(record, head=read_header(record))
+    tree_from_record(record)[0].root_node
     t4 = time.perf_counter()
-    Tree.from_decoded(decoded, b"").root_node
-    t5 = time.perf_counter()
-    for name, a, b in zip(stages, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5)):
+    for name, a, b in zip(stages, (t0, t1, t2, t3), (t1, t2, t3, t4)):
         stages[name].append((b - a) * 1e6)
 staged.close()
 print(json.dumps({

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,10 @@ import zstandard
 
 from .. import languages
 from ..cache import CacheConfig, TieredCache
-from ..codec import CorruptRecord, decode_raw, read_header
+from ..codec import CorruptRecord
 from ..sources import DeferredSource
-from ..tree import Node, Tree
+from ..tree import Node, Tree, tree_from_record
+from . import pathindex
 from .catalog import Catalog, FileRow, StoreVersionError
 from .segments import SegmentReader, SegmentWriter
 
@@ -51,6 +54,8 @@ class Store:
         self._reader = SegmentReader(directory / SEGMENTS, mapped=mapped)
         self._writer: SegmentWriter | None = None
         self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
+        self._paths = pathindex.PathIndex(directory)
+        catalog.before_write = pathindex.Invalidator(directory)
         self.closed = False
         root = catalog.meta().get("root") if working_tree else None
         self._root = root or None
@@ -126,7 +131,11 @@ class Store:
             return read(again, indexed)
 
     def _located(self, path: str):
-        found = self.catalog.blob_for(path)
+        """(blob, (size, mtime_ns) when indexed): from the path index while it is current,
+        else from the catalog."""
+        found = self._paths.find(path)
+        if found is False:
+            found = self.catalog.blob_for(path)
         if found is None:
             raise KeyError(f"{path} is not in the store")
         return found
@@ -158,36 +167,37 @@ class Store:
     def tree(self, path: str) -> Tree:
         """The full tree of a stored file, served by the tiered cache.
 
-        Its text comes from the working-tree file through mmap when that file is unchanged
-        (size and mtime at each access; mapped, and its CRC32C checked against the record's,
-        when the text is first read), else from the store.
+        Its text comes from the working-tree file through mmap when that file is unchanged,
+        else from the store. The file is checked (size and mtime, then mapped and its CRC32C
+        compared with the record's) when the text is first read, not at open; a cached tree
+        whose text is mapped is checked again (size and mtime) each time it is asked for.
         """
         return self._retrying(path, lambda blob, indexed: self._tree(path, blob, indexed))
 
     def _tree(self, path: str, blob, indexed: tuple[int, int]) -> Tree:
-        working = self._working_file(path, indexed)  # one stat per access
-        key = (blob.id, path if working is not None else None)
-
         def load(_: object, record: bool = True) -> tuple[bytes | None, object]:
-            if working is None:
+            if self._root is None:
                 return self.read_blob(blob, path) if record else (None, self._source(blob, path))
             tree = self._frame(blob.tree, "tree record", path, blob.tree_dict) if record else None
-            return tree, _WorkingSource(self, blob, path, working)
+            return tree, _WorkingSource(self, blob, path, indexed)
 
         def build(record: bytes, source: object) -> tuple[Tree, int, object]:
             try:
-                head = read_header(record)
+                tree, length, crc, nbytes = tree_from_record(record)
                 if isinstance(source, _WorkingSource):
-                    source.expect(head.source_len, head.source_crc)
-                elif head.source_len != len(source) or head.source_crc != crc32c.crc32c(source):
+                    source.expect(length, crc)
+                elif length != len(source) or crc != crc32c.crc32c(source):
                     raise CorruptRecord("source does not match its tree record")
-                decoded = decode_raw(record, head=head)
             except CorruptRecord as exc:
                 raise CorruptRecord(f"{path}: {exc}") from exc
-            tree = Tree.from_decoded(decoded, source)
-            return tree, tree.buffer_bytes(), source
+            tree._src = source
+            return tree, nbytes, source
 
-        return self.cache.get(key, load, build)
+        def current(tree: Tree) -> bool:  # a mapped working file must still be as indexed
+            return not isinstance(tree._src, mmap.mmap) or self._working_file(path, indexed)
+
+        key = (blob.id, path if self._root is not None else None)
+        return self.cache.get(key, load, build, current)
 
     def _source(self, blob, path: str) -> bytes:
         return self._frame(blob.src, "source", path, blob.src_dict)
@@ -292,11 +302,19 @@ class Store:
         }
 
     def close(self) -> None:
+        """Close; a store that wrote rebuilds the path index first (if that fails, e.g.
+        another writer holds the lock, readers keep asking the catalog until a later run)."""
+        if self.closed:
+            return
         self.closed = True
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         self._reader.close()
+        self._paths.close()
+        if self.catalog.wrote:
+            with contextlib.suppress(sqlite3.Error, OSError):
+                pathindex.build(self.catalog, self.directory)
         self.catalog.close()
 
     def __enter__(self) -> Store:
@@ -307,21 +325,22 @@ class Store:
 
 
 class _WorkingSource(DeferredSource):
-    """A working-tree file as a tree's text: mapped on first use and kept only if its length
-    and CRC32C are the record's (the file may have changed within one mtime tick), else the
-    store's own copy of the source."""
+    """A working-tree file as a tree's text, checked when first read: used (mapped) only if
+    its size and mtime are as indexed and its length and CRC32C are the record's (the file
+    may have changed within one mtime tick), else the store's own copy of the source."""
 
-    __slots__ = ("store", "blob", "path", "full", "length", "crc")
+    __slots__ = ("store", "blob", "path", "indexed", "length", "crc")
 
-    def __init__(self, store: Store, blob, path: str, full: str):
-        self.store, self.blob, self.path, self.full = store, blob, path, full
+    def __init__(self, store: Store, blob, path: str, indexed: tuple[int, int]):
+        self.store, self.blob, self.path, self.indexed = store, blob, path, indexed
         self.length = self.crc = -1
 
     def expect(self, length: int, crc: int) -> None:
         self.length, self.crc = length, crc
 
     def resolve(self) -> bytes | mmap.mmap:
-        mapped = Store._map_file(self.full)
+        full = self.store._working_file(self.path, self.indexed)
+        mapped = Store._map_file(full) if full is not None else None
         if mapped is not None and len(mapped) == self.length and crc32c.crc32c(mapped) == self.crc:
             return mapped
         if self.store.closed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -144,6 +145,8 @@ class Catalog:
             )
         self.symbols = symtab.SymbolTable(self.db, self._meta_value, self.set_meta)
         self._dirs: dict[str, int] = {}
+        self.before_write: Callable[[], None] | None = None
+        self.wrote = False  # a write transaction was begun through this connection
         self._any_skipped = self.db.execute("SELECT 1 FROM skipped LIMIT 1").fetchone() is not None
         if create:
             self.set_meta("format_version", str(FORMAT_VERSION))
@@ -261,7 +264,16 @@ class Catalog:
 
     # writes (inside the caller's transaction)
     def begin(self) -> None:
+        """Start a write transaction; `before_write` (the path index's invalidation) runs
+        with the write lock held, before anything changes."""
         self.db.execute("BEGIN IMMEDIATE")
+        self.wrote = True
+        if self.before_write is not None:
+            try:
+                self.before_write()
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     def commit(self) -> None:
         self.db.execute("COMMIT")

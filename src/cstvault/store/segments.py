@@ -86,7 +86,8 @@ class SegmentWriter:
 
 
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
-RELEASE_EVERY = 8  # frame reads between releases of the mapped pages
+_RANDOM = getattr(mmap, "MADV_RANDOM", None)
+RELEASE_EVERY = 32  # frame reads between releases of the mapped pages
 
 
 def _unmap_pages(m: mmap.mmap) -> None:
@@ -124,11 +125,17 @@ class SegmentReader:
             self._maps.move_to_end(seg_id)
             return m
         path = os.path.join(self._dir, segment_name(seg_id))
-        try:
-            with open(path, "rb") as f:
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:  # os.open, not open(): a buffered file object costs several more syscalls
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
         except (OSError, ValueError) as exc:
             raise CorruptRecord(f"segment {segment_name(seg_id)} unreadable: {exc}") from exc
+        if _RANDOM is not None:  # frames are read at random: no fault-around, no read-ahead
+            with contextlib.suppress(OSError, ValueError):
+                m.madvise(_RANDOM)
         self._maps[seg_id] = m
         if len(self._maps) > self.max_open:
             _, old = self._maps.popitem(last=False)

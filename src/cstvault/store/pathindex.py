@@ -1,0 +1,233 @@
+"""The path index: a file's blob and frame locations without a SQLite query.
+
+`paths.idx` holds, sorted by a 64-bit hash of the path, one fixed-size entry per stored file
+(the columns of `BlobRow` plus the file's size and mtime), written whole by the writers at
+the end of `index`, `freeze` and `gc`. It is a cache of the catalog, never the truth: the
+`generation` file holds a random stamp that every writer changes (durably) inside its first
+write transaction after the index was built, and the index is used only while its own stamp
+equals that file's. A reader whose index is not current asks the catalog, as before it.
+Layout: docs/format.md.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import secrets
+import struct
+from pathlib import Path
+
+import crc32c
+import numpy as np
+
+from .. import _native
+from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog
+
+INDEX = "paths.idx"
+COUNTER = "generation"
+MAGIC = b"CSTP"
+VERSION = 1
+_HEAD = struct.Struct("<4sIQQQQQIIII")  # magic, version, stamp, count, hashes, entries,
+# strings offsets, entry size, languages length, CRC32C of everything after the header, pad
+HEAD_SIZE = 64
+ENTRY = np.dtype([
+    ("path_off", "<u8"), ("path_len", "<u4"), ("language", "<u2"), ("pad", "<u2"),
+    ("blob", "<i8"), ("blob_size", "<i8"), ("size", "<i8"), ("mtime_ns", "<i8"),
+    ("lines", "<u4"), ("nodes", "<u4"), ("tree", "<u4", 4), ("src", "<u4", 4),
+    ("tree_dict", "<u4"), ("src_dict", "<u4"),
+])  # fmt: skip
+RETRY_EVERY = 1024  # lookups between looks for an index where there was none
+
+
+def _write_counter(directory: Path, stamp: int) -> None:
+    """Store `stamp` in the generation file, durably (before the caller's commit)."""
+    path = directory / COUNTER
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, struct.pack("<Q", stamp), 0)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_counter(directory: Path) -> int | None:
+    try:
+        with open(directory / COUNTER, "rb") as f:
+            data = f.read(8)
+    except OSError:
+        return None
+    return struct.unpack("<Q", data)[0] if len(data) == 8 else None
+
+
+class Invalidator:
+    """Makes the index not current before a writer's transaction changes the catalog: called
+    with the write lock held, it changes the stamp unless this writer already did since the
+    index was last built (then one 8-byte read)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._mine: int | None = None
+
+    def __call__(self) -> None:
+        current = read_counter(self.directory)
+        if current is None and not (self.directory / INDEX).exists():
+            return  # no index to invalidate (a new store; it gets one when the run ends)
+        if current is None or current != self._mine:
+            self._mine = secrets.randbits(64)
+            _write_counter(self.directory, self._mine)
+
+
+def build(catalog: Catalog, directory: Path) -> int:
+    """Write the index of the catalog's files and make it current; returns its entries.
+
+    Holds the catalog's write lock throughout, so no transaction is half done while the rows
+    are read and the stamp is set."""
+    db = catalog.db
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute(
+            f"SELECT {PATH}, f.size, f.mtime_ns, {_B_COLUMNS} FROM {FILE} "
+            "JOIN blobs b ON b.id = f.blob"
+        ).fetchall()
+        paths = [r[0] for r in rows]
+        usable = [k for k, p in enumerate(paths) if _utf8(p) is not None]
+        rows = [rows[k] for k in usable]
+        paths = [paths[k] for k in usable]
+        hashes = np.frombuffer(_native.path_hashes(paths), dtype=np.uint64)
+        order = np.argsort(hashes, kind="stable")
+        languages = sorted({r[4] for r in rows})
+        lang_id = {name: k for k, name in enumerate(languages)}
+        encoded = [paths[k].encode() for k in order.tolist()]
+        lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+        entries = np.zeros(len(rows), dtype=ENTRY)
+        entries["path_off"] = np.cumsum(lens) - lens
+        entries["path_len"] = lens
+        if rows:
+            cols = list(zip(*[rows[k] for k in order.tolist()], strict=True))
+            (_, size, mtime, blob, language, bsize, lines, nodes, *frames) = cols
+            entries["language"] = [lang_id[x] for x in language]
+            entries["blob"], entries["blob_size"] = blob, bsize
+            entries["size"], entries["mtime_ns"] = size, mtime
+            entries["lines"], entries["nodes"] = lines, nodes
+            entries["tree"] = np.array(frames[0:4]).T
+            entries["src"] = np.array(frames[4:8]).T
+            entries["tree_dict"], entries["src_dict"] = frames[8], frames[9]
+        langs = json.dumps(languages).encode()
+        langs += b" " * (-len(langs) % 8)
+        hoff = HEAD_SIZE + len(langs)
+        eoff = hoff + 8 * len(rows)
+        soff = eoff + ENTRY.itemsize * len(rows)
+        body = b"".join((langs, hashes[order].tobytes(), entries.tobytes(), *encoded))
+        stamp = secrets.randbits(64)
+        head = _HEAD.pack(MAGIC, VERSION, stamp, len(rows), hoff, eoff, soff, ENTRY.itemsize,
+                          len(langs), crc32c.crc32c(body), 0)  # fmt: skip
+        head += b"\0" * (HEAD_SIZE - len(head))
+        tmp = directory / (INDEX + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(head)
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / INDEX)
+        _fsync_dir(directory)
+        _write_counter(directory, stamp)
+    finally:
+        db.execute("COMMIT")
+    return len(rows)
+
+
+def _utf8(path: str) -> bytes | None:
+    try:
+        return path.encode()
+    except UnicodeEncodeError:
+        return None  # such a path is never looked up here (find_path answers "not current")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PathIndex:
+    """A reader's view of the index: `find(path)` -> (BlobRow, (size, mtime_ns)), None when
+    the path is not stored, or NOT_CURRENT when the catalog must be asked."""
+
+    NOT_CURRENT = False
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._index: mmap.mmap | None = None
+        self._counter: mmap.mmap | None = None
+        self._languages: list[str] = []
+        self._tried: bytes | None = None  # counter value at the last (re)load attempt
+        self._misses = 0
+        self._load()
+
+    def _load(self) -> None:
+        self.close()
+        self._counter = _map(self.directory / COUNTER)
+        index = _map(self.directory / INDEX)
+        if self._counter is None or index is None:
+            if index is not None:
+                index.close()
+            return
+        ok = len(index) >= HEAD_SIZE
+        if ok:
+            magic, version, _, _, _, _, _, esize, llen, crc, _ = _HEAD.unpack_from(index, 0)
+            ok = magic == MAGIC and version == VERSION and esize == ENTRY.itemsize
+            ok = ok and crc32c.crc32c(memoryview(index)[HEAD_SIZE:]) == crc
+        if ok:
+            try:
+                self._languages = json.loads(bytes(index[HEAD_SIZE : HEAD_SIZE + llen]))
+            except ValueError:
+                ok = False
+        if not ok:  # damaged: the catalog answers
+            index.close()
+            return
+        self._index = index
+
+    def find(self, path: str):
+        if self._index is not None:
+            found = _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
+            if found is not False:
+                return found
+        self._misses += 1
+        if (self._counter is not None or self._misses % RETRY_EVERY == 0) and self._reload():
+            found = _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
+            if found is not False:
+                return found
+        return self.NOT_CURRENT
+
+    def _reload(self) -> bool:
+        """Map a newer index, once per change of the generation file; True if one is mapped."""
+        if self._counter is not None:
+            now = bytes(self._counter[:8])
+        else:
+            try:
+                with open(self.directory / COUNTER, "rb") as f:
+                    now = f.read(8)
+            except OSError:
+                return False
+        if now == self._tried:
+            return False
+        self._tried = now
+        self._load()
+        return self._index is not None
+
+    def close(self) -> None:
+        for m in (self._index, self._counter):
+            if m is not None:
+                m.close()
+        self._index = self._counter = None
+
+
+def _map(path: Path) -> mmap.mmap | None:
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None

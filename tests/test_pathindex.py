@@ -1,0 +1,141 @@
+"""The path index (store/pathindex.py) and the one-call record -> tree path (open_tree)."""
+
+from __future__ import annotations
+
+import struct
+
+import crc32c
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cstvault
+from cstvault import indexer
+from cstvault.codec import CorruptRecord, decode
+from cstvault.store import Store, pathindex
+from cstvault.tree import tree_from_record
+from snippets import SNIPPETS
+from test_cli import make_repo
+from test_roundtrip import PHANTOMS
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    make_repo(root)
+    (root / "ünïcode dir").mkdir()
+    (root / "ünïcode dir" / "naïve.py").write_bytes(SNIPPETS["python"]["ok"])
+    indexer.index(root, jobs=1)
+    return root
+
+
+def _current(store: Store) -> bool:
+    return store._paths.find(next(store.files()).path) is not False
+
+
+def test_index_answers_like_the_catalog(repo):
+    with cstvault.open(repo) as store:
+        assert (store.directory / pathindex.INDEX).exists() and _current(store)
+        paths = [f.path for f in store.files()]
+        assert "ünïcode dir/naïve.py" in paths
+        for p in paths:
+            assert store._paths.find(p) == store.catalog.blob_for(p)
+        assert store._paths.find("no/such/file.py") is None
+        with pytest.raises(KeyError):
+            store.tree("no/such/file.py")
+
+
+def test_a_writer_makes_the_index_not_current_until_it_rebuilds_it(repo):
+    reader = cstvault.open(repo)
+    before = reader.tree("python_ok.py").text
+    writer = Store.open(repo)
+    writer.catalog.begin()  # the invalidation happens here, under the write lock
+    assert not _current(reader)
+    writer.catalog.put_file("python_ok.py", reader._located("c_ok.c")[0].id, 1, 2)
+    writer.catalog.commit()
+    # not current: the catalog answers, so the change is seen at once
+    assert reader._located("python_ok.py")[0].language == "c"
+    assert not _current(reader)
+    writer.close()  # a store that wrote rebuilds the index
+    assert _current(reader)  # mapped again on the next miss
+    assert reader._located("python_ok.py")[0].language == "c"
+    assert reader._paths.find("python_ok.py") == reader.catalog.blob_for("python_ok.py")
+    reader.close()
+    assert before == SNIPPETS["python"]["ok"]
+
+
+def test_a_run_killed_before_rebuilding_leaves_the_catalog_in_charge(repo):
+    writer = Store.open(repo)
+    writer.catalog.begin()
+    writer.catalog.commit()
+    writer.catalog.close()  # no Store.close(): as if killed after its last commit
+    with cstvault.open(repo) as store:
+        assert not _current(store)
+        assert store.tree("go_ok.go").text == (repo / "go_ok.go").read_bytes()
+    indexer.index(repo, jobs=1)  # the next run rebuilds it
+    with cstvault.open(repo) as store:
+        assert _current(store)
+
+
+def test_reindex_after_an_edit_is_seen_by_an_open_reader(repo):
+    with cstvault.open(repo) as store:
+        assert store.tree("rust_ok.rs").text == SNIPPETS["rust"]["ok"]
+        (repo / "rust_ok.rs").write_bytes(b"fn changed() {}\n")
+        indexer.index(repo, jobs=1)
+        assert store.tree("rust_ok.rs").text == b"fn changed() {}\n"
+        assert _current(store)
+
+
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_a_damaged_index_is_not_used(repo, where):
+    path = repo / ".cstvault" / pathindex.INDEX
+    data = bytearray(path.read_bytes())
+    data[9 if where == "header" else len(data) - 3] ^= 0x40
+    path.write_bytes(bytes(data))
+    with cstvault.open(repo) as store:
+        assert not _current(store)
+        for f in store.files():
+            assert store.tree(f.path).text == (repo / f.path).read_bytes()
+
+
+def _records() -> list[bytes]:
+    out = [cstvault.encode(src, lang) for lang, cases in SNIPPETS.items() for src in cases.values()]
+    return out + [cstvault.encode(src, lang) for lang, src in PHANTOMS]
+
+
+def test_open_tree_builds_the_tree_decode_builds():
+    for record in _records():
+        tree, length, crc, nbytes = tree_from_record(record)
+        cols = decode(record)
+        for name in ("kind", "grammar", "flags", "field", "size", "start", "end"):
+            assert np.array_equal(getattr(tree.columns, name), getattr(cols, name)), name
+        assert tree.columns.phantoms == cols.phantoms
+        assert nbytes == tree.buffer_bytes() > 0
+        assert (length, crc) == struct.unpack_from("<II", record, 10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_open_tree_rejects_damage(data):
+    record = bytearray(_records()[data.draw(st.integers(0, 3))])
+    at = data.draw(st.integers(0, len(record) - 1))
+    record[at] ^= 1 << data.draw(st.integers(0, 7))
+    with pytest.raises(CorruptRecord):
+        tree_from_record(bytes(record))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_open_tree_damage_behind_a_valid_crc_never_crashes(data):
+    record = bytearray(_records()[data.draw(st.integers(0, 3))])
+    for _ in range(data.draw(st.integers(1, 4))):
+        record[data.draw(st.integers(0, len(record) - 5))] = data.draw(st.integers(0, 255))
+    record[-4:] = struct.pack("<I", crc32c.crc32c(bytes(record[:-4])))
+    try:
+        tree, *_ = tree_from_record(bytes(record))
+    except CorruptRecord:
+        return
+    cols = decode(bytes(record))  # whatever open_tree accepts, decode accepts identically
+    assert np.array_equal(tree.columns.end, cols.end)
