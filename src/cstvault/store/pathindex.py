@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _native
 from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog
+from .segments import RELEASE_EVERY, unmap_pages
 
 INDEX = "paths.idx"
 COUNTER = "generation"
@@ -154,7 +155,8 @@ def _fsync_dir(directory: Path) -> None:
 
 class PathIndex:
     """A reader's view of the index: `find(path)` -> (BlobRow, (size, mtime_ns)), None when
-    the path is not stored, or NOT_CURRENT when the catalog must be asked."""
+    the path is not stored, or NOT_CURRENT when the catalog must be asked. Like segments,
+    the mapped pages are released every RELEASE_EVERY lookups, so RSS stays flat."""
 
     NOT_CURRENT = False
 
@@ -165,6 +167,7 @@ class PathIndex:
         self._languages: list[str] = []
         self._tried: bytes | None = None  # counter value at the last (re)load attempt
         self._misses = 0
+        self._finds = 0  # lookups since the index's pages were last released
         self._load()
 
     def _load(self) -> None:
@@ -192,6 +195,10 @@ class PathIndex:
 
     def find(self, path: str):
         if self._index is not None:
+            self._finds += 1
+            if self._finds >= RELEASE_EVERY:
+                self._finds = 0
+                unmap_pages(self._index)
             found = _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
             if found is not False:
                 return found

@@ -90,7 +90,7 @@ _RANDOM = getattr(mmap, "MADV_RANDOM", None)
 RELEASE_EVERY = 32  # frame reads between releases of the mapped pages
 
 
-def _unmap_pages(m: mmap.mmap) -> None:
+def unmap_pages(m: mmap.mmap) -> None:
     """Drop a segment's pages from this process's page tables (they stay in the OS page
     cache). The whole map, not just the frames read: the kernel maps neighbouring pages on
     each fault."""
@@ -102,7 +102,7 @@ def _unmap_pages(m: mmap.mmap) -> None:
 
 class SegmentReader:
     """Reads frames through mmap, keeping up to `max_open` segments mapped (LRU). Every
-    RELEASE_EVERY reads, the pages mapped by those reads are released (`_unmap_pages`), so
+    RELEASE_EVERY reads, the pages mapped by those reads are released (`unmap_pages`), so
     mapped segments hold at most a few hundred KiB of RSS whatever their number; releasing
     after every read cost a syscall and a page fault per read.
 
@@ -183,7 +183,7 @@ class SegmentReader:
         for seg_id in self._touched:
             m = self._maps.get(seg_id)
             if m is not None:
-                _unmap_pages(m)
+                unmap_pages(m)
         self._touched.clear()
         self._reads = 0
 
