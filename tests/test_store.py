@@ -296,3 +296,13 @@ def test_mapped_segment_pages_are_released_every_few_reads(repo):
                 assert _segment_rss() == 0
             else:
                 assert _segment_rss() > 0  # this read's pages, until the next release
+
+
+def test_text_served_from_the_store_counts_against_the_budget(repo):
+    indexer.index(repo, jobs=1)
+    with cstvault.open(repo) as store:
+        tree = store.tree("java_ok.java")
+        before = store.cache.stats["hot"].bytes
+        (repo / "java_ok.java").write_bytes(b"class Changed {}\n")  # before the text is read
+        assert tree.text == SNIPPETS["java"]["ok"]  # the stored copy, now held in RAM
+        assert store.cache.stats["hot"].bytes == before + len(SNIPPETS["java"]["ok"])

@@ -158,6 +158,14 @@ class TieredCache:
         self._hit(tier, t0)
         return tree
 
+    def grew(self, blob: object, nbytes: int) -> None:
+        """A hot tree now holds `nbytes` more (its deferred text came from the store)."""
+        entry = self.hot.get(blob)
+        if entry is not None:
+            entry.nbytes += nbytes
+            self.stats["hot"].bytes += nbytes
+            self._enforce()
+
     def _hit(self, tier: str, t0: float) -> None:
         s = self.stats[tier]
         s.hits += 1

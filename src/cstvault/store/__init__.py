@@ -349,6 +349,7 @@ class _WorkingSource(DeferredSource):
         source = self.store._source(self.blob, self.path)
         if len(source) != self.length or crc32c.crc32c(source) != self.crc:
             raise CorruptRecord(f"{self.path}: source does not match its tree record")
+        self.store.cache.grew((self.blob.id, self.path), len(source))  # now held in RAM
         return source
 
 

@@ -11,6 +11,7 @@ Layout: docs/format.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -191,6 +192,8 @@ class PathIndex:
         if not ok:  # damaged: the catalog answers
             index.close()
             return
+        with contextlib.suppress(OSError, ValueError):  # lookups land anywhere: no fault-around
+            index.madvise(mmap.MADV_RANDOM)
         self._index = index
 
     def find(self, path: str):
