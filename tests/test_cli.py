@@ -8,6 +8,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from cstvault import cli, verify
+from cstvault.codec import decode
+from cstvault.tree import Tree
 from cstvault.walk import iter_files
 from snippets import SNIPPETS
 
@@ -61,16 +63,14 @@ def test_verify_table_output(tmp_path):
 
 def test_verify_reports_mismatch_and_fails(tmp_path, monkeypatch):
     (tmp_path / "a.py").write_bytes(b"def f():\n    return 1\n")
-    real = verify.decode
-
     def damaged(record):
-        cols = real(record)
+        cols = decode(record)
         cols.end = cols.end.copy()
         cols.end[3] += 1
         cols.kind = np.where(np.arange(len(cols)) == 2, 1, cols.kind).astype(np.uint16)
-        return cols
+        return Tree(cols, b""), 0, 0, 0
 
-    monkeypatch.setattr(verify, "decode", damaged)
+    monkeypatch.setattr(verify, "tree_from_record", damaged)
     res = CliRunner().invoke(cli.main, ["verify", str(tmp_path), "--json"])
     assert res.exit_code == 1
     out = json.loads(res.output)

@@ -16,11 +16,11 @@ import tree_sitter as ts
 import zstandard
 
 from . import languages
-from .codec import CorruptRecord, EncodeError, decode, encode
+from .codec import CorruptRecord, EncodeError, encode
 from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
 from .extract import parse, parse_extract
 from .sources import check_source, count_lines
-from .tree import Tree
+from .tree import Tree, tree_from_record
 
 ATTRIBUTES = (
     "type", "kind_id", "field_name", "is_named", "is_extra", "is_missing", "is_error",
@@ -183,10 +183,12 @@ def verify_stored(path: str, language: str, record: bytes, source: bytes, report
 
 def _check(path: str, expected: ts.Tree, record: bytes, source: bytes, stored_source: bytes,
            report: Report) -> None:  # fmt: skip
-    """Decode `record` over `stored_source`, compare with `expected`, count the outcome."""
+    """Decode `record` over `stored_source` as a store's cold open does (`tree_from_record`),
+    compare with `expected`, count the outcome."""
     report.files += 1
     try:
-        tree = Tree(decode(record), stored_source)
+        tree = tree_from_record(record)[0]
+        tree._src = stored_source
     except CorruptRecord as exc:
         report.mismatched += 1
         report.add_mismatches([Mismatch(path, -1, "record", "decodable", str(exc))])
