@@ -43,6 +43,9 @@ def test_index_answers_like_the_catalog(repo):
         for p in paths:
             assert store._paths.find(p) == store.catalog.blob_for(p)
         assert store._paths.find("no/such/file.py") is None
+        assert store.stats()["path_index"] == {
+            "entries": len(paths), "bytes": (store.directory / pathindex.INDEX).stat().st_size,
+            "current": True}  # fmt: skip
         with pytest.raises(KeyError):
             store.tree("no/such/file.py")
 
@@ -53,6 +56,7 @@ def test_a_writer_makes_the_index_not_current_until_it_rebuilds_it(repo):
     writer = Store.open(repo)
     writer.catalog.begin()  # the invalidation happens here, under the write lock
     assert not _current(reader)
+    assert reader.stats()["path_index"]["current"] is False
     writer.catalog.put_file("python_ok.py", reader._located("c_ok.c")[0].id, 1, 2)
     writer.catalog.commit()
     # not current: the catalog answers, so the change is seen at once

@@ -294,6 +294,7 @@ class Store:
             "levels": self.catalog.levels(),
             "catalog_tables": self.catalog.table_bytes(),
             **self._symbol_stats(),
+            "path_index": self._paths.summary(),
             "tiers": self.cache.summary(),
             "cache_bytes": self.cache.bytes_in_ram(),
             "budget_bytes": int(self.config.max_memory_mb * 1024 * 1024),

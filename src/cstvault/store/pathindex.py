@@ -228,6 +228,16 @@ class PathIndex:
         self._load()
         return self._index is not None
 
+    def summary(self) -> dict:
+        """Entries, bytes and whether lookups use the index now (else the catalog)."""
+        current = False
+        if self._index is not None:
+            stamp = bytes(self._index[8:16])
+            current = self._counter is not None and bytes(self._counter[:8]) == stamp
+        entries = _HEAD.unpack_from(self._index, 0)[3] if self._index is not None else 0
+        size = len(self._index) if self._index is not None else 0
+        return {"entries": entries, "bytes": size, "current": current}
+
     def close(self) -> None:
         for m in (self._index, self._counter):
             if m is not None:
