@@ -143,3 +143,21 @@ def test_open_tree_damage_behind_a_valid_crc_never_crashes(data):
         return
     cols = decode(bytes(record))  # whatever open_tree accepts, decode accepts identically
     assert np.array_equal(tree.columns.end, cols.end)
+
+
+def test_a_writer_invalidates_again_after_another_writer_rebuilt(repo):
+    a = Store.open(repo)
+    a.catalog.begin()
+    a.catalog.commit()
+    b = Store.open(repo)
+    b.catalog.begin()
+    b.catalog.commit()
+    b.close()  # rebuilds: current again, although `a` is still open and will write again
+    with cstvault.open(repo) as reader:
+        assert _current(reader)
+        a.catalog.begin()  # `a` must notice the stamp is no longer its own
+        assert not _current(reader)
+        a.catalog.commit()
+    a.close()
+    with cstvault.open(repo) as reader:
+        assert _current(reader)
