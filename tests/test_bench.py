@@ -66,6 +66,7 @@ def test_bench_store_json(tmp_path):
     assert all(v > 0 for v in stages.values())
     steal = out["index_cpu_steal_percent"]
     assert steal is None or 0 <= steal <= 100
+    assert out["index_cpu_seconds"] > 0 and out["index_lines_per_cpu_s"] > 0
     assert out["dictionaries"]["sample_blobs"] == out["blobs"]
     assert out["dictionaries"]["tree_bytes_per_line"]["none"] > 0
     assert out["files"] == 3 * len(SNIPPETS)
