@@ -161,3 +161,19 @@ def test_a_writer_invalidates_again_after_another_writer_rebuilt(repo):
     a.close()
     with cstvault.open(repo) as reader:
         assert _current(reader)
+
+
+def test_values_too_wide_for_an_entry_leave_the_catalog_in_charge(repo, monkeypatch):
+    entries = np.zeros(1, dtype=pathindex.ENTRY)
+    with pytest.raises(pathindex._TooWide):
+        pathindex._put(entries, "tree_dict", [70_000])
+    (repo / "go_ok.go").write_bytes(b"package wide\n")
+
+    def too_wide(entries, name, values):
+        raise pathindex._TooWide(name)
+
+    monkeypatch.setattr(pathindex, "_put", too_wide)
+    indexer.index(repo, jobs=1)  # its closing rebuild gives up
+    with cstvault.open(repo) as store:
+        assert not _current(store)
+        assert store.tree("go_ok.go").text == b"package wide\n"

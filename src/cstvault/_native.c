@@ -1365,54 +1365,74 @@ static uint64_t fnv1a(const char *p, Py_ssize_t n) {
     return h;
 }
 
-/* path_hashes(list of str) -> uint64 bytes (None where a path has no UTF-8 form: hash 0) */
+/* A second, differently built 64-bit hash (multiply and xor-shift per 8-byte word, then a
+ * splitmix64 finish): an entry keeps it instead of the path, so a lookup tells two paths
+ * apart unless both 64-bit hashes collide. */
+static uint64_t check_hash(const char *p, Py_ssize_t n) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p + i, (size_t)(n - i));
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27; h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+/* path_hashes(list of str) -> bytes of n (FNV-1a, check hash) uint64 pairs of the UTF-8 paths */
 static PyObject *path_hashes(PyObject *self, PyObject *arg) {
     if (!PyList_Check(arg)) { PyErr_SetString(PyExc_TypeError, "a list of str"); return NULL; }
     Py_ssize_t n = PyList_GET_SIZE(arg);
     void *out;
-    PyObject *res = new_bytes(8 * n, &out);
+    PyObject *res = new_bytes(16 * n, &out);
     if (!res) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t len;
         const char *u = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(arg, i), &len);
         if (!u) { Py_DECREF(res); return NULL; }
-        uint64_t h = fnv1a(u, len);
-        memcpy((uint8_t *)out + 8 * i, &h, 8);
+        uint64_t h[2] = {fnv1a(u, len), check_hash(u, len)};
+        memcpy((uint8_t *)out + 16 * i, h, 16);
     }
     return res;
 }
 
 #define PX_HEAD 64
-
+#define PX_ENTRY 76
 static inline uint32_t le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline int64_t le64s(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return v; }
 
 /* An index entry (store/pathindex.py ENTRY) as (BlobRow, (size, mtime_ns)). */
 static PyObject *entry_row(const uint8_t *e, PyObject *blob_cls, PyObject *languages) {
-    uint16_t lang;
-    memcpy(&lang, e + 12, 2);
+    uint16_t lang = le16(e + 60);
     if (lang >= PyList_GET_SIZE(languages)) Py_RETURN_FALSE; /* damaged: ask the catalog */
     PyTypeObject *tp = (PyTypeObject *)blob_cls;
     PyObject *row = tp->tp_alloc(tp, 9), *tree = PyTuple_New(4), *src = PyTuple_New(4);
     PyObject *stat = NULL, *out = NULL;
     if (!row || !tree || !src) goto fail;
     for (int k = 0; k < 4; k++) {
-        PyObject *a = PyLong_FromUnsignedLong(le32(e + 56 + 4 * k));
-        PyObject *b = PyLong_FromUnsignedLong(le32(e + 72 + 4 * k));
+        PyObject *a = PyLong_FromUnsignedLong(le32(e + 24 + 4 * k));
+        PyObject *b = PyLong_FromUnsignedLong(le32(e + 40 + 4 * k));
         if (!a || !b) { Py_XDECREF(a); Py_XDECREF(b); goto fail; }
         PyTuple_SET_ITEM(tree, k, a);
         PyTuple_SET_ITEM(src, k, b);
     }
     PyObject *items[9] = {
-        PyLong_FromLongLong(le64s(e + 16)), Py_NewRef(PyList_GET_ITEM(languages, lang)),
-        PyLong_FromLongLong(le64s(e + 24)), PyLong_FromUnsignedLong(le32(e + 48)),
-        PyLong_FromUnsignedLong(le32(e + 52)), tree, src,
-        PyLong_FromUnsignedLong(le32(e + 88)), PyLong_FromUnsignedLong(le32(e + 92))};
+        PyLong_FromUnsignedLong(le32(e + 8)), Py_NewRef(PyList_GET_ITEM(languages, lang)),
+        PyLong_FromUnsignedLong(le32(e + 64)), PyLong_FromUnsignedLong(le32(e + 68)),
+        PyLong_FromUnsignedLong(le32(e + 72)), tree, src,
+        PyLong_FromUnsignedLong(le16(e + 56)), PyLong_FromUnsignedLong(le16(e + 58))};
     tree = src = NULL;
     int ok = 1;
     for (int k = 0; k < 9; k++) { ok &= items[k] != NULL; PyTuple_SET_ITEM(row, k, items[k]); }
     if (!ok) goto fail;
-    stat = Py_BuildValue("(LL)", (long long)le64s(e + 32), (long long)le64s(e + 40));
+    stat = Py_BuildValue("(kL)", (unsigned long)le32(e + 12), (long long)le64s(e + 16));
     if (stat) out = PyTuple_Pack(2, row, stat);
 fail:
     Py_XDECREF(row); Py_XDECREF(tree); Py_XDECREF(src); Py_XDECREF(stat);
@@ -1423,7 +1443,8 @@ fail:
  * not stored; False: ask the catalog (the index is not current -- its stamp differs from
  * the counter --, is damaged, or `path` has no UTF-8 form).
  * Header (little-endian): magic "CSTP", version u32, stamp u64, count u64, hashes offset
- * u64, entries offset u64, strings offset u64, entry size u32. */
+ * u64, entries offset u64, (unused u64), entry size u32. An entry starts with the path's
+ * check hash (u64). */
 static PyObject *find_path(PyObject *self, PyObject *args) {
     Py_buffer ix, ct;
     PyObject *path, *blob_cls, *languages, *result = NULL;
@@ -1431,7 +1452,7 @@ static PyObject *find_path(PyObject *self, PyObject *args) {
                           &PyList_Type, &languages))
         return NULL;
     const uint8_t *b = ix.buf;
-    uint64_t stamp, count, hoff, eoff, soff, counter;
+    uint64_t stamp, count, hoff, eoff, counter;
     uint32_t esize;
     Py_ssize_t len;
     const char *u;
@@ -1444,14 +1465,14 @@ static PyObject *find_path(PyObject *self, PyObject *args) {
     memcpy(&stamp, b + 8, 8);
     if (stamp != counter) goto stale;
     memcpy(&count, b + 16, 8); memcpy(&hoff, b + 24, 8); memcpy(&eoff, b + 32, 8);
-    memcpy(&soff, b + 40, 8); memcpy(&esize, b + 48, 4);
+    memcpy(&esize, b + 48, 4);
     uint64_t L = (uint64_t)ix.len;
-    if (esize < 96 || hoff > L || count > (L - hoff) / 8 || eoff > L ||
-        count > (L - eoff) / esize || soff > L)
+    if (esize != PX_ENTRY || hoff > L || count > (L - hoff) / 8 || eoff > L ||
+        count > (L - eoff) / esize)
         goto stale;
     u = PyUnicode_AsUTF8AndSize(path, &len);
     if (!u) { PyErr_Clear(); goto stale; }
-    uint64_t h = fnv1a(u, len);
+    uint64_t h = fnv1a(u, len), c = check_hash(u, len);
     uint64_t lo = 0, hi = count;
     while (lo < hi) { /* first hash >= h */
         uint64_t mid = lo + (hi - lo) / 2, v;
@@ -1459,15 +1480,12 @@ static PyObject *find_path(PyObject *self, PyObject *args) {
         if (v < h) lo = mid + 1; else hi = mid;
     }
     for (uint64_t j = lo; j < count; j++) {
-        uint64_t v, off;
-        uint32_t n;
+        uint64_t v, check;
         memcpy(&v, b + hoff + 8 * j, 8);
         if (v != h) break;
         const uint8_t *e = b + eoff + esize * j;
-        memcpy(&off, e, 8);
-        memcpy(&n, e + 8, 4);
-        if (off > L - soff || n > L - soff - off) goto stale;
-        if ((Py_ssize_t)n == len && !memcmp(b + soff + off, u, (size_t)len)) {
+        memcpy(&check, e, 8);
+        if (check == c) {
             result = entry_row(e, blob_cls, languages);
             goto done;
         }

@@ -278,17 +278,22 @@ class Store:
         cat_bytes = sum(
             p.stat().st_size for p in self.directory.glob(CATALOG + "*") if p.is_file()
         )
+        idx_bytes = sum(p.stat().st_size for p in (self.directory / pathindex.INDEX,
+                                                     self.directory / pathindex.COUNTER)
+                        if p.is_file())  # fmt: skip
+        total = seg_bytes + cat_bytes + idx_bytes
         lines = max(counts["lines"], 1)
         return {
             **counts,
             "segments": len(segments),
             "disk_bytes": {"segments": seg_bytes, "catalog": cat_bytes,
-                           "total": seg_bytes + cat_bytes},  # fmt: skip
+                           "path_index": idx_bytes, "total": total},  # fmt: skip
             "disk_bytes_per_line": {
                 "trees": round(counts["tree_frame_bytes"] / lines, 3),
                 "sources": round(counts["source_frame_bytes"] / lines, 3),
                 "catalog": round(cat_bytes / lines, 3),
-                "total": round((seg_bytes + cat_bytes) / lines, 3),
+                "path_index": round(idx_bytes / lines, 3),
+                "total": round(total / lines, 3),
             },
             "dedup_ratio": round(counts["files"] / max(counts["blobs"], 1), 3),
             "levels": self.catalog.levels(),

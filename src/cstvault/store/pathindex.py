@@ -29,16 +29,16 @@ from .segments import RELEASE_EVERY, unmap_pages
 INDEX = "paths.idx"
 COUNTER = "generation"
 MAGIC = b"CSTP"
-VERSION = 1
-_HEAD = struct.Struct("<4sIQQQQQIIII")  # magic, version, stamp, count, hashes, entries,
-# strings offsets, entry size, languages length, CRC32C of everything after the header, pad
+VERSION = 2
+_HEAD = struct.Struct("<4sIQQQQQIIII")  # magic, version, stamp, count, hashes offset,
+# entries offset, unused, entry size, languages length, CRC32C of everything after the header, pad
 HEAD_SIZE = 64
 ENTRY = np.dtype([
-    ("path_off", "<u8"), ("path_len", "<u4"), ("language", "<u2"), ("pad", "<u2"),
-    ("blob", "<i8"), ("blob_size", "<i8"), ("size", "<i8"), ("mtime_ns", "<i8"),
-    ("lines", "<u4"), ("nodes", "<u4"), ("tree", "<u4", 4), ("src", "<u4", 4),
-    ("tree_dict", "<u4"), ("src_dict", "<u4"),
-])  # fmt: skip
+    ("check", "<u8"), ("blob", "<u4"), ("size", "<u4"), ("mtime_ns", "<i8"),
+    ("tree", "<u4", 4), ("src", "<u4", 4), ("tree_dict", "<u2"), ("src_dict", "<u2"),
+    ("language", "<u2"), ("pad", "<u2"), ("blob_size", "<u4"), ("lines", "<u4"),
+    ("nodes", "<u4"),
+])  # fmt: skip  (76 bytes; _native.find_path reads it at these offsets)
 RETRY_EVERY = 1024  # lookups between looks for an index where there was none
 
 
@@ -96,33 +96,33 @@ def build(catalog: Catalog, directory: Path) -> int:
         usable = [k for k, p in enumerate(paths) if _utf8(p) is not None]
         rows = [rows[k] for k in usable]
         paths = [paths[k] for k in usable]
-        hashes = np.frombuffer(_native.path_hashes(paths), dtype=np.uint64)
-        order = np.argsort(hashes, kind="stable")
+        hashes = np.frombuffer(_native.path_hashes(paths), dtype=np.uint64).reshape(-1, 2)
+        order = np.argsort(hashes[:, 0], kind="stable")
         languages = sorted({r[4] for r in rows})
         lang_id = {name: k for k, name in enumerate(languages)}
-        encoded = [paths[k].encode() for k in order.tolist()]
-        lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
         entries = np.zeros(len(rows), dtype=ENTRY)
-        entries["path_off"] = np.cumsum(lens) - lens
-        entries["path_len"] = lens
         if rows:
             cols = list(zip(*[rows[k] for k in order.tolist()], strict=True))
             (_, size, mtime, blob, language, bsize, lines, nodes, *frames) = cols
+            entries["check"] = hashes[order, 1]
             entries["language"] = [lang_id[x] for x in language]
-            entries["blob"], entries["blob_size"] = blob, bsize
-            entries["size"], entries["mtime_ns"] = size, mtime
-            entries["lines"], entries["nodes"] = lines, nodes
-            entries["tree"] = np.array(frames[0:4]).T
-            entries["src"] = np.array(frames[4:8]).T
-            entries["tree_dict"], entries["src_dict"] = frames[8], frames[9]
+            entries["mtime_ns"] = mtime
+            try:
+                for name, values in (("blob", blob), ("size", size), ("blob_size", bsize),
+                                     ("lines", lines), ("nodes", nodes),
+                                     ("tree_dict", frames[8]), ("src_dict", frames[9]),
+                                     ("tree", np.array(frames[0:4]).T),
+                                     ("src", np.array(frames[4:8]).T)):  # fmt: skip
+                    _put(entries, name, values)
+            except _TooWide:
+                return 0  # no index: readers keep asking the catalog
         langs = json.dumps(languages).encode()
         langs += b" " * (-len(langs) % 8)
         hoff = HEAD_SIZE + len(langs)
         eoff = hoff + 8 * len(rows)
-        soff = eoff + ENTRY.itemsize * len(rows)
-        body = b"".join((langs, hashes[order].tobytes(), entries.tobytes(), *encoded))
+        body = b"".join((langs, hashes[order, 0].tobytes(), entries.tobytes()))
         stamp = secrets.randbits(64)
-        head = _HEAD.pack(MAGIC, VERSION, stamp, len(rows), hoff, eoff, soff, ENTRY.itemsize,
+        head = _HEAD.pack(MAGIC, VERSION, stamp, len(rows), hoff, eoff, 0, ENTRY.itemsize,
                           len(langs), crc32c.crc32c(body), 0)  # fmt: skip
         head += b"\0" * (HEAD_SIZE - len(head))
         tmp = directory / (INDEX + ".tmp")
@@ -137,6 +137,18 @@ def build(catalog: Catalog, directory: Path) -> int:
     finally:
         db.execute("COMMIT")
     return len(rows)
+
+
+class _TooWide(ValueError):
+    """A value does not fit its entry field: the store gets no index (readers use SQLite)."""
+
+
+def _put(entries: np.ndarray, name: str, values) -> None:
+    a = np.asarray(values, dtype=np.int64)
+    info = np.iinfo(entries.dtype[name].base)
+    if a.size and (a.min() < info.min or a.max() > info.max):
+        raise _TooWide(name)
+    entries[name] = a
 
 
 def _utf8(path: str) -> bytes | None:
