@@ -54,6 +54,11 @@ def build_structure(cols: Columns) -> Structure:
     return Structure(parent, prev, child_count, depth)
 
 
+def _view(k: int) -> property:
+    """Tree._flags / _field / _size / _start / _end: the k-th of `Tree._memoryviews()`."""
+    return property(lambda self: (self._views or self._memoryviews())[k])
+
+
 class Tree(_native.TreeBase):
     """A syntax tree decoded from a record, read-only."""
 
@@ -105,25 +110,7 @@ class Tree(_native.TreeBase):
             views = self._views = (memoryview(out[2]), memoryview(out[3]).cast("H"), *wide)
         return views
 
-    @property
-    def _flags(self) -> memoryview:
-        return (self._views or self._memoryviews())[0]
-
-    @property
-    def _field(self) -> memoryview:
-        return (self._views or self._memoryviews())[1]
-
-    @property
-    def _size(self) -> memoryview:
-        return (self._views or self._memoryviews())[2]
-
-    @property
-    def _start(self) -> memoryview:
-        return (self._views or self._memoryviews())[3]
-
-    @property
-    def _end(self) -> memoryview:
-        return (self._views or self._memoryviews())[4]
+    _flags, _field, _size, _start, _end = (_view(k) for k in range(5))
 
     @property
     def _source(self) -> bytes | memoryview:

@@ -23,7 +23,7 @@ from ..sources import DeferredSource
 from ..tree import Node, Tree, tree_from_record
 from . import pathindex
 from .catalog import Catalog, FileRow, StoreVersionError
-from .segments import SegmentReader, SegmentWriter
+from .segments import SegmentReader, SegmentWriter, map_file
 
 __all__ = ["FileRow", "Store", "StoreVersionError", "open_store"]
 
@@ -155,14 +155,6 @@ class Store:
         if st.st_size == 0 or (st.st_size, st.st_mtime_ns) != indexed:
             return None
         return full
-
-    @staticmethod
-    def _map_file(full: str) -> mmap.mmap | None:
-        try:
-            with open(full, "rb") as f:
-                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            return None
 
     def tree(self, path: str) -> Tree:
         """The full tree of a stored file, served by the tiered cache.
@@ -346,7 +338,7 @@ class _WorkingSource(DeferredSource):
 
     def resolve(self) -> bytes | mmap.mmap:
         full = self.store._working_file(self.path, self.indexed)
-        mapped = Store._map_file(full) if full is not None else None
+        mapped = map_file(full) if full is not None else None
         if mapped is not None and len(mapped) == self.length and crc32c.crc32c(mapped) == self.crc:
             return mapped
         if self.store.closed:

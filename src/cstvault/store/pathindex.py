@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import _native
 from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog
-from .segments import RELEASE_EVERY, unmap_pages
+from .segments import RELEASE_EVERY, fsync_dir, map_file, unmap_pages
 
 INDEX = "paths.idx"
 COUNTER = "generation"
@@ -132,7 +132,7 @@ def build(catalog: Catalog, directory: Path) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, directory / INDEX)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         _write_counter(directory, stamp)
     finally:
         db.execute("COMMIT")
@@ -158,14 +158,6 @@ def _utf8(path: str) -> bytes | None:
         return None  # such a path is never looked up here (find_path answers "not current")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class PathIndex:
     """A reader's view of the index: `find(path)` -> (BlobRow, (size, mtime_ns)), None when
     the path is not stored, or NOT_CURRENT when the catalog must be asked. Like segments,
@@ -178,15 +170,15 @@ class PathIndex:
         self._index: mmap.mmap | None = None
         self._counter: mmap.mmap | None = None
         self._languages: list[str] = []
-        self._tried: bytes | None = None  # counter value at the last (re)load attempt
+        self._tried: int | None = None  # counter value at the last (re)load attempt
         self._misses = 0
         self._finds = 0  # lookups since the index's pages were last released
         self._load()
 
     def _load(self) -> None:
         self.close()
-        self._counter = _map(self.directory / COUNTER)
-        index = _map(self.directory / INDEX)
+        self._counter = map_file(self.directory / COUNTER)
+        index = map_file(self.directory / INDEX)
         if self._counter is None or index is None:
             if index is not None:
                 index.close()
@@ -209,30 +201,29 @@ class PathIndex:
         self._index = index
 
     def find(self, path: str):
-        if self._index is not None:
-            self._finds += 1
-            if self._finds >= RELEASE_EVERY:
-                self._finds = 0
-                unmap_pages(self._index)
-            found = _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
-            if found is not False:
-                return found
-        self._misses += 1
-        if (self._counter is not None or self._misses % RETRY_EVERY == 0) and self._reload():
-            found = _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
-            if found is not False:
-                return found
-        return self.NOT_CURRENT
+        found = self._lookup(path)
+        if found is False:
+            self._misses += 1
+            if (self._counter is not None or self._misses % RETRY_EVERY == 0) and self._reload():
+                found = self._lookup(path)
+        return self.NOT_CURRENT if found is False else found
+
+    def _lookup(self, path: str):
+        if self._index is None:
+            return False
+        self._finds += 1
+        if self._finds >= RELEASE_EVERY:
+            self._finds = 0
+            unmap_pages(self._index)
+        return _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
 
     def _reload(self) -> bool:
         """Map a newer index, once per change of the generation file; True if one is mapped."""
         if self._counter is not None:
-            now = bytes(self._counter[:8])
+            now: int | None = struct.unpack_from("<Q", self._counter)[0]
         else:
-            try:
-                with open(self.directory / COUNTER, "rb") as f:
-                    now = f.read(8)
-            except OSError:
+            now = read_counter(self.directory)
+            if now is None:
                 return False
         if now == self._tried:
             return False
@@ -256,10 +247,3 @@ class PathIndex:
                 m.close()
         self._index = self._counter = None
 
-
-def _map(path: Path) -> mmap.mmap | None:
-    try:
-        with open(path, "rb") as f:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
-        return None

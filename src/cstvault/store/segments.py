@@ -72,11 +72,7 @@ class SegmentWriter:
         for f in self._dirty:
             f.close()
         self._dirty = []
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)
 
     def close(self) -> None:
         self.sync()
@@ -88,6 +84,24 @@ class SegmentWriter:
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 _RANDOM = getattr(mmap, "MADV_RANDOM", None)
 RELEASE_EVERY = 32  # frame reads between releases of the mapped pages
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a directory's entries (new, renamed files) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def map_file(path: str | os.PathLike[str]) -> mmap.mmap | None:
+    """A whole file mapped read-only, or None when it cannot be (missing, empty, ...)."""
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
 
 
 def unmap_pages(m: mmap.mmap) -> None:
