@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -270,32 +271,52 @@ def test_stored_tables_equal_the_grammars():
             assert (getattr(a, col) == getattr(b, col)).all(), (name, col)
 
 
-def _segment_rss() -> int:
-    """Resident bytes of this process's mappings of segment files (/proc/self/smaps)."""
-    total, in_segment = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split()
-            if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
-                in_segment = head[-1].endswith(".seg")
-            elif in_segment and line.startswith("Rss:"):
-                total += int(head[1]) * 1024
-    return total
+def _open_segments() -> int:
+    """Descriptors of segment files this process holds open (/proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if _target(fd).endswith(".seg"))
 
 
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
-def test_mapped_segment_pages_are_released_every_few_reads(repo):
-    from cstvault.store.segments import RELEASE_EVERY
+def _target(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""
 
+
+def _segment_maps() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if line.rstrip().endswith(".seg"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
+def test_segments_are_read_through_a_bounded_lru_of_open_files(repo, monkeypatch):
+    from cstvault.store import segments
+
+    monkeypatch.setattr(segments, "SEGMENT_LIMIT", 512)  # small segments: several of them
     indexer.index(repo, jobs=1)
     with cstvault.open(repo, cstvault.CacheConfig(max_memory_mb=0)) as store:
+        store._reader.max_open = 2
         paths = sorted(f.path for f in store.files())
-        for reads, path in enumerate(paths, 1):
+        seg_ids = {store._blob(p).src[0] for p in paths}
+        assert len(seg_ids) > 2
+        for path in paths:
             store.source(path)
-            if reads % RELEASE_EVERY == 0:
-                assert _segment_rss() == 0
-            else:
-                assert _segment_rss() > 0  # this read's pages, until the next release
+            assert _open_segments() <= 2 and _segment_maps() == 0  # nothing mapped, bounded
+        assert len(store._reader._fds) == 2
+        last = next(reversed(store._reader._fds))
+        store._reader.forget(last)
+        assert last not in store._reader._fds and _open_segments() == 1
+    assert _open_segments() == 0  # closing the store closes them
+    assert segments.MAX_OPEN < 1024
+
+
+def test_segment_read_without_lru_keeps_nothing_open(repo):
+    indexer.index(repo, jobs=1)
+    with cstvault.Store.open(repo, segment_lru=False) as store:
+        for f in store.files():
+            assert store.source(f.path)
+            assert _open_segments() == 0
 
 
 def test_text_served_from_the_store_counts_against_the_budget(repo):

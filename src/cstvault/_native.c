@@ -492,6 +492,15 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
         inner_unexp |= c & (o >> 7);
     }
     if (inner_unexp) { err = "UNEXPECTED on an internal node"; goto done; }
+    size_t kmax = 0; /* every kind index in range, checked once rather than per node */
+    if (wide_kind)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            size_t k = (size_t)(kidx[2 * i] | kidx[2 * i + 1] << 8);
+            kmax = k > kmax ? k : kmax;
+        }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) kmax = kidx[i] > kmax ? kidx[i] : kmax;
+    if (kmax >= (size_t)kinds) { err = "kind index out of range"; goto done; }
     if (op[n - 1] & HAS_CHILDREN) { err = "last node has children"; goto done; }
     if (phantom_len < 0 || fw * n_field > stop - fcol ||
         phantom_len > stop - fcol - fw * n_field) { err = "record truncated in fields"; goto done; }
@@ -511,9 +520,11 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
     memcpy(ptr[8], phant, (size_t)phantom_len);
 
     table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
-    stack = malloc(sizeof(int32_t) * 2 * (size_t)n); /* open subtrees and their last child */
+    /* open subtrees, their last child so far, and the index each one closes at */
+    stack = malloc(sizeof(int32_t) * 2 * (size_t)n + sizeof(int64_t) * (size_t)n);
     if (!table || !stack) { PyErr_NoMemory(); err = "out of memory"; goto done; }
     int32_t *lastc = stack + n;
+    int64_t *close_at = (int64_t *)(stack + 2 * n);
     for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
         uint64_t v;
         if (read_varint(&r, &v)) { err = "varint block truncated"; goto done; }
@@ -534,29 +545,34 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
     if (!pe) { err = "varint block truncated"; goto done; }
     if (pe != stop) { err = "trailing bytes after the varint block"; goto done; }
 
-    int bad = 0;
+    int bad = 0, field_bad = 0, span_bad = 0;
     Py_ssize_t fi = 0, ui = 0, sp = 0, pending = 0;
+    /* an internal node's span is complete when its subtree closes (its last leaf ends at
+     * `last_end`); only a span exception can then leave it out of range */
+#define CLOSE_SUBTREE(last_end) do {                                                  \
+        int32_t j = stack[--sp];                                                      \
+        end[j] += (last_end);                                                         \
+        if (op[j] & EXPLICIT)                                                         \
+            span_bad |= (start[j] < 0) | (end[j] > source_len) | (start[j] > end[j]); \
+    } while (0)
     int64_t pos = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t o = op[i];
         size_t k = wide_kind ? (size_t)(kidx[2 * i] | kidx[2 * i + 1] << 8) : kidx[i];
-        if (k >= (size_t)kinds) { err = "kind index out of range"; goto done; }
         uint16_t kd = table[2 * k];
         kind[i] = kd;
         gram[i] = table[2 * k + 1];
         flags[i] = o & (uint8_t)~EXPLICIT;
-        uint16_t f = 0;
-        if (o & HAS_FIELD) {
-            f = wide_field ? (uint16_t)(fcol[2 * fi] | fcol[2 * fi + 1] << 8) : fcol[fi];
-            fi++;
-            if (f > field_limit) { err = "field id out of range"; goto done; }
-        }
+        /* branch-free field: the column is read one entry ahead (inside the record: the
+         * varint block and the CRC follow it) and kept only when the node has a field */
+        int has_field = (o & HAS_FIELD) != 0;
+        uint16_t f = wide_field ? (uint16_t)(fcol[2 * fi] | fcol[2 * fi + 1] << 8) : fcol[fi];
+        f = has_field ? f : 0;
+        fi += has_field;
+        field_bad |= f > field_limit;
         field[i] = f;
         /* close the subtrees that end before i: their last leaf is node i - 1 */
-        while (sp && stack[sp - 1] + size[stack[sp - 1]] <= i) {
-            int32_t j = stack[--sp];
-            end[j] += end[i - 1];
-        }
+        while (sp && close_at[sp - 1] <= i) CLOSE_SUBTREE(end[i - 1]);
         child_count[i] = 0;
         depth[i] = (int32_t)sp;
         if (sp) {
@@ -574,8 +590,9 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
             uint64_t v = take_varint(&ps, &bad);
             if (v > (uint64_t)(n - i - 2)) { err = "subtree size out of range"; goto done; }
             int64_t sz = (int64_t)v + 2;
-            if (sp && i + sz > stack[sp - 1] + size[stack[sp - 1]]) { err = "subtree sizes do not nest"; goto done; }
+            if (sp && i + sz > close_at[sp - 1]) { err = "subtree sizes do not nest"; goto done; }
             size[i] = sz;
+            close_at[sp] = i + sz;
             start[i] = end[i] = 0;
             if (o & EXPLICIT) { /* span exception: applied when the span is known */
                 start[i] = -unzigzag(take_varint(&px, &bad));
@@ -608,11 +625,10 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
         }
         if (bad) { err = "varint out of range"; goto done; }
     }
-    while (sp) end[stack[--sp]] += end[n - 1];
-    if (n_exception) /* only span exceptions can fail this */
-        for (Py_ssize_t i = 0; i < n; i++)
-            bad |= (start[i] < 0) | (end[i] > source_len) | (start[i] > end[i]);
-    if (bad) { err = "span exception out of range"; goto done; }
+    if (field_bad) { err = "field id out of range"; goto done; }
+    while (sp) CLOSE_SUBTREE(end[n - 1]);
+    if (span_bad) { err = "span exception out of range"; goto done; }
+#undef CLOSE_SUBTREE
 done:
     free(table);
     free(stack);

@@ -46,12 +46,12 @@ class Store:
     """An opened store. Use as a context manager; every read is CRC-checked."""
 
     def __init__(self, directory: Path, catalog: Catalog, config: CacheConfig | None = None,
-                 *, mapped: bool = True, working_tree: bool = True):  # fmt: skip
+                 *, segment_lru: bool = True, working_tree: bool = True):  # fmt: skip
         self.directory = directory
         self.catalog = catalog
         self.config = config or CacheConfig()
         self.cache = TieredCache(self.config)
-        self._reader = SegmentReader(directory / SEGMENTS, mapped=mapped)
+        self._reader = SegmentReader(directory / SEGMENTS, keep_open=segment_lru)
         self._writer: SegmentWriter | None = None
         self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
         self._paths = pathindex.PathIndex(directory)
@@ -67,14 +67,15 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], config: CacheConfig | None = None, *,
-             mapped: bool = True, working_tree: bool = True) -> Store:  # fmt: skip
-        """Open for reading. `mapped=False` reads frames with plain file reads instead of the
-        mmap'd segment LRU; `working_tree=False` serves text from the store's own frames."""
+             segment_lru: bool = True, working_tree: bool = True) -> Store:  # fmt: skip
+        """Open for reading. `segment_lru=False` opens and closes a segment for every frame
+        read instead of keeping segments open (LRU); `working_tree=False` serves text from the
+        store's own frames."""
         directory = resolve(path)
         catalog = Catalog(directory / CATALOG)
         for name, version, data in catalog.grammars():
             languages.offer(name, version, data)
-        return cls(directory, catalog, config, mapped=mapped,
+        return cls(directory, catalog, config, segment_lru=segment_lru,
                    working_tree=working_tree)  # fmt: skip
 
     def writer(self) -> SegmentWriter:
