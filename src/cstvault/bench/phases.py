@@ -144,8 +144,9 @@ def worker(row: str, spec_path: str) -> dict:
         out["disk_bytes"] = 0
         columns, source = form.columns, form.source
     else:
-        store = Store.open(spec["store"], CacheConfig(max_memory_mb=spec["budget_mb"]),
-                           segment_lru=row == "Phase 4c", working_tree=row != "Phase 4a")  # fmt: skip
+        config = CacheConfig(max_memory_mb=spec["budget_mb"])
+        store = Store.open(spec["store"], config, segment_lru=row == "Phase 4c",
+                           working_tree=row != "Phase 4a")  # fmt: skip
         lat = _run_ops(lambda i: store.tree(rels[i]), *plan)
         out["ram_bytes"] = _rss() - rss0
         stats = store.stats()
