@@ -73,6 +73,15 @@ def test_bench_store_json(tmp_path):
     assert sum(t["hits"] for t in out["tiers"].values()) == 300
     assert out["cache_bytes"] <= 1024 * 1024
 
+    res = CliRunner().invoke(
+        cli.main, ["bench", "frames", "--store", str(tmp_path / "st"), "--reads", "200", "--json"])
+    assert res.exit_code == 0, res.output
+    frames = json.loads(res.output[res.output.index("{") :])
+    assert set(frames["ways"]) == {"pread_segment_lru", "open_pread_close",
+                                   "mmap_release_every_32", "mmap_never_released"}  # fmt: skip
+    assert all(w["p50_us"] > 0 and w["mean_us"] > 0 for w in frames["ways"].values())
+    assert frames["reads"] == 200 and frames["frame_bytes_p50"] > 0
+
 
 def test_steal_percent_from_cpu_counters():
     from cstvault.bench import steal_percent

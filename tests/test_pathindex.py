@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import crc32c
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 import cstvault
 from cstvault import indexer
 from cstvault.codec import CorruptRecord, decode
-from cstvault.store import Store, pathindex
+from cstvault.store import Store, pathindex, segments
 from cstvault.tree import tree_from_record
 from snippets import SNIPPETS
 from test_cli import make_repo
@@ -177,3 +178,49 @@ def test_values_too_wide_for_an_entry_leave_the_catalog_in_charge(repo, monkeypa
     with cstvault.open(repo) as store:
         assert not _current(store)
         assert store.tree("go_ok.go").text == b"package wide\n"
+
+
+def _mapped_rss(suffix: str) -> int:
+    """Resident bytes of this process's mappings of files ending in `suffix` (smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
+                inside = head[-1].endswith(suffix)
+            elif inside and line.startswith("Rss:"):
+                total += int(head[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_entry_pages_are_released_and_hash_pages_kept(tmp_path, monkeypatch):
+    import mmap
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for k in range(300):  # entries span several pages
+        (root / f"m{k:03d}.py").write_bytes(b"x = %d\n" % k)
+    indexer.index(root, jobs=1)
+    after_release: list[int] = []
+
+    def release(m, start=0):
+        segments.unmap_pages(m, start)
+        after_release.append(_mapped_rss(pathindex.INDEX))
+
+    monkeypatch.setattr(pathindex, "unmap_pages", release)
+    with cstvault.open(root) as store:
+        index = store._paths
+        head = pathindex._HEAD.unpack_from(index._index, 0)
+        count, hashes, entries = head[3], head[4], head[5]
+        kept = index._entries_page
+        assert kept % mmap.PAGESIZE == 0 and hashes + 8 * count <= entries <= kept
+        assert kept - mmap.PAGESIZE < entries  # the first page holding only entries
+        paths = sorted(f.path for f in store.files())
+        peak = 0
+        for path in paths:
+            assert index.find(path)[0] == store.catalog.blob_for(path)[0]
+            peak = max(peak, _mapped_rss(pathindex.INDEX))
+        assert len(after_release) == len(paths) // pathindex.RELEASE_EVERY
+        assert peak > kept  # entries' pages accumulate between releases
+        assert all(0 < rss <= kept for rss in after_release)  # only the hash pages stay

@@ -93,6 +93,32 @@ def register(group: click.Group) -> None:
                 click.echo(f"{key:30s} {result.get(key)}")
 
     @group.command()
+    @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
+                  help="An indexed store (e.g. the one `bench store` leaves in the cache).")
+    @click.option("--reads", type=int, default=20_000, show_default=True)
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def frames(store_dir: Path, reads: int, seed: int, as_json: bool) -> None:
+        """Reading a stored frame at random: pread through the segment LRU (production) vs
+        open/pread/close vs mmap'd segments (pages released every 32 reads, or never)."""
+        from . import frames as frames_mod
+
+        if reads < 1:
+            raise click.UsageError("--reads must be at least 1")
+        t0 = time.perf_counter()
+        try:
+            result = frames_mod.run(store_dir, reads, seed)
+        except FileNotFoundError as exc:
+            raise click.ClickException(str(exc)) from exc
+        _stamp(result, "frames", t0)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            for name, row in result["ways"].items():
+                click.echo(f"{name:24s} p50 {row['p50_us']:7.2f} us  mean {row['mean_us']:7.2f}"
+                           f" us  file-backed RSS +{row['file_backed_rss_growth_mb']} MB")
+
+    @group.command()
     @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), default=None,
                   help="Source tree to measure (default: the `bench corpus` in the cache).")
     @click.option("--lines", type=int, default=None,

@@ -160,8 +160,11 @@ def _utf8(path: str) -> bytes | None:
 
 class PathIndex:
     """A reader's view of the index: `find(path)` -> (BlobRow, (size, mtime_ns)), None when
-    the path is not stored, or NOT_CURRENT when the catalog must be asked. Like segments,
-    the mapped pages are released every RELEASE_EVERY lookups, so RSS stays flat."""
+    the path is not stored, or NOT_CURRENT when the catalog must be asked.
+
+    The sorted hashes (8 bytes a file), which every lookup's binary search walks, stay
+    resident once touched; the entries' pages (76 bytes a file, one touched per lookup) are
+    released every RELEASE_EVERY lookups, so RSS stays flat."""
 
     NOT_CURRENT = False
 
@@ -172,7 +175,8 @@ class PathIndex:
         self._languages: list[str] = []
         self._tried: int | None = None  # counter value at the last (re)load attempt
         self._misses = 0
-        self._finds = 0  # lookups since the index's pages were last released
+        self._finds = 0  # lookups since the entries' pages were last released
+        self._entries_page = 0  # the first page holding only entries
         self._load()
 
     def _load(self) -> None:
@@ -196,8 +200,10 @@ class PathIndex:
         if not ok:  # damaged: the catalog answers
             index.close()
             return
-        with contextlib.suppress(OSError, ValueError):  # lookups land anywhere: no fault-around
+        with contextlib.suppress(OSError, ValueError):  # lookups land anywhere: no read-ahead
             index.madvise(mmap.MADV_RANDOM)
+        entries = _HEAD.unpack_from(index, 0)[5]
+        self._entries_page = -(-entries // mmap.PAGESIZE) * mmap.PAGESIZE
         self._index = index
 
     def find(self, path: str):
@@ -214,7 +220,7 @@ class PathIndex:
         self._finds += 1
         if self._finds >= RELEASE_EVERY:
             self._finds = 0
-            unmap_pages(self._index)
+            unmap_pages(self._index, self._entries_page)
         return _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
 
     def _reload(self) -> bool:

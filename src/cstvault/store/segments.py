@@ -102,13 +102,13 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap | None:
         return None
 
 
-def unmap_pages(m: mmap.mmap) -> None:
-    """Drop a mapped file's pages from this process's page tables (they stay in the OS page
-    cache)."""
-    if _DONTNEED is None:
+def unmap_pages(m: mmap.mmap, start: int = 0) -> None:
+    """Drop a mapped file's pages from `start` (a page boundary) on from this process's page
+    tables (they stay in the OS page cache)."""
+    if _DONTNEED is None or start >= len(m):
         return
     with contextlib.suppress(OSError, ValueError):
-        m.madvise(_DONTNEED)
+        m.madvise(_DONTNEED, start, len(m) - start)
 
 
 class SegmentReader:
