@@ -327,3 +327,24 @@ def test_text_served_from_the_store_counts_against_the_budget(repo):
         (repo / "java_ok.java").write_bytes(b"class Changed {}\n")  # before the text is read
         assert tree.text == SNIPPETS["java"]["ok"]  # the stored copy, now held in RAM
         assert store.cache.stats["hot"].bytes == before + len(SNIPPETS["java"]["ok"])
+
+
+def test_segment_reader_reopens_a_segment_whose_id_was_reused(tmp_path):
+    from cstvault.store.segments import SegmentReader, SegmentWriter, segment_path
+
+    first = SegmentWriter(tmp_path, 1)
+    a = first.append(b"frame of the first segment 1")
+    first.close()
+    reader = SegmentReader(tmp_path)
+    assert reader.read(*a) == b"frame of the first segment 1"  # segment 1 now held open
+    segment_path(tmp_path, 1).unlink()  # gc deletes it; a later writer reuses the id
+    second = SegmentWriter(tmp_path, 1)
+    b = second.append(b"another frame, in the new segment 1, longer")
+    second.close()
+    assert reader.read(*b) == b"another frame, in the new segment 1, longer"
+    damaged = (b[0], b[1], b[2], b[3] ^ 1)
+    with pytest.raises(CorruptRecord, match="CRC32C"):
+        reader.read(*damaged)  # a real mismatch still fails after the reopen
+    with pytest.raises(CorruptRecord, match="truncated"):
+        reader.read(b[0], b[1], b[2] + 100, b[3])
+    reader.close()

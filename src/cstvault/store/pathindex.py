@@ -24,9 +24,10 @@ import numpy as np
 
 from .. import _native
 from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog
-from .segments import RELEASE_EVERY, fsync_dir, map_file, unmap_pages
+from .segments import fsync_dir, map_file, unmap_pages
 
 INDEX = "paths.idx"
+RELEASE_EVERY = 32  # lookups between releases of the entries' mapped pages
 COUNTER = "generation"
 MAGIC = b"CSTP"
 VERSION = 2

@@ -79,7 +79,6 @@ class SegmentWriter:
 
 
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
-RELEASE_EVERY = 32  # lookups between releases of a mapped index's pages (see pathindex)
 # segments kept open: a descriptor each, well under the usual 1024-descriptor soft limit
 MAX_OPEN = 256
 
@@ -150,22 +149,28 @@ class SegmentReader:
 
     def read(self, seg_id: int, offset: int, length: int, crc: int) -> bytes:
         """The frame's bytes, after checking its CRC32C."""
-        try:
-            if self.keep_open:
-                frame = os.pread(self._fd(seg_id), length, offset)
-            else:
-                fd = self._open(seg_id)
-                try:
-                    frame = os.pread(fd, length, offset)
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            raise CorruptRecord(f"segment {seg_id} unreadable: {exc}") from exc
+        frame = self._pread(seg_id, offset, length)
+        if self.keep_open and (len(frame) != length or crc32c.crc32c(frame) != crc):
+            # the descriptor may be of a segment since deleted whose id a writer reused
+            self.forget(seg_id)
+            frame = self._pread(seg_id, offset, length)
         if len(frame) != length:
             raise CorruptRecord(f"segment {seg_id} truncated")
         if crc32c.crc32c(frame) != crc:
             raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
         return frame
+
+    def _pread(self, seg_id: int, offset: int, length: int) -> bytes:
+        try:
+            if self.keep_open:
+                return os.pread(self._fd(seg_id), length, offset)
+            fd = self._open(seg_id)
+            try:
+                return os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise CorruptRecord(f"segment {seg_id} unreadable: {exc}") from exc
 
     def forget(self, seg_id: int) -> None:
         """Close a segment (before it is deleted: an open descriptor keeps its disk space)."""
