@@ -76,13 +76,17 @@ def test_parallel_index_matches_serial(repo, tmp_path):
             assert str(sa.tree(path).root_node) == str(sb.tree(path).root_node)
 
 
-def test_resume_and_changes(repo):
-    indexer.index(repo, jobs=1)
-    again = indexer.index(repo, jobs=1)
+@pytest.mark.parametrize("jobs", [1, 2])  # 2: the walk streams tasks to the workers
+def test_resume_and_changes(repo, jobs):
+    seen: list[tuple[int, int]] = []
+    first = indexer.index(repo, jobs=jobs, progress=lambda d, t, _: seen.append((d, t)))
+    total = first.files + sum(first.skipped.values())
+    assert seen == [(k, total) for k in range(1, total + 1)]  # the total known from the start
+    again = indexer.index(repo, jobs=jobs)
     assert again.files == 0 and again.unchanged == 3 * len(SNIPPETS) + 2
     (repo / "sub" / "keep.py").write_bytes(b"y = 3\nz = 4\n")
     (repo / "go_ok.go").unlink()
-    third = indexer.index(repo, jobs=1)
+    third = indexer.index(repo, jobs=jobs)
     assert third.files == 1 and third.removed == 1
     with cstvault.open(repo) as store:
         assert store.tree("sub/keep.py").text == b"y = 3\nz = 4\n"

@@ -168,41 +168,58 @@ def index(
     store = Store.create(Path(store_dir) if store_dir else root / ".cstvault")
     report = IndexReport()
     try:
-        tasks: list[tuple[str, str, str]] = []
-        present: set[str] = set()
-        for path, language in iter_files([root]):
-            rel = path.relative_to(root).as_posix()
-            if only is not None and rel not in only:
-                continue
-            present.add(rel)
-            known = store.catalog.file_stat(rel)
-            if known is not None:
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                if known == (st.st_size, st.st_mtime_ns):
-                    report.unchanged += 1
-                    continue
-            tasks.append((str(root), rel, language))
-        total = len(tasks)
         store.catalog.begin()
         store.catalog.set_meta("root", str(root))
         if disk_quota_mb is not None:
             store.catalog.set_meta("disk_quota_bytes", str(quota_bytes(disk_quota_mb)))
-        quota = store.catalog.disk_quota()
-        report.removed = store.catalog.remove_missing(present)
-        for language in sorted({t[2] for t in tasks}):
-            store.catalog.put_grammar(language)
-        dicts = _store_dictionaries(store)
         store.catalog.commit()
+        quota = store.catalog.disk_quota()
+        dicts = _store_dictionaries(store)
+        fresh = not store.catalog.has_files()  # nothing stored: no file can be unchanged
+        present: set[str] = set()
+        found: dict[str, int] = {}  # files to encode, by language
+
+        def tasks() -> Iterator[tuple[str, str, str]]:
+            for path, language in iter_files([root]):
+                rel = path.relative_to(root).as_posix()
+                if only is not None and rel not in only:
+                    continue
+                present.add(rel)
+                known = None if fresh else store.catalog.file_stat(rel)
+                if known is not None:
+                    try:
+                        st = path.stat()
+                    except OSError:
+                        continue
+                    if known == (st.st_size, st.st_mtime_ns):
+                        report.unchanged += 1
+                        continue
+                found[language] = found.get(language, 0) + 1
+                yield (str(root), rel, language)
+
+        def walked() -> None:
+            """Once the walk is complete, before the first batch commits."""
+            store.catalog.begin()
+            report.removed = store.catalog.remove_missing(present)
+            for language in sorted(found):
+                store.catalog.put_grammar(language)
+            store.catalog.commit()
+
+        # with workers, the walk feeds them as it goes (the pool takes every task before
+        # the first result comes back, so the total is known by then); alone, walk first
+        results = _run(tasks() if jobs > 1 else list(tasks()), jobs, dicts, level)
         batch = _Batch(store, report, batch_files, on_commit, quota)
         store.catalog.symbols.begin_bulk()
         try:
-            for done, enc in enumerate(_run(tasks, jobs, dicts, level), 1):
+            done = 0
+            for done, enc in enumerate(results, 1):
+                if done == 1:
+                    walked()
                 batch.add(enc)
                 if progress:
-                    progress(done, total, enc.path)
+                    progress(done, sum(found.values()), enc.path)
+            if done == 0:
+                walked()
             batch.flush()
         finally:
             store.catalog.symbols.end_bulk()

@@ -190,6 +190,9 @@ class Catalog:
         row = self.db.execute("SELECT id FROM blobs WHERE hash = ?", (digest,)).fetchone()
         return row[0] if row else None
 
+    def has_files(self) -> bool:
+        return self.db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+
     def file_stat(self, path: str) -> tuple[int, int] | None:
         row = self.db.execute(
             f"SELECT f.size, f.mtime_ns FROM {FILE} WHERE {BY_PATH}", split(path)
