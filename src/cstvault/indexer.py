@@ -205,8 +205,9 @@ def index(
                 store.catalog.put_grammar(language)
             store.catalog.commit()
 
-        # with workers, the walk feeds them as it goes (the pool takes every task before
-        # the first result comes back, so the total is known by then); alone, walk first
+        # with workers, the walk feeds them as it goes: `Executor.map` collects its iterable
+        # immediately (documented), so the walk is complete, and the total known, before
+        # the first result comes back; alone, walk first
         results = _run(tasks() if jobs > 1 else list(tasks()), jobs, dicts, level)
         batch = _Batch(store, report, batch_files, on_commit, quota)
         store.catalog.symbols.begin_bulk()

@@ -21,7 +21,7 @@ import crc32c
 import numpy as np
 
 from ..store import Store, memory_breakdown
-from ..store.segments import SegmentReader, segment_name
+from ..store.segments import SegmentReader, segment_name, unmap_pages
 
 RELEASE_EVERY = 32
 
@@ -49,7 +49,7 @@ def _mapped_reader(directory: Path, release: bool) -> tuple[Callable, Callable]:
             reads[0] += 1
             if reads[0] >= RELEASE_EVERY:
                 for s in touched:
-                    maps[s].madvise(mmap.MADV_DONTNEED)
+                    unmap_pages(maps[s])
                 touched.clear()
                 reads[0] = 0
         return frame
