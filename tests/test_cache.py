@@ -123,3 +123,17 @@ def test_release_free_memory_is_safe():
     from cstvault.memory import release_free_memory
 
     assert release_free_memory() in (True, False)
+
+
+@pytest.mark.parametrize("working_tree", [True, False])  # frozen misses straight / via `get`
+def test_every_access_is_counted_once_in_its_tier(store_root, working_tree):
+    with cstvault.Store.open(store_root / ".cstvault", CacheConfig(max_memory_mb=64),
+                             working_tree=working_tree) as store:  # fmt: skip
+        paths = sorted(f.path for f in store.files())[:5]
+        for path in paths + paths[:2]:  # five cold opens, then two hot hits
+            assert store.tree(path).root_node.type == "module"
+        s = store.cache.stats
+        assert (s["frozen"].hits, s["hot"].hits) == (5, 2)
+        assert (s["hot"].misses, s["warm"].misses, s["cold"].misses) == (5, 5, 5)
+        assert len(s["frozen"].latencies) == 5 and len(s["hot"].latencies) == 2
+        assert len(store.cache.hot) == 5 and store.cache.holds(next(iter(store.cache.hot)))

@@ -151,6 +151,24 @@ class TieredCache:
             record, source = load(blob)
             tier = "frozen"
         tree, tree_bytes, source = build(record, source)
+        return self._admit(blob, tree, record, source, tree_bytes, tier, t0)
+
+    def holds(self, blob: object) -> bool:
+        """Whether a RAM tier has `blob` (else `get` would load it from the frozen tier)."""
+        return blob in self.hot or blob in self.warm or blob in self.cold
+
+    def admit(self, blob: object, tree: object, record: bytes, source: object,
+              tree_bytes: int, t0: float) -> object:  # fmt: skip
+        """Count a frozen miss the caller loaded and built itself (as `get` would have, from
+        `t0`), and keep the tree as hot."""
+        stats = self.stats
+        stats["hot"].misses += 1
+        stats["warm"].misses += 1
+        stats["cold"].misses += 1
+        return self._admit(blob, tree, record, source, tree_bytes, "frozen", t0)
+
+    def _admit(self, blob: object, tree: object, record: bytes, source: object,
+               tree_bytes: int, tier: str, t0: float) -> object:  # fmt: skip
         nbytes = tree_bytes + len(record) + _ram(source)
         self.hot[blob] = _Hot(tree, record, source, nbytes)
         self.stats["hot"].bytes += nbytes

@@ -9,6 +9,7 @@ import contextlib
 import mmap
 import os
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,7 +103,12 @@ class Store:
 
     def _frame(self, loc: tuple[int, int, int, int], what: str, path: str, did: int = 0) -> bytes:
         try:
-            return self._decompressor(did).decompress(self._reader.read(*loc))
+            d = self._dctxs.get(did)
+            if d is None:
+                d = self._decompressor(did)
+            else:  # the usual case, without the call
+                self._dctxs.move_to_end(did)
+            return d.decompress(self._reader.read(*loc))
         except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
 
@@ -165,32 +171,50 @@ class Store:
         compared with the record's) when the text is first read, not at open; a cached tree
         whose text is mapped is checked again (size and mtime) each time it is asked for.
         """
-        return self._retrying(path, lambda blob, indexed: self._tree(path, blob, indexed))
+        blob, indexed = self._located(path)
+        try:
+            return self._tree(path, blob, indexed)
+        except CorruptRecord:  # `_retrying`, spelled out: this is the cold-open path
+            again, indexed = self._located(path)
+            if again == blob:
+                raise
+            self._reader.close()
+            return self._tree(path, again, indexed)
 
     def _tree(self, path: str, blob, indexed: tuple[int, int]) -> Tree:
+        key = (blob.id, path if self._root is not None else None)
+        if self._root is not None and not self.cache.holds(key):
+            # a frozen miss, the cold open: straight through, no callbacks
+            t0 = time.perf_counter()
+            record = self._frame(blob.tree, "tree record", path, blob.tree_dict)
+            source = _WorkingSource(self, blob, path, indexed)
+            tree, nbytes, source = self._build(path, record, source)
+            return self.cache.admit(key, tree, record, source, nbytes, t0)
+
         def load(_: object, record: bool = True) -> tuple[bytes | None, object]:
             if self._root is None:
                 return self.read_blob(blob, path) if record else (None, self._source(blob, path))
             tree = self._frame(blob.tree, "tree record", path, blob.tree_dict) if record else None
             return tree, _WorkingSource(self, blob, path, indexed)
 
-        def build(record: bytes, source: object) -> tuple[Tree, int, object]:
-            try:
-                tree, length, crc, nbytes = tree_from_record(record)
-                if isinstance(source, _WorkingSource):
-                    source.expect(length, crc)
-                elif length != len(source) or crc != crc32c.crc32c(source):
-                    raise CorruptRecord("source does not match its tree record")
-            except CorruptRecord as exc:
-                raise CorruptRecord(f"{path}: {exc}") from exc
-            tree._src = source
-            return tree, nbytes, source
-
         def current(tree: Tree) -> bool:  # a mapped working file must still be as indexed
             return not isinstance(tree._src, mmap.mmap) or self._working_file(path, indexed)
 
-        key = (blob.id, path if self._root is not None else None)
-        return self.cache.get(key, load, build, current)
+        return self.cache.get(key, load, lambda r, s: self._build(path, r, s), current)
+
+    @staticmethod
+    def _build(path: str, record: bytes, source: object) -> tuple[Tree, int, object]:
+        """(tree, bytes of its buffers, its source) from a tree record and its source."""
+        try:
+            tree, length, crc, nbytes = tree_from_record(record)
+            if isinstance(source, _WorkingSource):
+                source.expect(length, crc)
+            elif length != len(source) or crc != crc32c.crc32c(source):
+                raise CorruptRecord("source does not match its tree record")
+        except CorruptRecord as exc:
+            raise CorruptRecord(f"{path}: {exc}") from exc
+        tree._src = source
+        return tree, nbytes, source
 
     def _source(self, blob, path: str) -> bytes:
         return self._frame(blob.src, "source", path, blob.src_dict)
