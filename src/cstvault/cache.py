@@ -4,7 +4,8 @@
 - warm: the raw tree record and source bytes (a source served by mmap of the working-tree
   file lives in the OS page cache: only hot trees keep it mapped, warm and cold reopen it);
 - cold: the same, recompressed with fast zstd (level 1);
-- frozen: the zstd-19 frames in segment files (read through mmap by the store).
+- frozen: the zstd-19 frames in segment files (read by the store, which builds the tree
+  on a miss and hands it to `admit`).
 
 Policy (recency and frequency): every access promotes to hot; each tier is an LRU. When hot
 is over its share, its least recent tree is demoted to warm if it was used more than once,
@@ -98,8 +99,8 @@ def _ram(source: object) -> int:
 
 
 class TieredCache:
-    """Maps a key to its decoded tree, loading through `load(key, record=True) -> (record or
-    None, source)`."""
+    """Maps a key to its decoded tree in RAM. `get` serves the hot, warm and cold tiers; on
+    a miss the caller reads the frozen frames and hands the tree it built to `admit`."""
 
     def __init__(self, config: CacheConfig):
         self.config = config
@@ -112,59 +113,54 @@ class TieredCache:
         self._evicted = 0
         self._dctx = zstandard.ZstdDecompressor()
 
-    def get(self, blob: object, load, build, current=None):
-        """The tree of `blob`: from the first tier that holds it, promoted to hot.
+    def holds(self, blob: object) -> bool:
+        """Whether a RAM tier has `blob`."""
+        return blob in self.hot or blob in self.warm or blob in self.cold
 
-        `load(blob)` reads (record, source) from the frozen tier (`load(blob, False)` just the
-        source, for a tier that kept the record but not the source); `build(record, source)`
-        decodes them into (tree, bytes of the tree's buffers, the source the tree uses). A hot
-        tree for which `current(tree)` is false is dropped and built again.
+    def get(self, blob: object, source, build, current=None):
+        """The tree of `blob` from the RAM tier that holds it, promoted to hot; None when no
+        tier does, or when its hot tree is no longer `current(tree)` (it is dropped).
+
+        `source(blob)` reads the source again for a tier that kept the record but not the
+        source; `build(record, source)` decodes them into (tree, bytes of the tree's buffers,
+        the source the tree uses).
         """
         t0 = time.perf_counter()
         entry = self.hot.get(blob)
-        if entry is not None and current is not None and not current(entry.tree):
-            del self.hot[blob]
-            self.stats["hot"].bytes -= entry.nbytes
-            entry = None
         if entry is not None:
+            if current is not None and not current(entry.tree):
+                del self.hot[blob]
+                self.stats["hot"].bytes -= entry.nbytes
+                return None
             self.hot.move_to_end(blob)
             entry.uses += 1
             self._hit("hot", t0)
             return entry.tree
-        self.stats["hot"].misses += 1
         if blob in self.warm:
-            record, source = self.warm.pop(blob)
-            self.stats["warm"].bytes -= len(record) + _ram(source)
-            if source is None:  # a working-tree source is reopened, not kept while cold
-                source = load(blob, False)[1]
+            record, src = self.warm.pop(blob)
+            self.stats["warm"].bytes -= len(record) + _ram(src)
+            if src is None:  # a working-tree source is reopened, not kept while cold
+                src = source(blob)
             tier = "warm"
         elif blob in self.cold:
             crec, csrc, _ = self.cold.pop(blob)
             self.stats["cold"].bytes -= len(crec) + _ram(csrc)
             record = self._dctx.decompress(crec)
-            source = self._dctx.decompress(csrc) if csrc is not None else load(blob, False)[1]
+            src = self._dctx.decompress(csrc) if csrc is not None else source(blob)
             self.stats["warm"].misses += 1
             tier = "cold"
         else:
-            self.stats["warm"].misses += 1
-            self.stats["cold"].misses += 1
-            record, source = load(blob)
-            tier = "frozen"
-        tree, tree_bytes, source = build(record, source)
-        return self._admit(blob, tree, record, source, tree_bytes, tier, t0)
-
-    def holds(self, blob: object) -> bool:
-        """Whether a RAM tier has `blob` (else `get` would load it from the frozen tier)."""
-        return blob in self.hot or blob in self.warm or blob in self.cold
+            return None
+        self.stats["hot"].misses += 1
+        tree, tree_bytes, src = build(record, src)
+        return self._admit(blob, tree, record, src, tree_bytes, tier, t0)
 
     def admit(self, blob: object, tree: object, record: bytes, source: object,
               tree_bytes: int, t0: float) -> object:  # fmt: skip
-        """Count a frozen miss the caller loaded and built itself (as `get` would have, from
-        `t0`), and keep the tree as hot."""
-        stats = self.stats
-        stats["hot"].misses += 1
-        stats["warm"].misses += 1
-        stats["cold"].misses += 1
+        """Keep, as hot, a tree the caller built from the frozen tier after a miss of `get`,
+        counted as a frozen hit taking the time since `t0`."""
+        for tier in ("hot", "warm", "cold"):
+            self.stats[tier].misses += 1
         return self._admit(blob, tree, record, source, tree_bytes, "frozen", t0)
 
     def _admit(self, blob: object, tree: object, record: bytes, source: object,

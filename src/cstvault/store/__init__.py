@@ -103,12 +103,7 @@ class Store:
 
     def _frame(self, loc: tuple[int, int, int, int], what: str, path: str, did: int = 0) -> bytes:
         try:
-            d = self._dctxs.get(did)
-            if d is None:
-                d = self._decompressor(did)
-            else:  # the usual case, without the call
-                self._dctxs.move_to_end(did)
-            return d.decompress(self._reader.read(*loc))
+            return self._decompressor(did).decompress(self._reader.read(*loc))
         except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
 
@@ -122,20 +117,23 @@ class Store:
                 self._frame(blob.src, "source", name, blob.src_dict))  # fmt: skip
 
     def source(self, path: str) -> bytes:
-        return self._retrying(path, lambda blob, _: self._source(blob, path))
+        return self._retrying(path, self._stored_source)
+
+    def _stored_source(self, path: str, blob, _: tuple[int, int]) -> bytes:
+        return self._source(blob, path)
 
     def _retrying(self, path: str, read):
-        """`read(blob, indexed)`, once more with the catalog's new row if the blob's frames
-        moved meanwhile (a concurrent `freeze` may delete the segments they were in)."""
+        """`read(path, blob, indexed)`, once more with the catalog's new row if the blob's
+        frames moved meanwhile (a concurrent `freeze` may delete the segments they were in)."""
         blob, indexed = self._located(path)
         try:
-            return read(blob, indexed)
+            return read(path, blob, indexed)
         except CorruptRecord:
             again, indexed = self._located(path)
             if again == blob:
                 raise
             self._reader.close()
-            return read(again, indexed)
+            return read(path, again, indexed)
 
     def _located(self, path: str):
         """(blob, (size, mtime_ns) when indexed): from the path index while it is current,
@@ -171,36 +169,30 @@ class Store:
         compared with the record's) when the text is first read, not at open; a cached tree
         whose text is mapped is checked again (size and mtime) each time it is asked for.
         """
-        blob, indexed = self._located(path)
-        try:
-            return self._tree(path, blob, indexed)
-        except CorruptRecord:  # `_retrying`, spelled out: this is the cold-open path
-            again, indexed = self._located(path)
-            if again == blob:
-                raise
-            self._reader.close()
-            return self._tree(path, again, indexed)
+        return self._retrying(path, self._tree)
 
     def _tree(self, path: str, blob, indexed: tuple[int, int]) -> Tree:
         key = (blob.id, path if self._root is not None else None)
-        if self._root is not None and not self.cache.holds(key):
-            # a frozen miss, the cold open: straight through, no callbacks
-            t0 = time.perf_counter()
-            record = self._frame(blob.tree, "tree record", path, blob.tree_dict)
-            source = _WorkingSource(self, blob, path, indexed)
-            tree, nbytes, source = self._build(path, record, source)
-            return self.cache.admit(key, tree, record, source, nbytes, t0)
+        if self.cache.holds(key):  # callbacks only when a RAM tier may serve it
+            tree = self.cache.get(
+                key,
+                lambda _: self._text(path, blob, indexed),
+                lambda record, source: self._build(path, record, source),
+                lambda tree: not isinstance(tree._src, mmap.mmap)  # a mapped working file
+                or self._working_file(path, indexed) is not None,  # must still be as indexed
+            )  # fmt: skip
+            if tree is not None:
+                return tree
+        t0 = time.perf_counter()  # the frozen tier: a cold open
+        record = self._frame(blob.tree, "tree record", path, blob.tree_dict)
+        tree, nbytes, source = self._build(path, record, self._text(path, blob, indexed))
+        return self.cache.admit(key, tree, record, source, nbytes, t0)
 
-        def load(_: object, record: bool = True) -> tuple[bytes | None, object]:
-            if self._root is None:
-                return self.read_blob(blob, path) if record else (None, self._source(blob, path))
-            tree = self._frame(blob.tree, "tree record", path, blob.tree_dict) if record else None
-            return tree, _WorkingSource(self, blob, path, indexed)
-
-        def current(tree: Tree) -> bool:  # a mapped working file must still be as indexed
-            return not isinstance(tree._src, mmap.mmap) or self._working_file(path, indexed)
-
-        return self.cache.get(key, load, lambda r, s: self._build(path, r, s), current)
+    def _text(self, path: str, blob, indexed: tuple[int, int]) -> object:
+        """A tree's text: the working-tree file, checked when first read, or the stored copy."""
+        if self._root is None:
+            return self._source(blob, path)
+        return _WorkingSource(self, blob, path, indexed)
 
     @staticmethod
     def _build(path: str, record: bytes, source: object) -> tuple[Tree, int, object]:
