@@ -64,6 +64,13 @@ def test_bench_store_json(tmp_path):
     stages = out["cold_open_stages_p50_us"]
     assert set(stages) == {"lookup", "frame", "zstd", "tree"}
     assert all(v > 0 for v in stages.values())
+    rows = out["cold_vs_reparse_by_size"]
+    assert sum(r["files"] for r in rows) == out["files"]  # the cold sample is every file here
+    assert all(a["nodes"][1] <= b["nodes"][0] for a, b in zip(rows, rows[1:], strict=False))
+    for r in rows:
+        assert r["nodes"][0] <= r["nodes"][1] and r["ratio_p50"] > 0
+        assert r["cold_open_for_20x_us"] == round(r["reparse_p50_ms"] * 1000 / 20, 1)
+        assert set(r["stages_p50_us"]) == set(stages)
     steal = out["index_cpu_steal_percent"]
     assert steal is None or 0 <= steal <= 100
     assert out["index_cpu_seconds"] > 0 and out["index_lines_per_cpu_s"] > 0

@@ -72,11 +72,14 @@ store.close()
 # in two passes so that neither pays for the other's trail through the CPU caches
 sample = rng.choice(len(files), size=min(cold_sample, len(files)), replace=False).tolist()
 cold = Store.open(store_dir, CacheConfig(max_memory_mb=0))
-cold_ms, parse_ms = [], []
+cold_ms, parse_ms, nodes = [], [], []
 for k in sample:
     t = time.perf_counter()
-    cold.tree(files[k][0]).root_node
+    tree = cold.tree(files[k][0])
+    tree.root_node
     cold_ms.append((time.perf_counter() - t) * 1000)
+    nodes.append(len(tree))
+    del tree
 for k in sample:
     path, _, lang = files[k]
     src = cold.source(path)
@@ -87,6 +90,7 @@ cold.close()
 ratio = np.array(parse_ms) / np.maximum(np.array(cold_ms), 1e-9)
 
 # where a cold open's time goes: the same opens, stage by stage, in another fresh store
+from cstvault.bench.store import by_size
 from cstvault.tree import tree_from_record
 staged = Store.open(store_dir, CacheConfig(max_memory_mb=0))
 stages = {k: [] for k in ("lookup", "frame", "zstd", "tree")}
@@ -117,6 +121,7 @@ print(json.dumps({
     "reparse_p50_ms": round(float(np.median(parse_ms)), 4),
     "cold_vs_reparse_median_ratio": round(float(np.median(ratio)), 2),
     "cold_open_stages_p50_us": {k: round(float(np.median(v)), 1) for k, v in stages.items()},
+    "cold_vs_reparse_by_size": by_size(nodes, parse_ms, cold_ms, stages),
 }))
 """
 
@@ -175,6 +180,32 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
     return out
 
 
+def by_size(nodes: list[int], parse_ms: list[float], cold_ms: list[float],
+            stages: dict[str, list[float]], groups: int = 5) -> list[dict]:
+    """The cold-open sample in `groups` equal groups by node count: per group the node range,
+    re-parse and cold-open p50, their median per-file ratio, the cold-open time a 20x ratio
+    would allow at that re-parse p50, and the stages' p50 in microseconds."""
+    import numpy as np
+
+    order = np.argsort(np.asarray(nodes), kind="stable")
+    n, p, c = np.asarray(nodes), np.asarray(parse_ms), np.asarray(cold_ms)
+    rows = []
+    for part in np.array_split(order, groups):
+        if not part.size:
+            continue
+        reparse = float(np.median(p[part]))
+        rows.append({
+            "nodes": [int(n[part].min()), int(n[part].max())], "files": int(part.size),
+            "reparse_p50_ms": round(reparse, 4),
+            "cold_open_p50_ms": round(float(np.median(c[part])), 4),
+            "ratio_p50": round(float(np.median(p[part] / np.maximum(c[part], 1e-9))), 2),
+            "cold_open_for_20x_us": round(reparse * 1000 / 20, 1),
+            "stages_p50_us": {k: round(float(np.median(np.asarray(v)[part])), 1)
+                              for k, v in stages.items()},
+        })  # fmt: skip
+    return rows
+
+
 def dictionary_effect(store_dir: Path, sample: int = 2000, seed: int = 1) -> dict:
     """Frame bytes per line of a seeded sample of blobs: as stored (zstd-19 with the trained
     per-language dictionaries) and recompressed at zstd-19 without a dictionary."""
@@ -210,4 +241,4 @@ def default_store(root: Path) -> Path:
     )
 
 
-__all__ = ["default_store", "run"]
+__all__ = ["by_size", "default_store", "run"]
