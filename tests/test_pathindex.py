@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 import cstvault
 from cstvault import indexer
 from cstvault.codec import CorruptRecord, decode
-from cstvault.store import Store, pathindex, segments
+from cstvault.store import Store, pathindex
 from cstvault.tree import tree_from_record
 from snippets import SNIPPETS
 from test_cli import make_repo
@@ -194,7 +195,7 @@ def _mapped_rss(suffix: str) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
-def test_entry_pages_are_released_and_hash_pages_kept(tmp_path, monkeypatch):
+def test_lookups_map_no_entry_page_and_keep_hash_pages(tmp_path):
     import mmap
 
     root = tmp_path / "many"
@@ -202,25 +203,17 @@ def test_entry_pages_are_released_and_hash_pages_kept(tmp_path, monkeypatch):
     for k in range(300):  # entries span several pages
         (root / f"m{k:03d}.py").write_bytes(b"x = %d\n" % k)
     indexer.index(root, jobs=1)
-    after_release: list[int] = []
-
-    def release(m, start=0):
-        segments.unmap_pages(m, start)
-        after_release.append(_mapped_rss(pathindex.INDEX))
-
-    monkeypatch.setattr(pathindex, "unmap_pages", release)
+    fds = len(os.listdir("/proc/self/fd"))
     with cstvault.open(root) as store:
         index = store._paths
         head = pathindex._HEAD.unpack_from(index._index, 0)
         count, hashes, entries = head[3], head[4], head[5]
-        kept = index._entries_page
+        kept = pathindex.entries_page(index._index)
         assert kept % mmap.PAGESIZE == 0 and hashes + 8 * count <= entries <= kept
-        assert kept - mmap.PAGESIZE < entries  # the first page holding only entries
-        paths = sorted(f.path for f in store.files())
-        peak = 0
-        for path in paths:
+        assert kept - mmap.PAGESIZE < entries < len(index._index) - 2 * mmap.PAGESIZE
+        assert 0 < _mapped_rss(pathindex.INDEX) <= kept  # opening checked the CRC: released
+        for path in sorted(f.path for f in store.files()):
             assert index.find(path)[0] == store.catalog.blob_for(path)[0]
-            peak = max(peak, _mapped_rss(pathindex.INDEX))
-        assert len(after_release) == len(paths) // pathindex.RELEASE_EVERY
-        assert peak > kept  # entries' pages accumulate between releases
-        assert all(0 < rss <= kept for rss in after_release)  # only the hash pages stay
+            assert _mapped_rss(pathindex.INDEX) <= kept  # entries are read, never mapped in
+        assert _mapped_rss(pathindex.INDEX) > 0  # the hash pages the searches walk stay
+    assert len(os.listdir("/proc/self/fd")) == fds  # the index's descriptor is closed too

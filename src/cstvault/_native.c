@@ -9,6 +9,7 @@
 #include <Python.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tree_sitter/api.h"
 /* Internal headers of the pinned runtime we compile in: the extraction walks subtrees
@@ -1455,17 +1456,20 @@ fail:
     return out;
 }
 
-/* find_path(index, counter, path, blob_cls, languages) -> (BlobRow, (size, mtime_ns)); None:
- * not stored; False: ask the catalog (the index is not current -- its stamp differs from
- * the counter --, is damaged, or `path` has no UTF-8 form).
+/* find_path(index, counter, path, blob_cls, languages, fd) -> (BlobRow, (size, mtime_ns));
+ * None: not stored; False: ask the catalog (the index is not current -- its stamp differs
+ * from the counter --, is damaged, or `path` has no UTF-8 form). The binary search walks
+ * the mapped hashes; the matching entry is read with pread from `fd`, the same file, so a
+ * lookup leaves no entry page mapped in (76 bytes a file, read at random).
  * Header (little-endian): magic "CSTP", version u32, stamp u64, count u64, hashes offset
  * u64, entries offset u64, (unused u64), entry size u32. An entry starts with the path's
  * check hash (u64). */
 static PyObject *find_path(PyObject *self, PyObject *args) {
     Py_buffer ix, ct;
     PyObject *path, *blob_cls, *languages, *result = NULL;
-    if (!PyArg_ParseTuple(args, "y*y*UO!O!", &ix, &ct, &path, &PyType_Type, &blob_cls,
-                          &PyList_Type, &languages))
+    int fd;
+    if (!PyArg_ParseTuple(args, "y*y*UO!O!i", &ix, &ct, &path, &PyType_Type, &blob_cls,
+                          &PyList_Type, &languages, &fd))
         return NULL;
     const uint8_t *b = ix.buf;
     uint64_t stamp, count, hoff, eoff, counter;
@@ -1499,7 +1503,8 @@ static PyObject *find_path(PyObject *self, PyObject *args) {
         uint64_t v, check;
         memcpy(&v, b + hoff + 8 * j, 8);
         if (v != h) break;
-        const uint8_t *e = b + eoff + esize * j;
+        uint8_t e[PX_ENTRY];
+        if (pread(fd, e, PX_ENTRY, (off_t)(eoff + esize * j)) != PX_ENTRY) goto stale;
         memcpy(&check, e, 8);
         if (check == c) {
             result = entry_row(e, blob_cls, languages);
@@ -1629,7 +1634,7 @@ static PyMethodDef methods[] = {
      "open_tree(cls, record, grammars) -> (tree, source_len, source_crc, nbytes) or None"},
     {"path_hashes", path_hashes, METH_O, "path_hashes(paths) -> uint64 FNV-1a of each UTF-8 path"},
     {"find_path", find_path, METH_VARARGS,
-     "find_path(index, counter, path, blob_cls, languages) -> (BlobRow, (size, mtime)), "
+     "find_path(index, counter, path, blob_cls, languages, fd) -> (BlobRow, (size, mtime)), "
      "None (not stored) or False (ask the catalog)"},
     {"distinct_slices", distinct_slices, METH_VARARGS,
      "distinct_slices(source, starts int64, ends int64, max_len) -> set of bytes"},

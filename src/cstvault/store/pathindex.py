@@ -27,7 +27,6 @@ from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog
 from .segments import fsync_dir, map_file, unmap_pages
 
 INDEX = "paths.idx"
-RELEASE_EVERY = 32  # lookups between releases of the entries' mapped pages
 COUNTER = "generation"
 MAGIC = b"CSTP"
 VERSION = 2
@@ -159,34 +158,45 @@ def _utf8(path: str) -> bytes | None:
         return None  # such a path is never looked up here (find_path answers "not current")
 
 
+def entries_page(index: mmap.mmap) -> int:
+    """Offset of the first page of a mapped index that holds only entries."""
+    entries = _HEAD.unpack_from(index, 0)[5]
+    return -(-entries // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
 class PathIndex:
     """A reader's view of the index: `find(path)` -> (BlobRow, (size, mtime_ns)), None when
     the path is not stored, or NOT_CURRENT when the catalog must be asked.
 
-    The sorted hashes (8 bytes a file), which every lookup's binary search walks, stay
-    resident once touched; the entries' pages (76 bytes a file, one touched per lookup) are
-    released every RELEASE_EVERY lookups, so RSS stays flat."""
+    The sorted hashes (8 bytes a file), which every lookup's binary search walks, are mapped
+    and stay resident once touched; the one entry a lookup needs (76 bytes, at random) is
+    read with `pread` from the same open file, so no entry page is ever mapped in."""
 
     NOT_CURRENT = False
 
     def __init__(self, directory: Path):
         self.directory = directory
         self._index: mmap.mmap | None = None
+        self._fd = -1  # the index file, open while it is mapped
         self._counter: mmap.mmap | None = None
         self._languages: list[str] = []
         self._tried: int | None = None  # counter value at the last (re)load attempt
         self._misses = 0
-        self._finds = 0  # lookups since the entries' pages were last released
-        self._entries_page = 0  # the first page holding only entries
         self._load()
 
     def _load(self) -> None:
         self.close()
         self._counter = map_file(self.directory / COUNTER)
-        index = map_file(self.directory / INDEX)
-        if self._counter is None or index is None:
-            if index is not None:
-                index.close()
+        if self._counter is None:
+            return
+        try:
+            fd = os.open(self.directory / INDEX, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            index = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            os.close(fd)
             return
         ok = len(index) >= HEAD_SIZE
         if ok:
@@ -200,12 +210,13 @@ class PathIndex:
                 ok = False
         if not ok:  # damaged: the catalog answers
             index.close()
+            os.close(fd)
             return
         with contextlib.suppress(OSError, ValueError):  # lookups land anywhere: no read-ahead
             index.madvise(mmap.MADV_RANDOM)
-        entries = _HEAD.unpack_from(index, 0)[5]
-        self._entries_page = -(-entries // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._index = index
+        # the check above mapped every page in; entries are read with pread from now on
+        unmap_pages(index, entries_page(index))
+        self._index, self._fd = index, fd
 
     def find(self, path: str):
         found = self._lookup(path)
@@ -218,11 +229,8 @@ class PathIndex:
     def _lookup(self, path: str):
         if self._index is None:
             return False
-        self._finds += 1
-        if self._finds >= RELEASE_EVERY:
-            self._finds = 0
-            unmap_pages(self._index, self._entries_page)
-        return _native.find_path(self._index, self._counter, path, BlobRow, self._languages)
+        return _native.find_path(self._index, self._counter, path, BlobRow, self._languages,
+                                 self._fd)  # fmt: skip
 
     def _reload(self) -> bool:
         """Map a newer index, once per change of the generation file; True if one is mapped."""
@@ -252,5 +260,8 @@ class PathIndex:
         for m in (self._index, self._counter):
             if m is not None:
                 m.close()
+        if self._fd >= 0:
+            os.close(self._fd)
         self._index = self._counter = None
+        self._fd = -1
 
