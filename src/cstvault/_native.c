@@ -334,6 +334,7 @@ static PyObject *parse_extract(PyObject *self, PyObject *args) {
  * ------------------------------------------------------------------------------------- */
 
 #define EXPLICIT 0x40
+#define NCOLS 12 /* the decoder's buffers (decode_body) */
 
 typedef struct {
     const uint8_t *p, *end;
@@ -457,8 +458,8 @@ static const uint8_t *skip_varints(const uint8_t *p, const uint8_t *end, Py_ssiz
 
 /* decode_body(record, body, n, kinds, wide_kind, wide_field, phantom_len, source_len,
  *             token_len[65536] int16, kind_limit, field_limit)
- * -> (kind, grammar, flags, field, size, start, end, unexpected, phantoms,
- *     parent, prev, child_count, depth)
+ * -> (kind u16, grammar u16, flags u8, field u16, size i32, start u32, end u32,
+ *     unexpected i64, phantoms, parent i32, prev i32, child_count i32)
  *
  * One counting pass over the opcodes locates every varint stream (sizes, gaps, explicit
  * lengths, span exceptions, unexpected chars); one pass over the nodes in preorder then
@@ -469,8 +470,8 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
                                   Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
                                   Py_ssize_t phantom_len, long long source_len,
                                   const int16_t *token_len, long kind_limit, long field_limit,
-                                  PyObject *cols[13]) {
-    void *ptr[13];
+                                  PyObject *cols[NCOLS]) {
+    void *ptr[NCOLS];
     uint16_t *table = NULL;
     int32_t *stack = NULL;
     const uint8_t *stop = buf + reclen - 4; /* the CRC trails the body */
@@ -508,24 +509,28 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
     const uint8_t *phant = fcol + fw * n_field;
     Reader r = {phant + phantom_len, stop};
 
-    const Py_ssize_t widths[13] = {2, 2, 1, 2, 8, 8, 8, 8, 1, 4, 4, 4, 4};
-    for (int k = 0; k < 13; k++) {
+    const Py_ssize_t widths[NCOLS] = {2, 2, 1, 2, 4, 4, 4, 8, 1, 4, 4, 4};
+    if (source_len > UINT32_MAX) { err = "source length out of range"; goto done; }
+    for (int k = 0; k < NCOLS; k++) {
         Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : widths[k] * n;
         cols[k] = new_bytes(len, &ptr[k]);
         if (!cols[k]) { err = "out of memory"; goto done; }
     }
     uint16_t *kind = ptr[0], *gram = ptr[1], *field = ptr[3];
     uint8_t *flags = ptr[2];
-    int64_t *size = ptr[4], *start = ptr[5], *end = ptr[6], *unexp = ptr[7];
-    int32_t *parent = ptr[9], *prev = ptr[10], *child_count = ptr[11], *depth = ptr[12];
+    int32_t *size = ptr[4];
+    uint32_t *start = ptr[5], *end = ptr[6];
+    int64_t *unexp = ptr[7];
+    int32_t *parent = ptr[9], *prev = ptr[10], *child_count = ptr[11];
     memcpy(ptr[8], phant, (size_t)phantom_len);
 
     table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
-    /* open subtrees, their last child so far, and the index each one closes at */
-    stack = malloc(sizeof(int32_t) * 2 * (size_t)n + sizeof(int64_t) * (size_t)n);
+    /* open subtrees, their last child so far, the index each one closes at and its span
+     * exception (lead, tail), applied when it closes */
+    stack = malloc(sizeof(int32_t) * 2 * (size_t)n + sizeof(int64_t) * 3 * (size_t)n);
     if (!table || !stack) { PyErr_NoMemory(); err = "out of memory"; goto done; }
     int32_t *lastc = stack + n;
-    int64_t *close_at = (int64_t *)(stack + 2 * n);
+    int64_t *close_at = (int64_t *)(stack + 2 * n), *lead = close_at + n, *tail = lead + n;
     for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
         uint64_t v;
         if (read_varint(&r, &v)) { err = "varint block truncated"; goto done; }
@@ -552,9 +557,14 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
      * `last_end`); only a span exception can then leave it out of range */
 #define CLOSE_SUBTREE(last_end) do {                                                  \
         int32_t j = stack[--sp];                                                      \
-        end[j] += (last_end);                                                         \
-        if (op[j] & EXPLICIT)                                                         \
-            span_bad |= (start[j] < 0) | (end[j] > source_len) | (start[j] > end[j]); \
+        int64_t e0 = (last_end);                                                      \
+        if (op[j] & EXPLICIT) {                                                       \
+            int64_t s0 = (int64_t)start[j] - lead[sp];                                \
+            e0 += tail[sp];                                                           \
+            span_bad |= (s0 < 0) | (e0 > source_len) | (s0 > e0);                     \
+            start[j] = (uint32_t)s0;                                                  \
+        }                                                                             \
+        end[j] = (uint32_t)e0;                                                        \
     } while (0)
     int64_t pos = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -575,7 +585,6 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
         /* close the subtrees that end before i: their last leaf is node i - 1 */
         while (sp && close_at[sp - 1] <= i) CLOSE_SUBTREE(end[i - 1]);
         child_count[i] = 0;
-        depth[i] = (int32_t)sp;
         if (sp) {
             int32_t p = stack[sp - 1];
             parent[i] = p;
@@ -592,12 +601,12 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
             if (v > (uint64_t)(n - i - 2)) { err = "subtree size out of range"; goto done; }
             int64_t sz = (int64_t)v + 2;
             if (sp && i + sz > close_at[sp - 1]) { err = "subtree sizes do not nest"; goto done; }
-            size[i] = sz;
+            size[i] = (int32_t)sz;
             close_at[sp] = i + sz;
-            start[i] = end[i] = 0;
-            if (o & EXPLICIT) { /* span exception: applied when the span is known */
-                start[i] = -unzigzag(take_varint(&px, &bad));
-                end[i] = unzigzag(take_varint(&px, &bad));
+            start[i] = end[i] = 0; /* the first leaf's start is set when it comes */
+            if (o & EXPLICIT) { /* span exception: applied when the subtree closes */
+                lead[sp] = unzigzag(take_varint(&px, &bad));
+                tail[sp] = unzigzag(take_varint(&px, &bad));
             }
             stack[sp] = (int32_t)i;
             lastc[sp] = -1;
@@ -617,11 +626,11 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
                 if (len < 0) { err = "leaf length missing"; goto done; }
             }
             if (len > source_len - pos) { err = "leaf runs past the source"; goto done; }
-            for (; pending < i; pending++) start[pending] += pos; /* internals since the last leaf */
+            for (; pending < i; pending++) start[pending] = (uint32_t)pos; /* internals since the last leaf */
             pending = i + 1;
-            start[i] = pos;
+            start[i] = (uint32_t)pos;
             pos += len;
-            end[i] = pos;
+            end[i] = (uint32_t)pos;
             if (o & UNEXPECTED) unexp[ui++] = unzigzag(take_varint(&pu, &bad));
         }
         if (bad) { err = "varint out of range"; goto done; }
@@ -646,15 +655,15 @@ static PyObject *decode_body(PyObject *self, PyObject *args) {
                           &wide_field, &phantom_len, &source_len, &tok, &kind_limit,
                           &field_limit))
         return NULL;
-    PyObject *cols[13] = {0}, *result = NULL;
+    PyObject *cols[NCOLS] = {0}, *result = NULL;
     const char *err = tok.len != 65536 * 2 ? "token table size" :
         decode_columns(rec.buf, rec.len, body, n, kinds, wide_kind, wide_field, phantom_len,
                        source_len, tok.buf, kind_limit, field_limit, cols);
-    if (!err) result = PyTuple_New(13);
+    if (!err) result = PyTuple_New(NCOLS);
     if (result)
-        for (int k = 0; k < 13; k++) { PyTuple_SET_ITEM(result, k, cols[k]); cols[k] = NULL; }
+        for (int k = 0; k < NCOLS; k++) { PyTuple_SET_ITEM(result, k, cols[k]); cols[k] = NULL; }
     if (err && !PyErr_Occurred()) corrupt(err);
-    for (int k = 0; k < 13; k++) Py_XDECREF(cols[k]);
+    for (int k = 0; k < NCOLS; k++) Py_XDECREF(cols[k]);
     PyBuffer_Release(&rec);
     PyBuffer_Release(&tok);
     return result;
@@ -839,7 +848,8 @@ typedef struct {
     Py_ssize_t n;
     const uint16_t *kind, *gram, *field;
     const uint8_t *flags;
-    const int64_t *size, *start, *end;
+    const int32_t *size;
+    const uint32_t *start, *end;
     const int32_t *parent, *prev, *child_count;
     PyObject *names;       /* tuple: symbol id -> type name */
     PyObject *field_names; /* tuple: field id -> name or None */
@@ -895,8 +905,9 @@ static void tree_dealloc(TreeBase *t) {
     tp->tp_free((PyObject *)t); /* a Python subclass's subtype_dealloc drops the type ref */
 }
 
-/* Bind ten column buffers (kind, grammar, flags, field, size, start, end, parent, prev,
- * child_count) and the name tables; 0, or -1 with an exception set. */
+/* Bind ten column buffers (kind u16, grammar u16, flags u8, field u16, size i32, start u32,
+ * end u32, parent i32, prev i32, child_count i32) and the name tables; 0, or -1 with an
+ * exception set. */
 static int bind_columns(TreeBase *t, PyObject *obj[10], PyObject *names, PyObject *fields,
                         PyObject *ntype) {
     if (!PyType_Check(ntype) || !PyType_IsSubtype((PyTypeObject *)ntype, &NodeBaseType)) {
@@ -908,7 +919,7 @@ static int bind_columns(TreeBase *t, PyObject *obj[10], PyObject *names, PyObjec
         return -1;
     }
     tree_release(t);
-    static const int width[10] = {2, 2, 1, 2, 8, 8, 8, 4, 4, 4};
+    static const int width[10] = {2, 2, 1, 2, 4, 4, 4, 4, 4, 4};
     for (int k = 0; k < 10; k++) {
         if (PyObject_GetBuffer(obj[k], &t->buf[k], PyBUF_C_CONTIGUOUS) < 0) { tree_release(t); return -1; }
     }
@@ -1590,17 +1601,17 @@ static PyObject *open_tree(PyObject *self, PyObject *args) {
     if (PyErr_Occurred()) return NULL;
     Py_buffer tok;
     if (PyObject_GetBuffer(PyTuple_GET_ITEM(g, 1), &tok, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    PyObject *cols[13] = {0}, *out = NULL, *decoded = NULL, *result = NULL;
+    PyObject *cols[NCOLS] = {0}, *out = NULL, *decoded = NULL, *result = NULL;
     TreeBase *t = NULL;
     const char *err = tok.len != 65536 * 2 ? "token table size" :
         decode_columns(buf, len, body, n, kinds, hflags & 1, (hflags >> 1) & 1, 0, slen,
                        tok.buf, kind_limit, field_limit, cols);
     PyBuffer_Release(&tok);
     if (err) { if (!PyErr_Occurred()) corrupt(err); goto done; }
-    out = PyTuple_New(13);
+    out = PyTuple_New(NCOLS);
     if (!out) goto done;
     Py_ssize_t nbytes = 0;
-    for (int k = 0; k < 13; k++) {
+    for (int k = 0; k < NCOLS; k++) {
         if (k != 8) nbytes += PyBytes_GET_SIZE(cols[k]);
         PyTuple_SET_ITEM(out, k, cols[k]);
         cols[k] = NULL;
@@ -1621,7 +1632,7 @@ static PyObject *open_tree(PyObject *self, PyObject *args) {
     t->lang_name = Py_NewRef(PyTuple_GET_ITEM(g, 0));
     result = Py_BuildValue("(Okkn)", (PyObject *)t, (unsigned long)slen, (unsigned long)scrc, nbytes);
 done:
-    for (int k = 0; k < 13; k++) Py_XDECREF(cols[k]);
+    for (int k = 0; k < NCOLS; k++) Py_XDECREF(cols[k]);
     Py_XDECREF(out);
     Py_XDECREF(decoded);
     Py_XDECREF((PyObject *)t);

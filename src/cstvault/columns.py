@@ -30,14 +30,14 @@ class Columns:
     grammar: np.ndarray  # uint16 grammar symbol (node.grammar_id)
     flags: np.ndarray  # uint8 bit set above (never EXPLICIT)
     field: np.ndarray  # uint16 field id, 0 = none
-    size: np.ndarray  # int64 subtree size (the node plus its descendants)
-    start: np.ndarray  # int64 start byte
-    end: np.ndarray  # int64 end byte
+    size: np.ndarray  # subtree size (the node plus its descendants): int64, int32 decoded
+    start: np.ndarray  # start byte: int64, uint32 decoded (sources are under 4 GiB)
+    end: np.ndarray  # end byte: int64, uint32 decoded
     unexpected: np.ndarray  # int64 char code for UNEXPECTED leaves, in preorder of those leaves
     # hidden MISSING tokens printed by str(node) but absent from the visible tree:
     # (node index, ')' count after it, text) -- see sexp.find_phantoms
     phantoms: tuple[tuple[int, int, str], ...] = field(default=())
-    # int32 buffers (parent, prev sibling, child count, depth) when the decoder built them
+    # int32 buffers (parent, prev sibling, child count) when the decoder built them
     structure: tuple[bytes, ...] | None = None
 
     def __len__(self) -> int:

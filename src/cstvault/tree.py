@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import crc32c
 import numpy as np
@@ -32,26 +31,38 @@ __all__ = ["Node", "Point", "Range", "Tree", "TreeCursor"]
 _native.set_crc32c(crc32c.crc32c)
 
 
-@dataclass(frozen=True)
-class Structure:
-    """Derived per-tree index: parent, previous sibling, child count, depth."""
+def _structure_of(size: np.ndarray) -> tuple[bytes, ...]:
+    """(parent, prev, child_count, depth) int32 buffers: one C pass over the sizes."""
+    try:
+        return _native.structure(np.ascontiguousarray(size, dtype=np.int64))
+    except _native.CorruptRecord as exc:
+        raise CorruptRecord(str(exc)) from None
 
-    parent: np.ndarray
-    prev: np.ndarray
-    child_count: np.ndarray
-    depth: np.ndarray
+
+class Structure:
+    """Derived per-tree index: parent, previous sibling, child count (int32 arrays); depth
+    is derived from the sizes when first asked for (nothing on the read path needs it)."""
+
+    __slots__ = ("parent", "prev", "child_count", "_size", "_depth")
+
+    def __init__(self, parent: np.ndarray, prev: np.ndarray, child_count: np.ndarray,
+                 size: np.ndarray):  # fmt: skip
+        self.parent, self.prev, self.child_count = parent, prev, child_count
+        self._size = size
+        self._depth: np.ndarray | None = None
+
+    @property
+    def depth(self) -> np.ndarray:
+        if self._depth is None:
+            self._depth = np.frombuffer(_structure_of(self._size)[3], dtype=np.int32)
+        return self._depth
 
 
 def build_structure(cols: Columns) -> Structure:
-    """Parent / previous-sibling / child-count / depth arrays (one C pass over the sizes)."""
-    raw = cols.structure
-    if raw is None:
-        try:
-            raw = _native.structure(np.ascontiguousarray(cols.size, dtype=np.int64))
-        except _native.CorruptRecord as exc:
-            raise CorruptRecord(str(exc)) from None
-    parent, prev, child_count, depth = (np.frombuffer(b, dtype=np.int32) for b in raw)
-    return Structure(parent, prev, child_count, depth)
+    """Parent / previous-sibling / child-count arrays: the decoder's, else one C pass."""
+    raw = cols.structure if cols.structure is not None else _structure_of(cols.size)[:3]
+    parent, prev, child_count = (np.frombuffer(b, dtype=np.int32) for b in raw)
+    return Structure(parent, prev, child_count, cols.size)
 
 
 def _view(k: int) -> property:
@@ -76,9 +87,9 @@ class Tree(_native.TreeBase):
         gram = np.ascontiguousarray(cols.grammar, dtype=np.uint16)
         flags = np.ascontiguousarray(cols.flags, dtype=np.uint8)
         field = np.ascontiguousarray(cols.field, dtype=np.uint16)
-        size = np.ascontiguousarray(cols.size, dtype=np.int64)
-        start = np.ascontiguousarray(cols.start, dtype=np.int64)
-        end = np.ascontiguousarray(cols.end, dtype=np.int64)
+        size = np.ascontiguousarray(cols.size, dtype=np.int32)
+        start = np.ascontiguousarray(cols.start, dtype=np.uint32)
+        end = np.ascontiguousarray(cols.end, dtype=np.uint32)
         self._bind(kind, gram, flags, field, size, start, end, st.parent, st.prev,
                    st.child_count, tables.names, tables.fields, Node)  # fmt: skip
         self._views = tuple(memoryview(a) for a in (flags, field, size, start, end))
@@ -106,7 +117,7 @@ class Tree(_native.TreeBase):
         if views is None:
             assert self._decoded is not None
             out = self._decoded[1]
-            wide = tuple(memoryview(out[k]).cast("q") for k in (4, 5, 6))
+            wide = (memoryview(out[4]).cast("i"), *(memoryview(out[k]).cast("I") for k in (5, 6)))
             views = self._views = (memoryview(out[2]), memoryview(out[3]).cast("H"), *wide)
         return views
 
@@ -139,7 +150,7 @@ class Tree(_native.TreeBase):
         cols, st = self._cols, self._structure()
         arrays = (cols.kind, cols.grammar, cols.flags, cols.field, cols.size, cols.start, cols.end)
         return sum(a.nbytes for a in arrays) + sum(
-            a.nbytes for a in (st.parent, st.prev, st.child_count, st.depth))
+            a.nbytes for a in (st.parent, st.prev, st.child_count))
 
     def _line_starts(self) -> memoryview:
         if self._lines_mv is None:

@@ -115,7 +115,7 @@ def decode_raw(
 ) -> tuple[str, tuple, tuple]:
     """Decode a record into (language, the decoder's buffers, phantoms); CorruptRecord on
     damage. Buffers: kind, grammar, flags, field, size, start, end, unexpected, phantom JSON,
-    parent, previous sibling, child count, depth (see `columns_of`)."""
+    parent, previous sibling, child count (see `columns_of`)."""
     if head is None:
         head = read_header(record)
     if verify_crc:
@@ -148,12 +148,12 @@ def columns_of(language: str, out: tuple, phantoms: tuple) -> Columns:
         grammar=np.frombuffer(gram, dtype=np.uint16),
         flags=np.frombuffer(flags, dtype=np.uint8),
         field=np.frombuffer(field, dtype=np.uint16),
-        size=np.frombuffer(size, dtype=np.int64),
-        start=np.frombuffer(start, dtype=np.int64),
-        end=np.frombuffer(end, dtype=np.int64),
+        size=np.frombuffer(size, dtype=np.int32),
+        start=np.frombuffer(start, dtype=np.uint32),
+        end=np.frombuffer(end, dtype=np.uint32),
         unexpected=np.frombuffer(unexp, dtype=np.int64),
         phantoms=phantoms,
-        structure=out[9:],
+        structure=out[9:12],
     )
 
 
