@@ -474,6 +474,7 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
     void *ptr[NCOLS];
     uint16_t *table = NULL;
     int32_t *stack = NULL;
+    int64_t *spans = NULL;
     const uint8_t *stop = buf + reclen - 4; /* the CRC trails the body */
     const char *err = NULL;
     if (reclen < 4) { err = "record truncated"; goto done; }
@@ -525,12 +526,11 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
     memcpy(ptr[8], phant, (size_t)phantom_len);
 
     table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
-    /* open subtrees, their last child so far, the index each one closes at and its span
-     * exception (lead, tail), applied when it closes */
-    stack = malloc(sizeof(int32_t) * 2 * (size_t)n + sizeof(int64_t) * 3 * (size_t)n);
+    /* open subtrees, their last child so far, and the index each one closes at */
+    stack = malloc(sizeof(int32_t) * 2 * (size_t)n + sizeof(int64_t) * (size_t)n);
     if (!table || !stack) { PyErr_NoMemory(); err = "out of memory"; goto done; }
     int32_t *lastc = stack + n;
-    int64_t *close_at = (int64_t *)(stack + 2 * n), *lead = close_at + n, *tail = lead + n;
+    int64_t *close_at = (int64_t *)(stack + 2 * n);
     for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
         uint64_t v;
         if (read_varint(&r, &v)) { err = "varint block truncated"; goto done; }
@@ -542,6 +542,12 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
     for (Py_ssize_t i = 0; i < n; i++)
         n_explicit_leaf += (op[i] & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
     Py_ssize_t n_exception = n_explicit - n_explicit_leaf;
+    /* span exceptions (lead, tail) by ordinal: an internal node with one keeps its ordinal
+     * in its end column until its subtree closes (kept small: temporaries of a size that
+     * glibc maps and unmaps raise its mmap threshold, and the heap then holds freed trees) */
+    spans = malloc(sizeof(int64_t) * 2 * (size_t)(n_exception + 1));
+    if (!spans) { PyErr_NoMemory(); err = "out of memory"; goto done; }
+    Py_ssize_t xi = 0;
     const uint8_t *ps = r.p;
     const uint8_t *pg = skip_varints(ps, stop, n_inner);
     const uint8_t *pl = pg ? skip_varints(pg, stop, n_leaf) : NULL;
@@ -559,8 +565,9 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
         int32_t j = stack[--sp];                                                      \
         int64_t e0 = (last_end);                                                      \
         if (op[j] & EXPLICIT) {                                                       \
-            int64_t s0 = (int64_t)start[j] - lead[sp];                                \
-            e0 += tail[sp];                                                           \
+            const int64_t *x = spans + 2 * end[j];                                    \
+            int64_t s0 = (int64_t)start[j] - x[0];                                    \
+            e0 += x[1];                                                               \
             span_bad |= (s0 < 0) | (e0 > source_len) | (s0 > e0);                     \
             start[j] = (uint32_t)s0;                                                  \
         }                                                                             \
@@ -605,8 +612,9 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
             close_at[sp] = i + sz;
             start[i] = end[i] = 0; /* the first leaf's start is set when it comes */
             if (o & EXPLICIT) { /* span exception: applied when the subtree closes */
-                lead[sp] = unzigzag(take_varint(&px, &bad));
-                tail[sp] = unzigzag(take_varint(&px, &bad));
+                spans[2 * xi] = unzigzag(take_varint(&px, &bad));
+                spans[2 * xi + 1] = unzigzag(take_varint(&px, &bad));
+                end[i] = (uint32_t)xi++;
             }
             stack[sp] = (int32_t)i;
             lastc[sp] = -1;
@@ -642,6 +650,7 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
 done:
     free(table);
     free(stack);
+    free(spans);
     return err;
 }
 
