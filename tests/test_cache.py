@@ -137,3 +137,31 @@ def test_every_access_is_counted_once_in_its_tier(store_root, working_tree):
         assert (s["hot"].misses, s["warm"].misses, s["cold"].misses) == (5, 5, 5)
         assert len(s["frozen"].latencies) == 5 and len(s["hot"].latencies) == 2
         assert len(store.cache.hot) == 5 and store.cache.holds(next(iter(store.cache.hot)))
+
+
+def test_free_heap_is_returned_after_every_trim_every_bytes_admitted_or_evicted(
+    store_root, monkeypatch
+):
+    from cstvault import cache as cache_mod
+
+    every = 64 * 1024
+    trims: list[int] = []
+    monkeypatch.setattr(cache_mod, "release_free_memory", lambda: trims.append(1) or True)
+    monkeypatch.setattr(cache_mod, "TRIM_EVERY", every)
+    with cstvault.open(store_root, CacheConfig(max_memory_mb=64)) as store:  # nothing evicted
+        paths = [f.path for f in store.files()]
+        for path in paths:
+            store.tree(path)
+        assert not store.cache.warm and not store.cache.cold
+        sizes = [e.nbytes for e in store.cache.hot.values()]
+    # building a tree frees temporaries of about its size: admissions alone trim, once per
+    # TRIM_EVERY bytes (the count restarts after each trim, so each one covers less than
+    # TRIM_EVERY plus one tree)
+    admitted = sum(sizes)
+    assert admitted // (every + max(sizes)) <= len(trims) <= admitted // every
+    assert len(trims) >= 3
+    trims.clear()
+    with cstvault.open(store_root, CacheConfig(max_memory_mb=0)) as store:  # all evicted
+        for path in paths:
+            store.tree(path)
+    assert 2 * admitted // (every + max(sizes)) <= len(trims) <= 2 * admitted // every

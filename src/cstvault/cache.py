@@ -25,8 +25,11 @@ import zstandard
 from .memory import release_free_memory
 
 TIERS = ("hot", "warm", "cold", "frozen")
-# evicted bytes between two returns of free heap to the OS: trimming after every MB kept RSS
-# a little lower but made cold opens pay for re-faulting the returned pages
+# bytes of trees admitted or evicted between two returns of free heap to the OS: trimming
+# after every MB kept RSS a little lower but made cold opens pay for re-faulting the returned
+# pages. Admissions count too: building a large tree frees temporaries of about its size
+# (the frame, the decoder's stacks), which counting evictions alone left in the heap until
+# enough smaller trees had been evicted (RSS spikes of 20-30 MB after a large file)
 TRIM_EVERY = 8 * 1024 * 1024
 _LATENCY_SAMPLES = 4096  # per tier, a ring of the latest latencies (32 KiB of doubles)
 
@@ -110,7 +113,7 @@ class TieredCache:
         self.cold: OrderedDict[object, tuple[bytes, object, int]] = OrderedDict()
         self.stats = {t: TierStats() for t in TIERS}
         self._fast = zstandard.ZstdCompressor(level=1)
-        self._evicted = 0
+        self._churned = 0  # bytes admitted or evicted since the last trim
         self._dctx = zstandard.ZstdDecompressor()
 
     def holds(self, blob: object) -> bool:
@@ -168,6 +171,7 @@ class TieredCache:
         nbytes = tree_bytes + len(record) + _ram(source)
         self.hot[blob] = _Hot(tree, record, source, nbytes)
         self.stats["hot"].bytes += nbytes
+        self._churned += nbytes
         self._enforce()
         self._hit(tier, t0)
         return tree
@@ -190,7 +194,7 @@ class TieredCache:
         while hot.bytes > self._budget["hot"] and self.hot:
             blob, e = self.hot.popitem(last=False)
             hot.bytes -= e.nbytes
-            self._evicted += e.nbytes
+            self._churned += e.nbytes
             kept = e.source if isinstance(e.source, bytes) else None
             if e.uses > 1:
                 self.warm[blob] = (e.record, kept)
@@ -204,8 +208,8 @@ class TieredCache:
         while cold.bytes > self._budget["cold"] and self.cold:
             _, (crec, csrc, _) = self.cold.popitem(last=False)
             cold.bytes -= len(crec) + _ram(csrc)
-        if self._evicted >= TRIM_EVERY:
-            self._evicted = 0
+        if self._churned >= TRIM_EVERY:
+            self._churned = 0
             release_free_memory()
 
     def _to_cold(self, blob: object, record: bytes, source: object) -> None:
