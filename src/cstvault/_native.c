@@ -543,8 +543,8 @@ static const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssiz
         n_explicit_leaf += (op[i] & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
     Py_ssize_t n_exception = n_explicit - n_explicit_leaf;
     /* span exceptions (lead, tail) by ordinal: an internal node with one keeps its ordinal
-     * in its end column until its subtree closes (kept small: temporaries of a size that
-     * glibc maps and unmaps raise its mmap threshold, and the heap then holds freed trees) */
+     * in its end column until its subtree closes, so the exceptions need n_exception slots
+     * rather than two more stacks of n */
     spans = malloc(sizeof(int64_t) * 2 * (size_t)(n_exception + 1));
     if (!spans) { PyErr_NoMemory(); err = "out of memory"; goto done; }
     Py_ssize_t xi = 0;
