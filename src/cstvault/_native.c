@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "tree_sitter/api.h"
 /* Internal headers of the pinned runtime we compile in: the extraction walks subtrees
@@ -906,12 +909,24 @@ static int tree_clear(TreeBase *t) {
     return 0;
 }
 
+/* A tree whose buffers held at least this much returns the heap it frees to the OS when it
+ * dies. The cache trims after every few MB of trees admitted or evicted, but a tree larger
+ * than the whole budget is evicted at once and then freed only when its user drops it,
+ * which left its size in the heap until the next trim (glibc serves such buffers from the
+ * heap once large frees have raised its mmap threshold). */
+#define TRIM_ON_FREE (4 << 20)
+
 static void tree_dealloc(TreeBase *t) {
     PyTypeObject *tp = Py_TYPE(t);
     PyObject_GC_UnTrack(t);
+    Py_ssize_t held = 0;
+    for (int k = 0; k < 10; k++) held += t->buf[k].len;
     tree_release(t);
     tree_clear(t);
     tp->tp_free((PyObject *)t); /* a Python subclass's subtype_dealloc drops the type ref */
+#ifdef __GLIBC__
+    if (held >= TRIM_ON_FREE) malloc_trim(0);
+#endif
 }
 
 /* Bind ten column buffers (kind u16, grammar u16, flags u8, field u16, size i32, start u32,
