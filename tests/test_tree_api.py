@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
-
 import pytest
 
 import cstvault
@@ -192,28 +189,3 @@ def test_goto_descendant():
         assert c.node._i == i
         assert c.depth == int(tree._structure().depth[i])
 
-
-def _anon_rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
-
-
-@pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc" or not os.path.exists("/proc/self/status"),
-    reason="glibc heap behaviour, Linux /proc",
-)
-def test_a_large_tree_returns_its_heap_when_dropped():
-    from cstvault.memory import release_free_memory
-
-    big = bytearray(16 * 2**20)  # freeing a mapped chunk this large makes glibc serve
-    del big  # later buffers up to its size from the heap, where frees stay resident
-    src = b"x = [" + b"1, " * 200_000 + b"]\n"
-    record = cstvault.encode(src, "python")
-    release_free_memory()  # what earlier work left free is not counted below
-    before = _anon_rss()
-    tree = cstvault.load(record, src)
-    assert len(tree) > 400_000
-    grown = _anon_rss() - before
-    assert grown > 8 * 2**20  # 31 bytes a node
-    del tree
-    assert _anon_rss() - before < grown / 4
