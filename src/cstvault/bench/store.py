@@ -194,8 +194,8 @@ def by_size(nodes: list[int], parse_ms: list[float], cold_ms: list[float],
     would allow at that re-parse p50, and the stages' p50 in microseconds."""
     import numpy as np
 
-    order = np.argsort(np.asarray(nodes), kind="stable")
     n, p, c = np.asarray(nodes), np.asarray(parse_ms), np.asarray(cold_ms)
+    order = np.argsort(n, kind="stable")
     rows = []
     for part in np.array_split(order, groups):
         if not part.size:

@@ -110,6 +110,13 @@ def unmap_pages(m: mmap.mmap, start: int = 0) -> None:
         m.madvise(_DONTNEED, start, len(m) - start)
 
 
+def _damage(frame: bytes, length: int, crc: int) -> str | None:
+    """What is wrong with a frame read back (None: nothing); its CRC32C is computed once."""
+    if len(frame) != length:
+        return "truncated"
+    return None if crc32c.crc32c(frame) == crc else "CRC32C mismatch"
+
+
 class SegmentReader:
     """Reads frames with one `pread` each from segments kept open (an LRU of `max_open`
     descriptors); every frame's CRC32C is checked.
@@ -150,14 +157,15 @@ class SegmentReader:
     def read(self, seg_id: int, offset: int, length: int, crc: int) -> bytes:
         """The frame's bytes, after checking its CRC32C."""
         frame = self._pread(seg_id, offset, length)
-        if self.keep_open and (len(frame) != length or crc32c.crc32c(frame) != crc):
+        bad = _damage(frame, length, crc)
+        if bad and self.keep_open:
             # the descriptor may be of a segment since deleted whose id a writer reused
             self.forget(seg_id)
             frame = self._pread(seg_id, offset, length)
-        if len(frame) != length:
-            raise CorruptRecord(f"segment {seg_id} truncated")
-        if crc32c.crc32c(frame) != crc:
-            raise CorruptRecord(f"segment {seg_id} frame at {offset}: CRC32C mismatch")
+            bad = _damage(frame, length, crc)
+        if bad:
+            raise CorruptRecord(f"segment {seg_id} {bad}" if bad == "truncated"
+                                else f"segment {seg_id} frame at {offset}: {bad}")  # fmt: skip
         return frame
 
     def _pread(self, seg_id: int, offset: int, length: int) -> bytes:
