@@ -14,6 +14,7 @@ import pytest
 
 import cstvault
 from cstvault import indexer
+from cstvault.store import Store
 from cstvault.verify import verify_store
 
 TRIALS = 20
@@ -94,7 +95,7 @@ def test_sigkill_at_random_moments(repo, tmp_path):
 def test_gc_reclaims_an_unreferenced_tail(repo, tmp_path):
     store_dir = tmp_path / "s"
     indexer.index(repo, store_dir, jobs=1)
-    with cstvault.open(store_dir) as store:
+    with Store.open(store_dir, write=True) as store:
         writer = store.writer()
         writer.append(b"garbage of a batch that never committed" * 100)
         writer.sync()

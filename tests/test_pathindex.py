@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import cstvault
 from cstvault import indexer
 from cstvault.codec import CorruptRecord, decode
-from cstvault.store import Store, pathindex
+from cstvault.store import Store, StoreLocked, pathindex
 from cstvault.tree import tree_from_record
 from snippets import SNIPPETS
 from test_cli import make_repo
@@ -55,7 +55,7 @@ def test_index_answers_like_the_catalog(repo):
 def test_a_writer_makes_the_index_not_current_until_it_rebuilds_it(repo):
     reader = cstvault.open(repo)
     before = reader.tree("python_ok.py").text
-    writer = Store.open(repo)
+    writer = Store.open(repo, write=True)
     writer.catalog.begin()  # the invalidation happens here, under the write lock
     assert not _current(reader)
     assert reader.stats()["path_index"]["current"] is False
@@ -73,10 +73,11 @@ def test_a_writer_makes_the_index_not_current_until_it_rebuilds_it(repo):
 
 
 def test_a_run_killed_before_rebuilding_leaves_the_catalog_in_charge(repo):
-    writer = Store.open(repo)
+    writer = Store.open(repo, write=True)
     writer.catalog.begin()
     writer.catalog.commit()
     writer.catalog.close()  # no Store.close(): as if killed after its last commit
+    writer._lock.release()  # (the kernel releases a dead writer's lock)
     with cstvault.open(repo) as store:
         assert not _current(store)
         assert store.tree("go_ok.go").text == (repo / "go_ok.go").read_bytes()
@@ -152,19 +153,19 @@ def test_open_tree_damage_behind_a_valid_crc_never_crashes(data):
 
 
 def test_a_writer_invalidates_again_after_another_writer_rebuilt(repo):
-    a = Store.open(repo)
+    a = Store.open(repo, write=True)
     a.catalog.begin()
     a.catalog.commit()
-    b = Store.open(repo)
-    b.catalog.begin()
-    b.catalog.commit()
-    b.close()  # rebuilds: current again, although `a` is still open and will write again
+    with pytest.raises(StoreLocked):  # one writer at a time, in one process too
+        Store.open(repo, write=True)
+    a.close()  # rebuilds: current again
+    b = Store.open(repo, write=True)
     with cstvault.open(repo) as reader:
         assert _current(reader)
-        a.catalog.begin()  # `a` must notice the stamp is no longer its own
+        b.catalog.begin()  # `b` must notice the stamp is no longer its own
         assert not _current(reader)
-        a.catalog.commit()
-    a.close()
+        b.catalog.commit()
+    b.close()
     with cstvault.open(repo) as reader:
         assert _current(reader)
 

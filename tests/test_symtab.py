@@ -55,7 +55,7 @@ def test_recent_rows_are_read_before_compaction(tmp_path):
     root.mkdir()
     (root / "a.py").write_bytes(names("x", 5))
     indexer.index(root, jobs=1)
-    with cstvault.open(root) as store:
+    with cstvault.open(root, write=True) as store:
         cat = store.catalog
         cat.begin()
         cat.add_symbols({999: {b"x_0001", b"brand_new"}})
@@ -71,7 +71,8 @@ def test_an_interrupted_runs_new_texts_are_reused_by_the_next_run(tmp_path):
     root.mkdir()
     (root / "a.py").write_bytes(names("x", 5))
     indexer.index(root, jobs=1)
-    with cstvault.open(root) as store:  # a run that committed one batch, then was killed
+    # a run that committed one batch, then was killed:
+    with cstvault.open(root, write=True) as store:
         cat = store.catalog
         cat.symbols.begin_bulk()
         cat.begin()

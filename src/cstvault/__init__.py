@@ -9,7 +9,7 @@ from .cache import CacheConfig
 from .codec import CorruptRecord, EncodeError, decode_raw
 from .codec import encode as encode_columns
 from .extract import parse_extract
-from .store import Store
+from .store import Store, StoreLocked
 from .tree import Node, Point, Range, Tree, TreeCursor
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __all__ = [
     "Point",
     "Range",
     "Store",
+    "StoreLocked",
     "Tree",
     "TreeCursor",
     "encode",
@@ -47,10 +48,13 @@ def parse(source: bytes, language: str) -> Tree:
 
 
 def open(  # noqa: A001 - the documented entry point
-    path: str | os.PathLike[str], config: CacheConfig | None = None
-) -> Store:
-    """Open a store (a store directory, or a root holding `.cstvault`) with a cache budget."""
-    return Store.open(path, config)
+    path: str | os.PathLike[str], config: CacheConfig | None = None, *,
+    write: bool = False, wait: float = 0.0,
+) -> Store:  # fmt: skip
+    """Open a store (a store directory, or a root holding `.cstvault`) with a cache budget;
+    `write=True` takes the store's writer lock (waiting up to `wait` seconds for another
+    writer, else `StoreLocked`)."""
+    return Store.open(path, config, write=write, wait=wait)
 
 
 def detect_language(path: str) -> str | None:

@@ -36,11 +36,11 @@ class _Main(click.Group):
     """Turns the store's expected failures into clean one-line errors."""
 
     def invoke(self, ctx: click.Context):
-        from .store import StoreVersionError
+        from .store import StoreLocked, StoreVersionError
 
         try:
             return super().invoke(ctx)
-        except (FileNotFoundError, StoreVersionError) as exc:
+        except (FileNotFoundError, StoreVersionError, StoreLocked) as exc:
             raise click.ClickException(str(exc)) from exc
 
 
@@ -98,6 +98,10 @@ def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
                                        progress=step)  # fmt: skip
 
 
+_WAIT = click.option("--wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+                     help="Wait this long for another writer of the store to finish.")
+
+
 @main.command()
 @click.argument("root", type=click.Path(exists=True, file_okay=False), default=".")
 @click.option("--store", "store_dir", type=click.Path(), default=None,
@@ -109,8 +113,9 @@ def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
 @click.option("--freeze/--no-freeze", default=True, show_default=True,
               help="Recompress the new frames to zstd-19 once indexed (else: `cstvault freeze`).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
+@_WAIT
 def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | None,
-          freeze: bool, as_json: bool) -> None:  # fmt: skip
+          freeze: bool, as_json: bool, wait: float) -> None:  # fmt: skip
     """Index every supported file under ROOT (gitignore respected) into a store.
 
     Files are parsed, encoded and written as fast (zstd-1) frames, so the store is complete
@@ -119,20 +124,23 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
     """
     from . import indexer
     from .store import Store
+    from .store.lock import WriterLock
 
-    with _progress(console.is_terminal and not as_json) as bar:
-        task = bar.add_task("index", total=None, current="")
-
-        def step(done: int, total: int, path: str) -> None:
-            bar.update(task, completed=done, total=total, current=path[-60:])
-
-        try:
-            report = indexer.index(root, store_dir, jobs=jobs, progress=step,
-                                   disk_quota_mb=disk_quota_mb, compact=not freeze)  # fmt: skip
-        except indexer.DiskQuotaExceeded as exc:
-            raise click.ClickException(str(exc)) from exc
     directory = Path(store_dir) if store_dir else Path(root) / ".cstvault"
-    frozen = _freeze(directory, jobs, as_json) if freeze else None
+    with WriterLock(directory, wait, joinable=True):  # one writer from the index through its freeze
+        with _progress(console.is_terminal and not as_json) as bar:
+            task = bar.add_task("index", total=None, current="")
+
+            def step(done: int, total: int, path: str) -> None:
+                bar.update(task, completed=done, total=total, current=path[-60:])
+
+            try:
+                report = indexer.index(root, directory, jobs=jobs, progress=step,
+                                       disk_quota_mb=disk_quota_mb,
+                                       compact=not freeze)  # fmt: skip
+            except indexer.DiskQuotaExceeded as exc:
+                raise click.ClickException(str(exc)) from exc
+        frozen = _freeze(directory, jobs, as_json) if freeze else None
     with Store.open(directory) as store:
         stats = store.stats()
     out = {
@@ -159,7 +167,8 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
                        f"({frozen.bytes_before:,} -> {frozen.bytes_after:,} bytes)")  # fmt: skip
 
 
-def _freeze(directory: Path, jobs: int, quiet: bool, disk_quota_mb: float | None = None):
+def _freeze(directory: Path, jobs: int, quiet: bool, disk_quota_mb: float | None = None,
+            wait: float = 0.0):  # fmt: skip
     from .freeze import freeze as freeze_store
     from .indexer import DiskQuotaExceeded
 
@@ -170,7 +179,8 @@ def _freeze(directory: Path, jobs: int, quiet: bool, disk_quota_mb: float | None
             bar.update(task, completed=done, total=total)
 
         try:
-            return freeze_store(directory, jobs=jobs, progress=step, disk_quota_mb=disk_quota_mb)
+            return freeze_store(directory, jobs=jobs, progress=step, disk_quota_mb=disk_quota_mb,
+                                wait=wait)  # fmt: skip
         except DiskQuotaExceeded as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -181,12 +191,14 @@ def _freeze(directory: Path, jobs: int, quiet: bool, disk_quota_mb: float | None
 @click.option("--disk-quota-mb", type=float, default=None,
               help="Refuse to grow the segment files past this size (default: the store's).")
 @click.option("--json", "as_json", is_flag=True)
-def freeze(store_dir: str, jobs: int, disk_quota_mb: float | None, as_json: bool) -> None:
+@_WAIT
+def freeze(store_dir: str, jobs: int, disk_quota_mb: float | None, as_json: bool,
+           wait: float) -> None:  # fmt: skip
     """Recompress frames not yet frozen to zstd-19, with per-language dictionaries (trained
     here for languages that have none yet); resumable, readers may stay open."""
     from .store import resolve
 
-    report = _freeze(resolve(store_dir), jobs, as_json, disk_quota_mb)
+    report = _freeze(resolve(store_dir), jobs, as_json, disk_quota_mb, wait)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -217,11 +229,12 @@ def stats(store_dir: str, as_json: bool) -> None:
 @main.command()
 @click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
 @click.option("--json", "as_json", is_flag=True)
-def gc(store_dir: str, as_json: bool) -> None:
-    """Reclaim unreferenced blobs, segments and segment tails (run when no indexer runs)."""
+@_WAIT
+def gc(store_dir: str, as_json: bool, wait: float) -> None:
+    """Reclaim unreferenced blobs, segments and segment tails (takes the writer lock)."""
     from .store import Store
 
-    with Store.open(store_dir) as store:
+    with Store.open(store_dir, write=True, wait=wait) as store:
         out = store.gc()
     if as_json:
         click.echo(json.dumps(out, indent=2))

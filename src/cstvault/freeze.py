@@ -121,15 +121,16 @@ def _batches(rows: list[BlobRow]) -> Iterator[list[BlobRow]]:
 
 def freeze(store_dir: str | Path, jobs: int = 2,
            progress: Callable[[int, int], None] | None = None,
-           disk_quota_mb: float | None = None) -> FreezeReport:  # fmt: skip
+           disk_quota_mb: float | None = None, *, wait: float = 0.0) -> FreezeReport:  # fmt: skip
     """Recompress every blob not yet at level 19; returns what was done.
 
     A batch whose new frames would take the segment files past the quota (`disk_quota_mb`,
     else the store's) raises indexer.DiskQuotaExceeded before it is written; the batches
-    before it stay frozen, the rest stay readable at their fast level."""
+    before it stay frozen, the rest stay readable at their fast level. Holds the store's
+    writer lock throughout (waiting up to `wait` seconds for another writer)."""
     t0 = time.perf_counter()
     report = FreezeReport()
-    store = Store.open(store_dir)
+    store = Store.open(store_dir, write=True, wait=wait)
     try:
         cat = store.catalog
         rows = cat.blobs_below(FROZEN_LEVEL)

@@ -150,6 +150,7 @@ def index(
     only: set[str] | None = None,
     level: int = INDEX_LEVEL,
     compact: bool = True,
+    wait: float = 0.0,
 ) -> IndexReport:
     """Index every supported file under `root` into the store (created if missing).
 
@@ -162,10 +163,12 @@ def index(
     them to level 19. The run ends by folding its symbols into the compacted blocks (and,
     after a bulk load, packing the catalog) unless `compact=False`: freeze does both when it
     finishes, so `cstvault index` leaves them to it rather than doing them twice.
+    The run holds the store's writer lock (waiting up to `wait` seconds for another
+    writer, else `StoreLocked`).
     """
     t0 = time.perf_counter()
     root = Path(root).resolve()
-    store = Store.create(Path(store_dir) if store_dir else root / ".cstvault")
+    store = Store.create(Path(store_dir) if store_dir else root / ".cstvault", wait=wait)
     report = IndexReport()
     try:
         store.catalog.begin()

@@ -24,9 +24,10 @@ from ..sources import DeferredSource
 from ..tree import Node, Tree, tree_from_record
 from . import pathindex
 from .catalog import Catalog, FileRow, StoreVersionError
+from .lock import StoreLocked, WriterLock
 from .segments import SegmentReader, SegmentWriter, map_file
 
-__all__ = ["FileRow", "Store", "StoreVersionError", "open_store"]
+__all__ = ["FileRow", "Store", "StoreLocked", "StoreVersionError", "open_store"]
 
 CATALOG = "catalog.sqlite"
 DCTX_CACHE = 8
@@ -47,39 +48,67 @@ class Store:
     """An opened store. Use as a context manager; every read is CRC-checked."""
 
     def __init__(self, directory: Path, catalog: Catalog, config: CacheConfig | None = None,
-                 *, segment_lru: bool = True, working_tree: bool = True):  # fmt: skip
+                 *, segment_lru: bool = True, working_tree: bool = True,
+                 lock: WriterLock | None = None):  # fmt: skip
         self.directory = directory
         self.catalog = catalog
+        self._lock = lock
         self.config = config or CacheConfig()
         self.cache = TieredCache(self.config)
         self._reader = SegmentReader(directory / SEGMENTS, keep_open=segment_lru)
         self._writer: SegmentWriter | None = None
         self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
         self._paths = pathindex.PathIndex(directory)
-        catalog.before_write = pathindex.Invalidator(directory)
+        catalog.before_write = self._before_write
+        self._invalidate = pathindex.Invalidator(directory)
         self.closed = False
         root = catalog.meta().get("root") if working_tree else None
         self._root = root or None
 
     @classmethod
-    def create(cls, directory: Path) -> Store:
-        directory.mkdir(parents=True, exist_ok=True)
-        return cls(directory, Catalog(directory / CATALOG, create=True))
+    def create(cls, directory: Path, *, wait: float = 0.0) -> Store:
+        """Open for writing, creating the store if needed (holds the writer lock, waiting
+        up to `wait` seconds for another writer: else StoreLocked)."""
+        lock = WriterLock(directory, wait)
+        try:
+            return cls(directory, Catalog(directory / CATALOG, create=True), lock=lock)
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], config: CacheConfig | None = None, *,
-             segment_lru: bool = True, working_tree: bool = True) -> Store:  # fmt: skip
-        """Open for reading. `segment_lru=False` opens and closes a segment for every frame
-        read instead of keeping segments open (LRU); `working_tree=False` serves text from the
-        store's own frames."""
+             segment_lru: bool = True, working_tree: bool = True, write: bool = False,
+             wait: float = 0.0) -> Store:  # fmt: skip
+        """Open for reading, or with `write=True` for writing (holding the writer lock,
+        waiting up to `wait` seconds for another writer: else StoreLocked).
+        `segment_lru=False` opens and closes a segment for every frame read instead of
+        keeping segments open (LRU); `working_tree=False` serves text from the store's own
+        frames."""
         directory = resolve(path)
-        catalog = Catalog(directory / CATALOG)
-        for name, version, data in catalog.grammars():
-            languages.offer(name, version, data)
-        return cls(directory, catalog, config, segment_lru=segment_lru,
-                   working_tree=working_tree)  # fmt: skip
+        lock = WriterLock(directory, wait) if write else None
+        try:
+            catalog = Catalog(directory / CATALOG)
+            for name, version, data in catalog.grammars():
+                languages.offer(name, version, data)
+            return cls(directory, catalog, config, segment_lru=segment_lru,
+                       working_tree=working_tree, lock=lock)  # fmt: skip
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    def _before_write(self) -> None:
+        """Run by `Catalog.begin` with SQLite's write lock held: only the holder of the
+        store's writer lock writes; then the path index stops being current."""
+        if self._lock is None or not self._lock.held:
+            raise StoreLocked(f"store {self.directory} was opened for reading: writes need "
+                              "Store.open(..., write=True), which takes the writer lock")
+        self._invalidate()
 
     def writer(self) -> SegmentWriter:
+        if self._lock is None or not self._lock.held:
+            raise StoreLocked(f"store {self.directory} was opened for reading")
         if self._writer is None:
             self._writer = SegmentWriter(self.directory / SEGMENTS, self.catalog.next_segment())
         return self._writer
@@ -233,13 +262,23 @@ class Store:
     def segment_bytes(self) -> int:
         return sum(p.stat().st_size for p in self._segment_files())
 
-    def gc(self) -> dict:
-        """Reclaim what no committed file references.
+    def gc(self, wait: float = 0.0) -> dict:
+        """Reclaim what no committed file references (under the writer lock: a store opened
+        for reading takes it for the duration, waiting up to `wait` seconds).
 
         Drops blobs no file points at, deletes segment files none of whose frames are
         referenced, truncates unreferenced tails (frames of a batch whose commit never
         happened), folds recent symbols into their blocks and compacts the catalog.
         """
+        if self._lock is not None and self._lock.held:
+            return self._gc()
+        self._lock = WriterLock(self.directory, wait)
+        try:
+            return self._gc()
+        finally:
+            self._close_writer()
+
+    def _gc(self) -> dict:
         cat = self.catalog
         cat.begin()
         dropped = cat.drop_orphan_blobs()
@@ -322,15 +361,30 @@ class Store:
         if self.closed:
             return
         self.closed = True
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self._reader.close()
-        self._paths.close()
-        if self.catalog.wrote:
-            with contextlib.suppress(sqlite3.Error, OSError):
-                pathindex.build(self.catalog, self.directory)
-        self.catalog.close()
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self._reader.close()
+            self._paths.close()
+            self._close_writer()
+            self.catalog.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _close_writer(self) -> None:
+        """End a writing session: rebuild the path index (if this store wrote), then let the
+        writer lock go."""
+        if self._lock is None:
+            return
+        try:
+            if self.catalog.wrote and self._lock.held:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    pathindex.build(self.catalog, self.directory)
+                self.catalog.wrote = False
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Store:
         return self
