@@ -90,6 +90,15 @@ def test_bench_store_json(tmp_path):
     assert all(w["p50_us"] > 0 and w["mean_us"] > 0 for w in frames["ways"].values())
     assert frames["reads"] == 200 and frames["frame_bytes_p50"] > 0
 
+    res = CliRunner().invoke(
+        cli.main, ["bench", "texts", "--store", str(tmp_path / "st"), "--files", "50", "--json"])
+    assert res.exit_code == 0, res.output
+    texts = json.loads(res.output[res.output.index("{") :])
+    assert set(texts["ways"]) == {"mmap_working_file", "read_working_file", "stored_frame"}
+    assert texts["working_files_unchanged"] == texts["files"] > 0
+    assert all(w["p50_us"] > 0 for w in texts["ways"].values())
+    assert texts["cold_open_with_text_p50_ms"] > 0
+
 
 def test_steal_percent_from_cpu_counters():
     from cstvault.bench import steal_percent

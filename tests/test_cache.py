@@ -104,9 +104,7 @@ def test_trees_from_every_tier_are_identical(store_root):
                 assert str(small.tree(f.path).root_node) == str(big.tree(f.path).root_node)
 
 
-def test_only_hot_trees_keep_working_files_mapped(store_root):
-    import mmap
-
+def test_texts_read_are_kept_with_their_trees_and_counted(store_root):
     cfg = CacheConfig(max_memory_mb=0.2, hot_percent=40, warm_percent=30, cold_percent=30)
     with cstvault.open(store_root, cfg) as store:
         paths = [f.path for f in store.files()]
@@ -115,10 +113,13 @@ def test_only_hot_trees_keep_working_files_mapped(store_root):
                 assert store.tree(p).text == (store_root / p).read_bytes()
         cache = store.cache
         assert cache.warm or cache.cold
-        assert all(src is None for _, src in cache.warm.values())
-        assert all(src is None for _, src, _ in cache.cold.values())
-        assert any(isinstance(e.tree._src, mmap.mmap) for e in cache.hot.values())
-        for p in paths:  # promoted back from warm / cold with the file reopened
+        assert all(isinstance(src, bytes) for _, src in cache.warm.values())
+        assert all(src is not None for _, src, _ in cache.cold.values())
+        for e in cache.hot.values():
+            assert isinstance(e.tree._src, bytes)
+            assert e.nbytes >= len(e.record) + len(e.tree._src)  # text in the budget
+        assert cache.stats["hot"].bytes == sum(e.nbytes for e in cache.hot.values())
+        for p in paths:  # promoted back from warm / cold with the text they kept
             assert store.tree(p).text == (store_root / p).read_bytes()
 
 

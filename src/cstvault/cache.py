@@ -1,8 +1,8 @@
 """Hot / warm / cold tiers in RAM over the frozen tier on disk, under one byte budget.
 
 - hot: decoded trees (column buffers + structure index + the record they came from);
-- warm: the raw tree record and source bytes (a source served by mmap of the working-tree
-  file lives in the OS page cache: only hot trees keep it mapped, warm and cold reopen it);
+- warm: the raw tree record and source bytes (a hot tree's text not yet read is fetched
+  again when the tree is rebuilt);
 - cold: the same, recompressed with fast zstd (level 1);
 - frozen: the zstd-19 frames in segment files (read by the store, which builds the tree
   on a miss and hands it to `admit`).
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 from .memory import release_free_memory
+from .sources import DeferredSource
 
 TIERS = ("hot", "warm", "cold", "frozen")
 # bytes of trees admitted or evicted between two returns of free heap to the OS: trimming
@@ -96,9 +97,15 @@ def _exact(data: bytes) -> bytes:
 
 
 def _ram(source: object) -> int:
-    """Heap bytes of a source: bytes count; an mmap'd file (only ever held by hot trees;
-    warm and cold keep None and reopen it) does not."""
+    """Heap bytes of a source: bytes count; a deferred text counts once read (`grew`)."""
     return len(source) if isinstance(source, bytes) else 0
+
+
+def _text(source: object) -> bytes | None:
+    """A hot tree's text to keep when it is demoted: its bytes, once read."""
+    if isinstance(source, DeferredSource):
+        source = source.resolved
+    return source if isinstance(source, bytes) else None
 
 
 class TieredCache:
@@ -120,9 +127,9 @@ class TieredCache:
         """Whether a RAM tier has `blob`."""
         return blob in self.hot or blob in self.warm or blob in self.cold
 
-    def get(self, blob: object, source, build, current=None):
+    def get(self, blob: object, source, build):
         """The tree of `blob` from the RAM tier that holds it, promoted to hot; None when no
-        tier does, or when its hot tree is no longer `current(tree)` (it is dropped).
+        tier does.
 
         `source(blob)` reads the source again for a tier that kept the record but not the
         source; `build(record, source)` decodes them into (tree, bytes of the tree's buffers,
@@ -131,10 +138,6 @@ class TieredCache:
         t0 = time.perf_counter()
         entry = self.hot.get(blob)
         if entry is not None:
-            if current is not None and not current(entry.tree):
-                del self.hot[blob]
-                self.stats["hot"].bytes -= entry.nbytes
-                return None
             self.hot.move_to_end(blob)
             entry.uses += 1
             self._hit("hot", t0)
@@ -142,7 +145,7 @@ class TieredCache:
         if blob in self.warm:
             record, src = self.warm.pop(blob)
             self.stats["warm"].bytes -= len(record) + _ram(src)
-            if src is None:  # a working-tree source is reopened, not kept while cold
+            if src is None:  # a text never read is fetched again
                 src = source(blob)
             tier = "warm"
         elif blob in self.cold:
@@ -195,7 +198,7 @@ class TieredCache:
             blob, e = self.hot.popitem(last=False)
             hot.bytes -= e.nbytes
             self._churned += e.nbytes
-            kept = e.source if isinstance(e.source, bytes) else None
+            kept = _text(e.source)
             if e.uses > 1:
                 self.warm[blob] = (e.record, kept)
                 warm.bytes += len(e.record) + _ram(kept)

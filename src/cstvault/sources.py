@@ -22,9 +22,10 @@ def count_lines(source: bytes) -> int:
 
 class DeferredSource:
     """A tree's text, produced on first use (`Tree` calls `resolve` once and keeps the
-    result): the store defers mapping and checking a working-tree file to that moment."""
+    result, also left in `resolved`): the store defers reading and checking a working-tree
+    file to that moment."""
 
-    __slots__ = ()
+    __slots__ = ("resolved",)
 
     def resolve(self) -> bytes | memoryview:
         raise NotImplementedError

@@ -119,6 +119,33 @@ def register(group: click.Group) -> None:
                            f" us  file-backed RSS +{row['file_backed_rss_growth_mb']} MB")
 
     @group.command()
+    @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
+                  help="An indexed store whose working tree is still in place.")
+    @click.option("--files", type=int, default=5_000, show_default=True)
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def texts(store_dir: Path, files: int, seed: int, as_json: bool) -> None:
+        """Fetching a tree's text: the working file mapped (previous design) vs read once
+        and checked (production) vs the store's own frame; time and RSS held."""
+        from . import texts as texts_mod
+
+        if files < 1:
+            raise click.UsageError("--files must be at least 1")
+        t0 = time.perf_counter()
+        try:
+            result = texts_mod.run(store_dir, files, seed)
+        except FileNotFoundError as exc:
+            raise click.ClickException(str(exc)) from exc
+        _stamp(result, "texts", t0)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            for name, row in result["ways"].items():
+                click.echo(f"{name:20s} p50 {row['p50_us']:8.2f} us  mean {row['mean_us']:8.2f}"
+                           f" us  held RSS {row['held_rss_mb']}")
+            click.echo(f"cold open + text p50 {result['cold_open_with_text_p50_ms']} ms")
+
+    @group.command()
     @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), default=None,
                   help="Source tree to measure (default: the `bench corpus` in the cache).")
     @click.option("--lines", type=int, default=None,

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import sqlite3
 import time
@@ -25,7 +24,7 @@ from ..tree import Node, Tree, tree_from_record
 from . import pathindex
 from .catalog import Catalog, FileRow, StoreVersionError
 from .lock import StoreLocked, WriterLock
-from .segments import SegmentReader, SegmentWriter, map_file
+from .segments import SegmentReader, SegmentWriter
 
 __all__ = ["FileRow", "Store", "StoreLocked", "StoreVersionError", "open_store"]
 
@@ -177,26 +176,36 @@ class Store:
     def _blob(self, path: str):
         return self._located(path)[0]
 
-    def _working_file(self, path: str, indexed: tuple[int, int]) -> str | None:
-        """The working-tree file's path when its size and mtime are as indexed (one stat)."""
+    def _working_text(self, path: str, indexed: tuple[int, int], length: int,
+                      crc: int) -> bytes | None:  # fmt: skip
+        """The working-tree file's bytes, read once into memory, when its size and mtime
+        are as indexed (checked on the opened file) and its length and CRC32C are the
+        record's; else None. Never mapped: a file truncated or rewritten under a reader can
+        neither fault it (SIGBUS) nor change bytes a tree already holds."""
         if self._root is None:
             return None
-        full = os.path.join(self._root, path)
         try:
-            st = os.stat(full)
+            fd = os.open(os.path.join(self._root, path), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        if st.st_size == 0 or (st.st_size, st.st_mtime_ns) != indexed:
+        try:
+            st = os.fstat(fd)
+            if (st.st_size, st.st_mtime_ns) != indexed or st.st_size != length:
+                return None
+            data = os.pread(fd, length + 1, 0)  # one byte more: a file that grew since
+        except OSError:
             return None
-        return full
+        finally:
+            os.close(fd)
+        return data if len(data) == length and crc32c.crc32c(data) == crc else None
 
     def tree(self, path: str) -> Tree:
         """The full tree of a stored file, served by the tiered cache.
 
-        Its text comes from the working-tree file through mmap when that file is unchanged,
-        else from the store. The file is checked (size and mtime, then mapped and its CRC32C
-        compared with the record's) when the text is first read, not at open; a cached tree
-        whose text is mapped is checked again (size and mtime) each time it is asked for.
+        Its text is read when first asked for: from the working-tree file when that is
+        unchanged (size and mtime as indexed, then its length and CRC32C those of the
+        record), else from the store. Either way the tree then holds its own copy, counted
+        in the cache budget, so it only ever returns the bytes it was parsed from.
         """
         return self._retrying(path, self._tree)
 
@@ -207,8 +216,6 @@ class Store:
                 key,
                 lambda _: self._text(path, blob, indexed),
                 lambda record, source: self._build(path, record, source),
-                lambda tree: not isinstance(tree._src, mmap.mmap)  # a mapped working file
-                or self._working_file(path, indexed) is not None,  # must still be as indexed
             )  # fmt: skip
             if tree is not None:
                 return tree
@@ -394,30 +401,30 @@ class Store:
 
 
 class _WorkingSource(DeferredSource):
-    """A working-tree file as a tree's text, checked when first read: used (mapped) only if
-    its size and mtime are as indexed and its length and CRC32C are the record's (the file
-    may have changed within one mtime tick), else the store's own copy of the source."""
+    """A tree's text, fetched when first read: the working-tree file if it still holds the
+    bytes the tree was parsed from (size, mtime, length and CRC32C checked), else the
+    store's own copy; held in memory from then on, and counted in the cache budget."""
 
     __slots__ = ("store", "blob", "path", "indexed", "length", "crc")
 
     def __init__(self, store: Store, blob, path: str, indexed: tuple[int, int]):
         self.store, self.blob, self.path, self.indexed = store, blob, path, indexed
         self.length = self.crc = -1
+        self.resolved = None
 
     def expect(self, length: int, crc: int) -> None:
         self.length, self.crc = length, crc
 
-    def resolve(self) -> bytes | mmap.mmap:
-        full = self.store._working_file(self.path, self.indexed)
-        mapped = map_file(full) if full is not None else None
-        if mapped is not None and len(mapped) == self.length and crc32c.crc32c(mapped) == self.crc:
-            return mapped
-        if self.store.closed:
-            raise ValueError(f"{self.path}: the working file changed and the store is closed; "
-                             "reopen the store to read this tree's text")  # fmt: skip
-        source = self.store._source(self.blob, self.path)
-        if len(source) != self.length or crc32c.crc32c(source) != self.crc:
-            raise CorruptRecord(f"{self.path}: source does not match its tree record")
+    def resolve(self) -> bytes:
+        source = self.store._working_text(self.path, self.indexed, self.length, self.crc)
+        if source is None:
+            if self.store.closed:
+                raise ValueError(f"{self.path}: the working file changed and the store is "
+                                 "closed; reopen the store to read this tree's text")  # fmt: skip
+            source = self.store._source(self.blob, self.path)
+            if len(source) != self.length or crc32c.crc32c(source) != self.crc:
+                raise CorruptRecord(f"{self.path}: source does not match its tree record")
+        self.resolved = source
         self.store.cache.grew((self.blob.id, self.path), len(source))  # now held in RAM
         return source
 
