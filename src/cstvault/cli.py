@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import verify as verify_mod
+from .store.catalog import printable
 from .walk import iter_files
 
 console = Console(stderr=True)
@@ -69,7 +70,7 @@ def verify(paths: tuple[str, ...], store_dir: str | None, as_json: bool,
             task = bar.add_task("verify", total=store.catalog.counts()["blobs"], current="")
 
             def step(name: str) -> None:
-                bar.update(task, current=name[-60:])
+                bar.update(task, current=printable(name)[-60:])
                 bar.advance(task)
 
             report = verify_mod.verify_store(store, progress=step)
@@ -91,7 +92,7 @@ def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
         task = bar.add_task("verify", total=len(files), current="")
 
         def step(path: Path) -> None:
-            bar.update(task, current=str(path)[-60:])
+            bar.update(task, current=printable(str(path))[-60:])
             bar.advance(task)
 
         return verify_mod.verify_files(files, verify_mod.Report(max_mismatches=max_mismatches),
@@ -132,7 +133,7 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
             task = bar.add_task("index", total=None, current="")
 
             def step(done: int, total: int, path: str) -> None:
-                bar.update(task, completed=done, total=total, current=path[-60:])
+                bar.update(task, completed=done, total=total, current=printable(path)[-60:])
 
             try:
                 report = indexer.index(root, directory, jobs=jobs, progress=step,
@@ -147,6 +148,7 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
         "files": report.files, "unchanged": report.unchanged, "new_blobs": report.new_blobs,
         "deduplicated": report.deduplicated, "removed": report.removed,
         "skipped": report.skipped, "lines": report.lines, "nodes": report.nodes,
+        "skipped_files": [{"path": p, "reason": r} for p, r in report.skipped_files],
         "seconds": round(report.seconds, 3),
         "lines_per_s": round(report.lines / report.seconds) if report.seconds else None,
         "store": str(store.directory), "disk_bytes": stats["disk_bytes"],
@@ -162,9 +164,20 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
             f"{out['deduplicated']:,} deduplicated, skipped {out['skipped'] or 0}; "
             f"store {out['disk_bytes']['total']:,} bytes at {out['store']}"
         )
+        _print_skipped(out["skipped_files"])
         if frozen:
             click.echo(f"froze {frozen.blobs:,} blobs to zstd-19 in {frozen.seconds:.1f} s "
                        f"({frozen.bytes_before:,} -> {frozen.bytes_after:,} bytes)")  # fmt: skip
+
+
+SHOW_SKIPPED = 20
+
+
+def _print_skipped(rows: list[dict]) -> None:
+    for row in rows[:SHOW_SKIPPED]:
+        click.echo(f"  skipped {printable(row['path'])}: {row['reason']}")
+    if len(rows) > SHOW_SKIPPED:
+        click.echo(f"  … and {len(rows) - SHOW_SKIPPED:,} more skipped (--json lists all)")
 
 
 def _freeze(directory: Path, jobs: int, quiet: bool, disk_quota_mb: float | None = None,
@@ -224,6 +237,7 @@ def stats(store_dir: str, as_json: bool) -> None:
     for key, v in s["disk_bytes_per_line"].items():
         table.add_row(f"disk bytes/line {key}", f"{v}")
     Console().print(table)
+    _print_skipped(s["skipped_files"])
 
 
 @main.command()
@@ -287,7 +301,7 @@ def _print_verify(r: dict) -> None:
     out.print(table)
     for m in r["mismatches"]:
         out.print(
-            f"[red]MISMATCH[/red] {m['path']} node {m['node']} {m['attribute']}: "
+            f"[red]MISMATCH[/red] {printable(str(m['path']))} node {m['node']} {m['attribute']}: "
             f"expected {m['expected']!r}, got {m['got']!r}"
         )
     verdict = "[green]all trees round-trip[/green]" if not r["mismatched"] else "[red]FAILED[/red]"

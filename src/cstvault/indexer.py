@@ -60,8 +60,14 @@ class IndexReport:
     removed: int = 0
     lines: int = 0
     nodes: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # files per kind of reason
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
+
+    def skip(self, path: str, reason: str) -> None:
+        key = reason.split(":", 1)[0]
+        self.skipped[key] = self.skipped.get(key, 0) + 1
+        self.skipped_files.append((path, reason))
 
 
 # worker state: language -> ((tree dict id, data), (source dict id, data)), the frame level
@@ -181,9 +187,13 @@ def index(
         fresh = not store.catalog.has_files()  # nothing stored: no file can be unchanged
         present: set[str] = set()
         found: dict[str, int] = {}  # files to encode, by language
+        links: list[tuple[str, str]] = []  # symbolic links not followed, and why
+
+        def skipped(path: Path, reason: str) -> None:
+            links.append((path.relative_to(root).as_posix(), reason))
 
         def tasks() -> Iterator[tuple[str, str, str]]:
-            for path, language in iter_files([root]):
+            for path, language in iter_files([root], skipped):
                 rel = path.relative_to(root).as_posix()
                 if only is not None and rel not in only:
                     continue
@@ -203,7 +213,11 @@ def index(
         def walked() -> None:
             """Once the walk is complete, before the first batch commits."""
             store.catalog.begin()
-            report.removed = store.catalog.remove_missing(present)
+            report.removed = store.catalog.remove_missing(present, {p for p, _ in links})
+            for path, reason in links:
+                if only is None or path in only:
+                    store.catalog.put_skipped(path, reason)
+                    report.skip(path, reason)
             for language in sorted(found):
                 store.catalog.put_grammar(language)
             store.catalog.commit()
@@ -311,8 +325,7 @@ class _Batch:
             enc = row[0]
             if enc.skipped:
                 cat.put_skipped(enc.path, enc.skipped)
-                key = enc.skipped.split(":", 1)[0]
-                rep.skipped[key] = rep.skipped.get(key, 0) + 1
+                rep.skip(enc.path, enc.skipped)
                 continue
             if len(row) == 2:
                 blob = row[1]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 import pathspec
 
@@ -33,11 +35,18 @@ def _ignored(specs: list[tuple[Path, pathspec.GitIgnoreSpec]], path: Path, is_di
     return False
 
 
-def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, str]]:
+Skip = Callable[[Path, str], None]
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]],
+               skipped: Skip | None = None) -> Iterator[tuple[Path, str]]:  # fmt: skip
     """Yield (path, language) for each supported file, in a stable sorted order.
 
     Directories are walked with their .gitignore files applied (nested ones included);
-    a file named explicitly is yielded whenever its language is supported.
+    a file named explicitly is yielded whenever its language is supported. Symbolic links
+    are followed when they lead inside the walked root (a linked directory once: a link
+    back to a directory being walked, or to one already walked, is not followed again);
+    every other link is passed to `skipped(path, reason)`.
     """
     for raw in paths:
         root = Path(raw)
@@ -46,11 +55,40 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, 
             if lang:
                 yield root, lang
             continue
-        yield from _walk(root, [])
+        real = os.path.realpath(root)
+        yield from _walk(root, [], _Walk(real, skipped or (lambda p, r: None)))
+
+
+class _Walk:
+    def __init__(self, root: str, skipped: Skip):
+        self.root = root
+        self.skipped = skipped
+        self.seen: set[str] = {root}  # real paths of the directories walked
+
+    def inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
+
+
+def _link(entry: os.DirEntry, walk: _Walk) -> tuple[str, str | None]:
+    """('dir' | 'file' | '', reason to skip it or None) for a symbolic link."""
+    try:
+        st = os.stat(entry.path)
+    except OSError as exc:
+        return "", ("symlink: loop" if exc.errno == errno.ELOOP
+                    else f"symlink: broken ({exc.strerror})")  # fmt: skip
+    kind = "dir" if S_ISDIR(st.st_mode) else "file" if S_ISREG(st.st_mode) else ""
+    real = os.path.realpath(entry.path)
+    if not kind:
+        return "", "symlink: not a regular file or directory"
+    if not walk.inside(real):
+        return kind, f"symlink: leads outside the root (to {os.readlink(entry.path)})"
+    if kind == "dir" and real in walk.seen:
+        return kind, "symlink: loop, or a directory already walked"
+    return kind, None
 
 
 def _walk(
-    directory: Path, specs: list[tuple[Path, pathspec.GitIgnoreSpec]]
+    directory: Path, specs: list[tuple[Path, pathspec.GitIgnoreSpec]], walk: _Walk
 ) -> Iterator[tuple[Path, str]]:
     spec = _load_ignore(directory)
     if spec is not None:
@@ -64,12 +102,23 @@ def _walk(
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
             is_file = entry.is_file(follow_symlinks=False)
+            if entry.is_symlink():
+                kind, reason = _link(entry, walk)
+                if reason is not None:
+                    wanted = kind == "dir" or languages.detect(entry.name) is not None
+                    if wanted and entry.name not in ALWAYS_SKIPPED and not _ignored(
+                        specs, path, kind == "dir"
+                    ):
+                        walk.skipped(path, reason)
+                    continue
+                is_dir, is_file = kind == "dir", kind == "file"
         except OSError:
             continue
         if is_dir:
             if entry.name in ALWAYS_SKIPPED or _ignored(specs, path, True):
                 continue
-            yield from _walk(path, specs)
+            walk.seen.add(os.path.realpath(path))
+            yield from _walk(path, specs, walk)
         elif is_file:
             lang = languages.detect(entry.name)
             if lang and not _ignored(specs, path, False):

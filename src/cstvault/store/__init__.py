@@ -350,6 +350,8 @@ class Store:
                 "path_index": round(idx_bytes / lines, 3),
                 "total": round(total / lines, 3),
             },
+            "skipped_files": [{"path": p, "reason": r}
+                              for p, r in sorted(self.catalog.skipped().items())],  # fmt: skip
             "dedup_ratio": round(counts["files"] / max(counts["blobs"], 1), 3),
             "levels": self.catalog.levels(),
             "catalog_tables": self.catalog.table_bytes(),

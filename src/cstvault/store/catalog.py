@@ -21,15 +21,35 @@ from . import symtab
 
 SCHEMA_VERSION = "6"
 # a file's path from files f JOIN dirs d
-PATH = "CASE d.path WHEN '' THEN f.name ELSE d.path || '/' || f.name END"
+PATH = "CASE d.path WHEN '' THEN CAST(f.name AS TEXT) ELSE d.path || '/' || f.name END"
 FILE = "files f JOIN dirs d ON d.id = f.dir"
 BY_PATH = "d.path = ? AND f.name = ?"
 
 
-def split(path: str) -> tuple[str, str]:
-    """(directory, name) of a '/'-separated relative path."""
+def db_text(text: str) -> str | bytes:
+    """A path as the catalog keeps it: text when it is valid UTF-8, else its raw bytes (a
+    BLOB; file names are bytes on POSIX, and Python spells undecodable ones with surrogate
+    escapes). Read back, both come out as the same str (`text_factory` below)."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def split(path: str) -> tuple[str | bytes, str | bytes]:
+    """(directory, name) of a '/'-separated relative path, as the catalog keys them."""
     head, _, tail = path.rpartition("/")
-    return head, tail
+    return db_text(head), db_text(tail)
+
+
+def printable(path: str) -> str:
+    """A path safe to print: undecodable bytes shown as backslash escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # the columns a BlobRow is made of, in its order
@@ -122,6 +142,7 @@ class Catalog:
         if not create and not path.exists():
             raise FileNotFoundError(f"no cstvault store at {path.parent}")
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.text_factory = _decode  # names stored as BLOBs come back through `||`
         if create:  # only takes effect on a new file: symbol blocks (~2 KB) fill 8 KiB pages
             self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -144,7 +165,7 @@ class Catalog:
                 f"reads {SCHEMA_VERSION}: index into a new store (or delete it and re-index)"
             )
         self.symbols = symtab.SymbolTable(self.db, self._meta_value, self.set_meta)
-        self._dirs: dict[str, int] = {}
+        self._dirs: dict[str | bytes, int] = {}
         self.before_write: Callable[[], None] | None = None
         self.wrote = False  # a write transaction was begun through this connection
         self._any_skipped = self.db.execute("SELECT 1 FROM skipped LIMIT 1").fetchone() is not None
@@ -212,7 +233,7 @@ class Catalog:
         ).fetchone()
         return (_blob(row), (row[15], row[16])) if row else None
 
-    def _dir_id(self, directory: str) -> int | None:
+    def _dir_id(self, directory: str | bytes) -> int | None:
         """A directory's id, remembered (at most DIR_CACHE of them) once looked up."""
         did = self._dirs.get(directory)
         if did is None:
@@ -263,7 +284,7 @@ class Catalog:
                 "skipped": skipped}  # fmt: skip
 
     def skipped(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT path, reason FROM skipped"))
+        return dict(self.db.execute("SELECT CAST(path AS TEXT), reason FROM skipped"))
 
     # writes (inside the caller's transaction)
     def begin(self) -> None:
@@ -354,7 +375,7 @@ class Catalog:
         )
         return int(cur.lastrowid)
 
-    def _dir(self, directory: str) -> int:
+    def _dir(self, directory: str | bytes) -> int:
         did = self._dir_id(directory)
         if did is None:
             did = int(self.db.execute("INSERT INTO dirs(path) VALUES (?)", (directory,)).lastrowid)
@@ -370,7 +391,7 @@ class Catalog:
             (self._dir(directory), name, blob, size, mtime_ns),
         )
         if self._any_skipped:
-            self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+            self.db.execute("DELETE FROM skipped WHERE path = ?", (db_text(path),))
 
     def _delete_file(self, path: str) -> None:
         self.db.execute(
@@ -381,14 +402,18 @@ class Catalog:
     def put_skipped(self, path: str, reason: str) -> None:
         self._any_skipped = True
         self.db.execute(
-            "INSERT OR REPLACE INTO skipped(path, reason) VALUES (?, ?)", (path, reason)
+            "INSERT OR REPLACE INTO skipped(path, reason) VALUES (?, ?)", (db_text(path), reason)
         )
         self._delete_file(path)
 
-    def remove_missing(self, present: set[str]) -> int:
+    def remove_missing(self, present: set[str], also_skipped: set[str] = frozenset()) -> int:
+        """Delete the files not `present`, and the skip records of paths neither present
+        nor in `also_skipped`; returns the files deleted."""
         gone = [p for (p,) in self.db.execute(f"SELECT {PATH} FROM {FILE}") if p not in present]
         for p in gone:
             self._delete_file(p)
+        stale = [p for p in self.skipped() if p not in present and p not in also_skipped]
+        self.db.executemany("DELETE FROM skipped WHERE path = ?", [(db_text(p),) for p in stale])
         return len(gone)
 
     def drop_orphan_blobs(self) -> int:
