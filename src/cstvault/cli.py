@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -33,16 +35,31 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def storage_error(exc: BaseException) -> str:
+    """One line for a failure of the disk under the store: full, quota, permissions."""
+    text = str(exc)
+    errno_ = getattr(exc, "errno", None)
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if errno_ in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in text:
+        return (f"no space left on the device{where}: the step that was writing was rolled "
+                "back and the store is as of its last commit; free space and re-run")
+    if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text:
+        return f"permission denied{where}: {text}"
+    return f"storage error{where}: {text}"
+
+
 class _Main(click.Group):
     """Turns the store's expected failures into clean one-line errors."""
 
     def invoke(self, ctx: click.Context):
-        from .store import StoreLocked, StoreVersionError
+        from .store import IncompleteStore, StoreLocked, StoreVersionError
 
         try:
             return super().invoke(ctx)
-        except (FileNotFoundError, StoreVersionError, StoreLocked) as exc:
+        except (FileNotFoundError, StoreVersionError, StoreLocked, IncompleteStore) as exc:
             raise click.ClickException(str(exc)) from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise click.ClickException(storage_error(exc)) from exc
 
 
 @click.group(cls=_Main)

@@ -163,6 +163,7 @@ def freeze(store_dir: str | Path, jobs: int = 2,
                 for blob, tree_loc, src_loc, dicts_to in moved:
                     cat.relocate(blob, tree_loc, src_loc, FROZEN_LEVEL, dicts_to)
                 cat.commit()
+                store.committed()
                 report.blobs += len(batch)
                 report.segments_removed += store.drop_dead_segments()
                 if progress:
@@ -174,6 +175,9 @@ def freeze(store_dir: str | Path, jobs: int = 2,
             store.gc()  # drops what the batches left behind; compacts symbols and catalog
         else:
             cat.compact_symbols()  # e.g. after `index(compact=False)` that stored no new blob
+    except BaseException:
+        store.abort()  # the failed batch's frames go; every committed one stays
+        raise
     finally:
         store.close()
     report.seconds = time.perf_counter() - t0

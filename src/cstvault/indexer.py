@@ -245,6 +245,9 @@ def index(
             store.catalog.compact_symbols()
             if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
                 store.catalog.compact()  # a bulk load: pack the catalog's pages
+    except BaseException:
+        store.abort()  # the failed batch's frames go; every committed one stays
+        raise
     finally:
         store.close()
     report.seconds = time.perf_counter() - t0
@@ -345,6 +348,7 @@ class _Batch:
             rep.nodes += enc.nodes
         cat.add_symbols(symbols)
         cat.commit()
+        self.store.committed()
         if self.on_commit:
             self.on_commit([row[0].path for row in self.rows if not row[0].skipped])
         self.rows = []

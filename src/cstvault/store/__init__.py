@@ -22,11 +22,12 @@ from ..codec import CorruptRecord
 from ..sources import DeferredSource
 from ..tree import Node, Tree, tree_from_record
 from . import pathindex
-from .catalog import Catalog, FileRow, StoreVersionError
-from .lock import StoreLocked, WriterLock
+from .catalog import Catalog, FileRow, IncompleteStore, StoreVersionError
+from .lock import LOCK, StoreLocked, WriterLock
 from .segments import SegmentReader, SegmentWriter
 
-__all__ = ["FileRow", "Store", "StoreLocked", "StoreVersionError", "open_store"]
+__all__ = ["FileRow", "IncompleteStore", "Store", "StoreLocked", "StoreVersionError",
+           "open_store"]
 
 CATALOG = "catalog.sqlite"
 DCTX_CACHE = 8
@@ -40,6 +41,10 @@ def resolve(path: str | os.PathLike[str]) -> Path:
         return p
     if (p / ".cstvault" / CATALOG).exists():
         return p / ".cstvault"
+    for d in (p, p / ".cstvault"):
+        if (d / LOCK).exists():  # made first by a writer creating the store
+            raise IncompleteStore(f"store at {d} is incomplete (its creation was interrupted): "
+                                  "re-run `cstvault index` to create it")  # fmt: skip
     raise FileNotFoundError(f"no cstvault store at {p} (run `cstvault index` first)")
 
 
@@ -363,6 +368,22 @@ class Store:
             "rss_bytes": rss_bytes(),
             "meta": self.catalog.meta(),
         }
+
+    def committed(self) -> None:
+        """The catalog now references every frame appended so far (after a commit)."""
+        if self._writer is not None:
+            self._writer.mark()
+
+    def abort(self) -> None:
+        """After a failed write step: take back the frames appended since the last commit,
+        then close (the catalog rolled its transaction back itself)."""
+        if self._writer is not None:
+            self._writer.rollback()
+            self._writer = None
+        with contextlib.suppress(sqlite3.Error):
+            if self.catalog.db.in_transaction:
+                self.catalog.db.execute("ROLLBACK")
+        self.close()
 
     def close(self) -> None:
         """Close; a store that wrote rebuilds the path index first (if that fails, e.g.

@@ -66,6 +66,10 @@ class StoreVersionError(RuntimeError):
     """The store was written by another catalog schema version."""
 
 
+class IncompleteStore(RuntimeError):
+    """The store's creation was interrupted before its catalog was complete."""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs(
@@ -114,6 +118,18 @@ CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (L
 """ + symtab.SCHEMA
 
 
+def _meta_rows() -> str:
+    """SQL inserting a new catalog's version rows (part of its creation transaction)."""
+    rows = {"schema_version": SCHEMA_VERSION, "format_version": str(FORMAT_VERSION),
+            **{f"grammar:{n}": languages.identity(n) for n in languages.names()}}  # fmt: skip
+
+    def q(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    return "".join(f"INSERT INTO meta(key, value) VALUES ({q(k)}, {q(v)});"
+                   for k, v in rows.items())  # fmt: skip
+
+
 class BlobRow(NamedTuple):  # a tuple: made on every lookup, a frozen dataclass costs 3x
     id: int
     language: str
@@ -151,12 +167,19 @@ class Catalog:
         # symbols in random key order and want their B-trees cached
         cache_kib = WRITE_CACHE_KIB if create else READ_CACHE_KIB
         self.db.execute(f"PRAGMA cache_size=-{cache_kib}")
-        fresh = create and not self.db.execute(
+        has_meta = self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE name = 'meta'"
-        ).fetchone()
-        if fresh:
-            self.db.executescript(SCHEMA)
-            self.set_meta("schema_version", SCHEMA_VERSION)
+        ).fetchone() is not None  # fmt: skip
+        empty = not has_meta and self.db.execute(
+            "SELECT count(*) FROM sqlite_master").fetchone()[0] == 0  # fmt: skip
+        if create and empty:  # one transaction: a kill leaves no table or them all
+            self.db.executescript("BEGIN IMMEDIATE;" + SCHEMA + _meta_rows() + "COMMIT;")
+        elif empty:
+            self.db.close()
+            raise IncompleteStore(
+                f"store at {path.parent} is incomplete (its creation was interrupted): "
+                "re-run `cstvault index` to create it"
+            )
         version = self._schema_version()
         if version != SCHEMA_VERSION:
             self.db.close()

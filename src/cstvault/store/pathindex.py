@@ -126,12 +126,16 @@ def build(catalog: Catalog, directory: Path) -> int:
                           len(langs), crc32c.crc32c(body), 0)  # fmt: skip
         head += b"\0" * (HEAD_SIZE - len(head))
         tmp = directory / (INDEX + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(head)
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / INDEX)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head)
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, directory / INDEX)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # e.g. disk full: nothing left behind
+            raise
         fsync_dir(directory)
         _write_counter(directory, stamp)
     finally:

@@ -29,7 +29,8 @@ def segment_path(directory: Path, seg_id: int) -> Path:
 
 
 class SegmentWriter:
-    """Appends frames to the newest segment; `sync` makes everything written durable."""
+    """Appends frames to the newest segment; `sync` makes everything written durable;
+    `rollback` takes back what was appended since the last `mark` (a commit)."""
 
     def __init__(self, directory: Path, next_id: int):
         self.directory = directory
@@ -38,14 +39,43 @@ class SegmentWriter:
         self._file = None
         self._size = 0
         self._dirty: list = []
+        self._base: dict[int, int | None] = {}  # segment -> size at the mark (None: new)
 
     def _roll(self) -> None:
         if self._file is not None:
             self._file.flush()
             self._dirty.append(self._file)
         path = segment_path(self.directory, self.seg_id)
+        existed = path.exists()
         self._file = open(path, "ab")  # noqa: SIM115 - kept open across appends
         self._size = self._file.tell()
+        self._base.setdefault(self.seg_id, self._size if existed else None)
+
+    def mark(self) -> None:
+        """What was appended so far is committed (the catalog references it)."""
+        self._base = {self.seg_id: self._size} if self._file is not None else {}
+
+    def rollback(self) -> None:
+        """Drop every frame appended since the last `mark`: segments made since are deleted,
+        the others cut back to their size then (after a failed batch: disk full, a
+        crash-free error), so a failed step leaves nothing behind."""
+        for f in [*self._dirty, self._file]:
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+        self._dirty, self._file = [], None
+        for seg_id, size in self._base.items():
+            path = segment_path(self.directory, seg_id)
+            with contextlib.suppress(OSError):
+                if size is None:
+                    path.unlink()
+                else:
+                    with open(path, "r+b") as f:
+                        f.truncate(size)
+                        os.fsync(f.fileno())
+        self._base = {}
+        with contextlib.suppress(OSError):
+            fsync_dir(self.directory)
 
     def append(self, frame: bytes) -> tuple[int, int, int, int]:
         """Write one frame; returns (segment id, offset, length, crc32c)."""
