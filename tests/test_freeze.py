@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
@@ -131,10 +132,27 @@ def test_the_quota_given_to_index_is_kept_and_enforced_later(repo, tmp_path):
         lines = (f"v{rng.getrandbits(64):x} = {rng.getrandbits(64)}\n" for _ in range(2000))
         (repo / f"big{i:02d}.py").write_text("".join(lines))
     res = CliRunner().invoke(main, ["index", str(repo), "--store", str(store_dir), "-j", "1"])
-    assert res.exit_code == 1 and "disk quota of 1.0 MiB" in res.output
-    assert "Traceback" not in res.output
+    assert res.exit_code == 1 and "disk quota of 1,048,576 bytes (1.00 MiB)" in res.output
+    assert "kept for freezing" in res.output and "Traceback" not in res.output
     with cstvault.open(store_dir) as store:
-        assert used < store.segment_bytes() <= 2**20
+        assert used < store.segment_bytes() <= 2**20 - indexer.SEGMENT_LIMIT
+        assert verify_store(store).mismatched == 0
+
+
+@pytest.mark.parametrize("quota_mb", [0.35, 0.5, 0.8])
+def test_a_store_indexed_under_a_quota_can_always_be_frozen(repo, tmp_path, quota_mb):
+    rng = random.Random(quota_mb)
+    for i in range(30):  # random names and numbers: compress poorly
+        lines = (f"v{rng.getrandbits(64):x} = {rng.getrandbits(64)}\n" for _ in range(600))
+        (repo / f"big{i:02d}.py").write_text("".join(lines))
+    store_dir = tmp_path / "s"
+    with contextlib.suppress(indexer.DiskQuotaExceeded):  # what fits is committed
+        indexer.index(repo, store_dir, jobs=1, disk_quota_mb=quota_mb)
+    report = freeze(store_dir, jobs=1)  # under the same quota, kept in the store
+    assert report.blobs > 0
+    with cstvault.open(store_dir) as store:
+        assert set(store.stats()["levels"]) == {"19"}
+        assert store.segment_bytes() <= quota_mb * 2**20
         assert verify_store(store).mismatched == 0
 
 

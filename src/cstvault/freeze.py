@@ -20,6 +20,7 @@ from pathlib import Path
 
 import zstandard
 
+from . import faults
 from .indexer import FROZEN_LEVEL, check_quota, quota_bytes
 from .store import Store
 from .store.catalog import BlobRow
@@ -58,7 +59,8 @@ def _ctx(did: int) -> tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor
     if c is None:
         d = zstandard.ZstdCompressionDict(_DICTS[did]) if did else None
         c = _CTX[did] = (zstandard.ZstdDecompressor(dict_data=d),
-                         zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=d))  # fmt: skip
+                         zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=d,
+                                                  write_checksum=True))  # fmt: skip
     return c
 
 
@@ -105,6 +107,7 @@ def train_dictionaries(store: Store, rows: list[BlobRow], jobs: int) -> int:
             cat.add_dictionary(lang, "tree", dicts[0])
             cat.add_dictionary(lang, "source", dicts[1])
     cat.commit()
+    faults.point("freeze.dictionaries")
     return sum(d is not None for d in trained)
 
 
@@ -114,9 +117,19 @@ def _task(store: Store, b: BlobRow, target: dict[tuple[str, str], int]) -> tuple
             store.raw_frame(b.src), b.src_dict, target.get((b.language, "source"), b.src_dict))
 
 
-def _batches(rows: list[BlobRow]) -> Iterator[list[BlobRow]]:
-    for k in range(0, len(rows), BATCH_BLOBS):
-        yield rows[k : k + BATCH_BLOBS]
+def _batches(rows: list[BlobRow], by_segment: bool) -> Iterator[list[BlobRow]]:
+    """Batches of BATCH_BLOBS; `by_segment`: never more than the blobs whose tree frame
+    lies in one segment (rows are in segment order), so that each batch's old segment can
+    go before the next batch is written: the room a quota must leave (`freeze_room`)."""
+    batch: list[BlobRow] = []
+    for b in rows:
+        if batch and (len(batch) >= BATCH_BLOBS
+                      or (by_segment and b.tree[0] != batch[0].tree[0])):  # fmt: skip
+            yield batch
+            batch = []
+        batch.append(b)
+    if batch:
+        yield batch
 
 
 def freeze(store_dir: str | Path, jobs: int = 2,
@@ -143,7 +156,7 @@ def freeze(store_dir: str | Path, jobs: int = 2,
         if pool is None:
             _init(dicts)
         try:
-            for batch in _batches(rows):
+            for batch in _batches(rows, by_segment=quota is not None):
                 tasks = [_task(store, b, target) for b in batch]
                 done = list(pool.map(recompress, tasks, chunksize=8) if pool
                             else map(recompress, tasks))  # fmt: skip
@@ -158,11 +171,15 @@ def freeze(store_dir: str | Path, jobs: int = 2,
                                   (task[2], task[5])))  # fmt: skip
                     report.bytes_before += len(task[0]) + len(task[3])
                     report.bytes_after += len(tree19) + len(src19)
+                faults.point("freeze.frames_written")
                 writer.sync()  # frames durable before the catalog points at them
+                faults.point("freeze.frames_synced")
                 cat.begin()
                 for blob, tree_loc, src_loc, dicts_to in moved:
                     cat.relocate(blob, tree_loc, src_loc, FROZEN_LEVEL, dicts_to)
+                faults.point("freeze.txn_begun")
                 cat.commit()
+                faults.point("freeze.committed")
                 store.committed()
                 report.blobs += len(batch)
                 report.segments_removed += store.drop_dead_segments()

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import zstandard
 
+from . import faults
 from .codec import EncodeError, encode
 from .extract import parse_extract
 from .sources import check_source, count_lines
 from .store import Store
+from .store.segments import SEGMENT_LIMIT
 from .symbols import symbol_texts
 from .walk import iter_files
 
@@ -88,7 +90,8 @@ def _compressor(did: int, data: bytes | None) -> zstandard.ZstdCompressor:
     c = _COMPRESSORS.get(did)
     if c is None:
         d = zstandard.ZstdCompressionDict(data) if data else None
-        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=_LEVEL[0], dict_data=d)
+        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=_LEVEL[0], dict_data=d,
+                                                         write_checksum=True)  # fmt: skip
     return c
 
 
@@ -138,10 +141,18 @@ def check_quota(quota: int | None, used: int, need: int, what: str) -> None:
     exceed `quota`."""
     if quota is not None and used + need > quota:
         raise DiskQuotaExceeded(
-            f"disk quota of {quota / 2**20:.1f} MiB for the frozen tier would be exceeded by "
-            f"{what} ({used + need:,} bytes needed); raise --disk-quota-mb or free space "
-            "with `cstvault gc`"
+            f"disk quota of {quota:,} bytes ({quota / 2**20:.2f} MiB) for the segment files "
+            f"would be exceeded by {what} ({used + need:,} bytes needed); raise "
+            "--disk-quota-mb or free space with `cstvault gc`"
         )
+
+
+def freeze_room(largest: int) -> int:
+    """Disk that `freeze` needs beside a store under a quota: it recompresses the blobs of
+    one segment at a time (their frames lie in that segment and the start of the next),
+    so at most a segment's frames plus the largest blob's exist twice before the old
+    segment is deleted. `index` keeps this much of the quota free."""
+    return SEGMENT_LIMIT + largest
 
 
 def index(
@@ -284,6 +295,7 @@ class _Batch:
         self.on_commit = on_commit
         self.quota = quota
         self.disk = store.segment_bytes() if quota is not None else 0
+        self.largest = store.catalog.largest_blob_frames() if quota is not None else 0
         self.rows: list[tuple[Encoded, tuple, tuple] | tuple[Encoded, int]] = []
         self.pending: dict[bytes, tuple[tuple, tuple]] = {}
         self.bytes = 0
@@ -300,8 +312,11 @@ class _Batch:
                 self.rows.append((enc, *self.pending[enc.digest]))
             else:
                 need = len(enc.tree) + len(enc.source)
+                self.largest = max(self.largest, need)
+                room = freeze_room(self.largest)
                 try:
-                    check_quota(self.quota, self.disk, need, enc.path)
+                    check_quota(self.quota, self.disk, need + room,
+                                f"{enc.path} (with {room:,} bytes kept for freezing)")  # fmt: skip
                 except DiskQuotaExceeded:
                     self.flush()
                     raise
@@ -318,7 +333,9 @@ class _Batch:
     def flush(self) -> None:
         if not self.rows:
             return
+        faults.point("index.frames_written")
         self.store.writer().sync()  # frames durable before the rows that point at them
+        faults.point("index.frames_synced")
         cat = self.store.catalog
         rep = self.report
         cat.begin()
@@ -347,7 +364,9 @@ class _Batch:
             rep.lines += enc.lines
             rep.nodes += enc.nodes
         cat.add_symbols(symbols)
+        faults.point("index.txn_begun")
         cat.commit()
+        faults.point("index.committed")
         self.store.committed()
         if self.on_commit:
             self.on_commit([row[0].path for row in self.rows if not row[0].skipped])

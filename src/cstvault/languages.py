@@ -6,6 +6,7 @@ nothing is ever downloaded at run time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import mmap
@@ -156,7 +157,8 @@ def to_bytes(t: KindTables) -> bytes:
         "token_len": t.token_len[:count].tolist(),
         "fields": list(t.fields[1:]),
     }
-    return zstandard.ZstdCompressor(level=19).compress(json.dumps(body).encode())
+    return zstandard.ZstdCompressor(level=19, write_checksum=True).compress(
+        json.dumps(body).encode())  # fmt: skip
 
 
 def from_bytes(data: bytes) -> KindTables:
@@ -193,9 +195,12 @@ def tables(name: str) -> KindTables:
     t = _TABLES.get(name)
     if t is None:
         offered = _OFFERED.pop(name, None)
+        t = None
         if offered is not None and offered[0] == wheel_version(name):
-            t = from_bytes(offered[1])
-        else:
+            with contextlib.suppress(zstandard.ZstdError, ValueError, KeyError, TypeError,
+                                     IndexError):
+                t = from_bytes(offered[1])  # a damaged copy: the grammar itself instead
+        if t is None:
             t = grammar_tables(name)
         _TABLES[name] = t
     return t

@@ -119,6 +119,50 @@ def register(group: click.Group) -> None:
                            f" us  file-backed RSS +{row['file_backed_rss_growth_mb']} MB")
 
     @group.command()
+    @click.option("--work", type=click.Path(path_type=Path), default=None,
+                  help="Scratch directory (default: a new temporary one).")
+    @click.option("--files", type=int, default=240, show_default=True,
+                  help="Files in the generated repository.")
+    @click.option("--repeats", type=int, default=3, show_default=True,
+                  help="Kills at each named point (its 1st, 2nd, ... passage).")
+    @click.option("--random-kills", type=int, default=200, show_default=True)
+    @click.option("--flips", type=int, default=1000, show_default=True)
+    @click.option("--rewrites", type=int, default=10, show_default=True,
+                  help="Reader processes whose working files are changed under them.")
+    @click.option("--fast", is_flag=True,
+                  help="The quick variant `make test` runs (1 repeat, 12 random kills, "
+                       "120 flips, 2 rewrite rounds, 120 files).")
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def reliability(work: Path | None, files: int, repeats: int, random_kills: int, flips: int,
+                    rewrites: int, fast: bool, seed: int, as_json: bool) -> None:
+        """Kill writers at every commit point and at random, run two writers at once, flip
+        bytes, rewrite sources under readers; every figure but the trials must be 0."""
+        import tempfile
+
+        from . import reliability as rel
+
+        if fast:
+            files, repeats, random_kills, flips, rewrites = 120, 1, 12, 120, 2
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="cstvault-reliability-") as tmp:
+            result = rel.run(work or Path(tmp) / "work", files=files, repeats=repeats,
+                             random_kills=random_kills, flips=flips, rewrites=rewrites,
+                             seed=seed)  # fmt: skip
+        _stamp(result, "reliability", t0)
+        bad = {k: result[k] for k in rel.Trials.KEYS if result[k]}
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            for key in ("kill_trials", "kills_landed", "random_kill_trials", "writer_pairs",
+                        "byte_flips", "inplace_rewrites", *rel.Trials.KEYS):  # fmt: skip
+                click.echo(f"{key:20s} {result[key]:,}")
+            for line in result["failures"]:
+                click.echo(f"  {line}")
+        if bad:
+            sys.exit(1)
+
+    @group.command()
     @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
                   help="An indexed store whose working tree is still in place.")
     @click.option("--files", type=int, default=5_000, show_default=True)

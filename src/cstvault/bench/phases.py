@@ -34,7 +34,7 @@ FORM_OF = {
     "Phase 2": "+ content dedup and pruning of derivable data",
     "Phase 3": "bytecode records in RAM (opcodes, jump tables, kind tables)",
     "Phase 4a": "frozen tier: zstd-19 records on disk (plain reads); RAM = catalog + cache",
-    "Phase 4b": "+ sources served through mmap of the working tree",
+    "Phase 4b": "+ sources read once from the unchanged working tree (CRC-checked)",
     "Phase 4c": "+ 256 KiB segments kept open in an LRU (production configuration)",
 }  # fmt: skip
 # what the plan this project started from claimed for 10M lines (never measured)

@@ -16,7 +16,7 @@ from pathlib import Path
 import crc32c
 import zstandard
 
-from .. import languages
+from .. import faults, languages
 from ..cache import CacheConfig, TieredCache
 from ..codec import CorruptRecord
 from ..sources import DeferredSource
@@ -295,6 +295,7 @@ class Store:
         cat.begin()
         dropped = cat.drop_orphan_blobs()
         cat.commit()
+        faults.point("gc.orphans_dropped")
         cat.compact_symbols()
         cat.compact()
         if self._writer is not None:  # our own appends are finished
@@ -321,12 +322,14 @@ class Store:
             if end is None and seg_id != active:
                 self._reader.forget(seg_id)
                 seg.unlink()
+                faults.point("segments.deleted")
                 removed += 1
                 freed += size
             elif truncate and end is not None and end < size:
                 with open(seg, "r+b") as f:
                     f.truncate(end)
                     os.fsync(f.fileno())
+                faults.point("segments.truncated")
                 truncated += 1
                 freed += size - end
         return removed, truncated, freed

@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import crc32c
 import numpy as np
 
-from .. import languages
+from .. import faults, languages
 from ..codec.bytecode import FORMAT_VERSION
+from ..codec.errors import CorruptRecord
 from ..symbols import pack_many, unpack_ids
 from . import symtab
 
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 # a file's path from files f JOIN dirs d
 PATH = "CASE d.path WHEN '' THEN CAST(f.name AS TEXT) ELSE d.path || '/' || f.name END"
 FILE = "files f JOIN dirs d ON d.id = f.dir"
@@ -45,6 +48,22 @@ def split(path: str) -> tuple[str | bytes, str | bytes]:
     """(directory, name) of a '/'-separated relative path, as the catalog keys them."""
     head, _, tail = path.rpartition("/")
     return db_text(head), db_text(tail)
+
+
+def row_check(path: str, blob: int, size: int, mtime_ns: int) -> int:
+    """CRC32C binding a file row's path to its blob, size and mtime: SQLite keeps no
+    checksums, and a damaged `files` row would otherwise answer with another file's tree."""
+    return crc32c.crc32c(path.encode("utf-8", "surrogateescape")
+                         + _ROW.pack(blob, size, mtime_ns))  # fmt: skip
+
+
+_ROW = struct.Struct("<qqq")
+
+
+def _checked(path: str, blob: int, size: int, mtime_ns: int, check: int) -> None:
+    if row_check(path, blob, size, mtime_ns) != check:
+        raise CorruptRecord(f"{path}: its catalog row is damaged (row check mismatch); "
+                            "re-run `cstvault index` to repair it")  # fmt: skip
 
 
 def printable(path: str) -> str:
@@ -83,7 +102,9 @@ CREATE TABLE IF NOT EXISTS blobs(
     src_crc INTEGER NOT NULL,
     tree_dict INTEGER NOT NULL DEFAULT 0,    -- zstd dictionary of each frame (0: none)
     src_dict INTEGER NOT NULL DEFAULT 0,
-    level INTEGER NOT NULL DEFAULT 19        -- zstd level of both frames (< 19: not frozen yet)
+    level INTEGER NOT NULL DEFAULT 19,       -- zstd level of both frames (< 19: not frozen yet)
+    files INTEGER NOT NULL DEFAULT 0,        -- files rows naming this blob, and the XOR of
+    files_check INTEGER NOT NULL DEFAULT 0   -- their row checks (answers are checked by them)
 );
 CREATE TABLE IF NOT EXISTS dictionaries(     -- per-language trained zstd dictionaries
     id INTEGER PRIMARY KEY,
@@ -101,6 +122,7 @@ CREATE TABLE IF NOT EXISTS files(            -- path = dirs.path + '/' + name, '
     blob INTEGER NOT NULL REFERENCES blobs(id),
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     version INTEGER NOT NULL DEFAULT 1,
+    "check" INTEGER NOT NULL,                -- row_check(path, blob, size, mtime_ns)
     PRIMARY KEY (dir, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_blob ON files(blob);
@@ -173,7 +195,9 @@ class Catalog:
         empty = not has_meta and self.db.execute(
             "SELECT count(*) FROM sqlite_master").fetchone()[0] == 0  # fmt: skip
         if create and empty:  # one transaction: a kill leaves no table or them all
+            faults.point("create.catalog")
             self.db.executescript("BEGIN IMMEDIATE;" + SCHEMA + _meta_rows() + "COMMIT;")
+            faults.point("create.done")
         elif empty:
             self.db.close()
             raise IncompleteStore(
@@ -239,9 +263,12 @@ class Catalog:
 
     def file_stat(self, path: str) -> tuple[int, int] | None:
         row = self.db.execute(
-            f"SELECT f.size, f.mtime_ns FROM {FILE} WHERE {BY_PATH}", split(path)
+            f'SELECT f.size, f.mtime_ns, f.blob, f."check" FROM {FILE} WHERE {BY_PATH}',
+            split(path),
         ).fetchone()
-        return (row[0], row[1]) if row else None
+        if row is None or row_check(path, row[2], row[0], row[1]) != row[3]:
+            return None  # unknown or damaged: the file is indexed again
+        return (row[0], row[1])
 
     def blob_for(self, path: str) -> tuple[BlobRow, tuple[int, int]] | None:
         """The blob of a stored file, and the file's (size, mtime_ns) when indexed."""
@@ -250,11 +277,14 @@ class Catalog:
         if did is None:
             return None
         row = self.db.execute(
-            f"SELECT {_B_COLUMNS}, f.size, f.mtime_ns "
+            f'SELECT {_B_COLUMNS}, f.size, f.mtime_ns, f."check" '
             "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.dir = ? AND f.name = ?",
             (did, name),
         ).fetchone()
-        return (_blob(row), (row[15], row[16])) if row else None
+        if row is None:
+            return None
+        _checked(path, row[0], row[15], row[16], row[17])
+        return _blob(row), (row[15], row[16])
 
     def _dir_id(self, directory: str | bytes) -> int | None:
         """A directory's id, remembered (at most DIR_CACHE of them) once looked up."""
@@ -280,11 +310,18 @@ class Catalog:
 
     def files(self):
         cur = self.db.execute(
-            f"SELECT {PATH} AS p, b.language, f.size, f.mtime_ns, f.version, b.lines, b.nodes "
-            f"FROM {FILE} JOIN blobs b ON b.id = f.blob ORDER BY p"
+            f"SELECT {PATH} AS p, b.language, f.size, f.mtime_ns, f.version, b.lines, b.nodes, "
+            f'f.blob, f."check" FROM {FILE} JOIN blobs b ON b.id = f.blob ORDER BY p'
         )
+        count = xor = 0
         for row in cur:
-            yield FileRow(*row)
+            _checked(row[0], row[7], row[2], row[3], row[8])
+            count += 1
+            xor ^= row[8]
+            yield FileRow(*row[:7])
+        if (count, xor) != self.files_digest():
+            raise CorruptRecord("the catalog is damaged: its list of files does not match the "
+                                "digest its writers kept; re-index into a new store")
 
     def counts(self) -> dict[str, int]:
         q = self.db.execute
@@ -314,6 +351,7 @@ class Catalog:
         """Start a write transaction; `before_write` (the path index's invalidation) runs
         with the write lock held, before anything changes."""
         self.db.execute("BEGIN IMMEDIATE")
+        self._digests: dict[int, list[int]] = {}  # blob (0: all files) -> [count, xor]
         self.wrote = True
         if self.before_write is not None:
             try:
@@ -323,7 +361,39 @@ class Catalog:
                 raise
 
     def commit(self) -> None:
+        self._write_digests()
         self.db.execute("COMMIT")
+
+    def _file_row(self, directory: str | bytes, name: str | bytes, sign: int) -> None:
+        """Count a files row out (sign -1, before it changes) or in (+1) of the digests."""
+        row = self.db.execute(
+            'SELECT f.blob, f."check" FROM files f JOIN dirs d ON d.id = f.dir '
+            "WHERE d.path = ? AND f.name = ?", (directory, name)).fetchone()  # fmt: skip
+        if row is not None:
+            for key in (row[0], 0):
+                d = self._digests.setdefault(key, [0, 0])
+                d[0] += sign
+                d[1] ^= row[1]
+
+    def _write_digests(self) -> None:
+        digests = getattr(self, "_digests", None)
+        if not digests:
+            return
+        total = digests.pop(0, None)
+        if total is not None:
+            count, xor = self.files_digest()
+            self.set_meta("files_digest", f"{count + total[0]} {xor ^ total[1]}")
+        self.db.executemany(
+            "UPDATE blobs SET files = files + ?, files_check = (files_check | ?) - "
+            "(files_check & ?) WHERE id = ?",
+            [(c, x, x, b) for b, (c, x) in digests.items()])  # fmt: skip
+        self._digests = {}
+
+    def files_digest(self) -> tuple[int, int]:
+        """(files, XOR of their row checks), as the writers left them."""
+        value = self._meta_value("files_digest") or "0 0"
+        count, xor = value.split()
+        return int(count), int(xor)
 
     def add_blob(
         self, digest: bytes, language: str, size: int, lines: int, nodes: int,
@@ -407,19 +477,25 @@ class Catalog:
 
     def put_file(self, path: str, blob: int, size: int, mtime_ns: int) -> None:
         directory, name = split(path)
+        self._file_row(directory, name, -1)
         self.db.execute(
-            "INSERT INTO files(dir, name, blob, size, mtime_ns) VALUES (?,?,?,?,?) "
+            'INSERT INTO files(dir, name, blob, size, mtime_ns, "check") VALUES (?,?,?,?,?,?) '
             "ON CONFLICT(dir, name) DO UPDATE SET blob=excluded.blob, size=excluded.size, "
-            "mtime_ns=excluded.mtime_ns, version=files.version + (files.blob != excluded.blob)",
-            (self._dir(directory), name, blob, size, mtime_ns),
-        )
+            "mtime_ns=excluded.mtime_ns, version=files.version + (files.blob != excluded.blob), "
+            '"check"=excluded."check"',
+            (self._dir(directory), name, blob, size, mtime_ns,
+             row_check(path, blob, size, mtime_ns)),
+        )  # fmt: skip
+        self._file_row(directory, name, +1)
         if self._any_skipped:
             self.db.execute("DELETE FROM skipped WHERE path = ?", (db_text(path),))
 
     def _delete_file(self, path: str) -> None:
+        directory, name = split(path)
+        self._file_row(directory, name, -1)
         self.db.execute(
             "DELETE FROM files WHERE name = ? AND dir = (SELECT id FROM dirs WHERE path = ?)",
-            split(path)[::-1],
+            (name, directory),
         )
 
     def put_skipped(self, path: str, reason: str) -> None:
@@ -464,6 +540,7 @@ class Catalog:
         self.begin()
         try:
             folded = self.symbols.compact()
+            faults.point("symbols.compacted")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
@@ -474,12 +551,28 @@ class Catalog:
         return self.symbols.blobs_with(text)
 
     def paths_of_blobs(self, blobs: list[int]) -> list[str]:
+        """The paths of the files holding these blobs, each row checked, and for each blob
+        all of them (their count and row checks match the blob's digest)."""
         out: list[str] = []
         for k in range(0, len(blobs), 500):
             chunk = blobs[k : k + 500]
             marks = ",".join("?" * len(chunk))
-            out += [r[0] for r in self.db.execute(
-                f"SELECT {PATH} FROM {FILE} WHERE f.blob IN ({marks})", chunk)]  # fmt: skip
+            want = {b: (n, x) for b, n, x in self.db.execute(
+                f"SELECT id, files, files_check FROM blobs WHERE id IN ({marks})",
+                chunk)}  # fmt: skip
+            got: dict[int, list[int]] = {}
+            for path, *row in self.db.execute(
+                f'SELECT {PATH}, f.blob, f.size, f.mtime_ns, f."check" FROM {FILE} '
+                f"WHERE f.blob IN ({marks})", chunk):  # fmt: skip
+                _checked(path, *row)
+                d = got.setdefault(row[0], [0, 0])
+                d[0] += 1
+                d[1] ^= row[3]
+                out.append(path)
+            for b in chunk:  # a blob without a row has no file (postings may name dropped ones)
+                if tuple(got.get(b, (0, 0))) != want.get(b, (0, 0)):
+                    raise CorruptRecord(f"the catalog is damaged: the files of blob {b} do not "
+                                        "match its digest; re-index into a new store")
         return sorted(out)
 
     def symbol_ids_of(self, path: str) -> np.ndarray:
@@ -510,6 +603,11 @@ class Catalog:
         is busy."""
         with contextlib.suppress(sqlite3.OperationalError):
             self.db.execute("VACUUM")
+
+    def largest_blob_frames(self) -> int:
+        """The most frame bytes (tree + source) of one blob."""
+        return self.db.execute(
+            "SELECT coalesce(max(tree_len + src_len), 0) FROM blobs").fetchone()[0]  # fmt: skip
 
     def blob_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM blobs").fetchone()[0]

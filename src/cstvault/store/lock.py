@@ -59,8 +59,22 @@ def holder(directory: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _alive(pid: object) -> bool:
+    try:
+        os.kill(int(pid), 0)  # type: ignore[call-overload]
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _describe(directory: Path) -> str:
-    h = holder(directory)
+    # the holder writes its record just after taking the lock: until then the file is empty
+    # or names the previous holder, so look again for a moment
+    for _ in range(20):
+        h = holder(directory)
+        if _alive(h.get("pid")):
+            break
+        time.sleep(0.01)
     who = f"pid {h['pid']}" if "pid" in h else "another process"
     if h.get("command"):
         who += f" ({h['command']})"
@@ -106,8 +120,9 @@ class WriterLock:
                 os.close(fd)
                 raise
         info = {"pid": os.getpid(), "command": command_line(), "since": round(time.time(), 3)}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        record = json.dumps(info).encode()
+        os.pwrite(fd, record, 0)  # one write, then the old record's tail cut
+        os.ftruncate(fd, len(record))
         _HELD[self.key] = [fd, 1, int(joinable)]
         self.held = True
 

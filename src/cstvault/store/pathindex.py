@@ -22,8 +22,8 @@ from pathlib import Path
 import crc32c
 import numpy as np
 
-from .. import _native
-from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog
+from .. import _native, faults
+from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog, row_check
 from .segments import fsync_dir, map_file, unmap_pages
 
 INDEX = "paths.idx"
@@ -89,11 +89,14 @@ def build(catalog: Catalog, directory: Path) -> int:
     db.execute("BEGIN IMMEDIATE")
     try:
         rows = db.execute(
-            f"SELECT {PATH}, f.size, f.mtime_ns, {_B_COLUMNS} FROM {FILE} "
+            f'SELECT {PATH}, f.size, f.mtime_ns, {_B_COLUMNS}, f."check" FROM {FILE} '
             "JOIN blobs b ON b.id = f.blob"
         ).fetchall()
         paths = [r[0] for r in rows]
-        usable = [k for k, p in enumerate(paths) if _utf8(p) is not None]
+        # a damaged row is left out (readers then ask the catalog, which reports it)
+        usable = [k for k, (p, size, mtime, blob, *rest) in enumerate(rows)
+                  if _utf8(p) is not None and row_check(p, blob, size, mtime) == rest[-1]]
+        rows = [r[:-1] for r in rows]  # fmt: skip
         rows = [rows[k] for k in usable]
         paths = [paths[k] for k in usable]
         hashes = np.frombuffer(_native.path_hashes(paths), dtype=np.uint64).reshape(-1, 2)
@@ -132,11 +135,13 @@ def build(catalog: Catalog, directory: Path) -> int:
                 f.write(body)
                 f.flush()
                 os.fsync(f.fileno())
+            faults.point("pathindex.tmp_written")
             os.replace(tmp, directory / INDEX)
         except BaseException:
             tmp.unlink(missing_ok=True)  # e.g. disk full: nothing left behind
             raise
         fsync_dir(directory)
+        faults.point("pathindex.renamed")
         _write_counter(directory, stamp)
     finally:
         db.execute("COMMIT")
