@@ -60,6 +60,9 @@ def row_check(path: str, blob: int, size: int, mtime_ns: int) -> int:
 _ROW = struct.Struct("<qqq")
 
 
+_DIGEST = "SELECT value FROM meta WHERE key = 'files_digest'"
+
+
 def _checked(path: str, blob: int, size: int, mtime_ns: int, check: int) -> None:
     if row_check(path, blob, size, mtime_ns) != check:
         raise CorruptRecord(f"{path}: its catalog row is damaged (row check mismatch); "
@@ -309,17 +312,23 @@ class Catalog:
         return self.paths_of_blobs([blob])
 
     def files(self):
+        # one statement, so one snapshot: the digest is the one these rows were written with
         cur = self.db.execute(
             f"SELECT {PATH} AS p, b.language, f.size, f.mtime_ns, f.version, b.lines, b.nodes, "
-            f'f.blob, f."check" FROM {FILE} JOIN blobs b ON b.id = f.blob ORDER BY p'
+            f'f.blob, f."check", ({_DIGEST}) FROM {FILE} JOIN blobs b ON b.id = f.blob '
+            "ORDER BY p"
         )
         count = xor = 0
+        digest = None
         for row in cur:
             _checked(row[0], row[7], row[2], row[3], row[8])
             count += 1
             xor ^= row[8]
+            digest = row[9]
             yield FileRow(*row[:7])
-        if (count, xor) != self.files_digest():
+        if digest is None:
+            digest = self._meta_value("files_digest")
+        if f"{count} {xor}" != (digest or "0 0"):
             raise CorruptRecord("the catalog is damaged: its list of files does not match the "
                                 "digest its writers kept; re-index into a new store")
 
@@ -557,15 +566,18 @@ class Catalog:
         for k in range(0, len(blobs), 500):
             chunk = blobs[k : k + 500]
             marks = ",".join("?" * len(chunk))
-            want = {b: (n, x) for b, n, x in self.db.execute(
-                f"SELECT id, files, files_check FROM blobs WHERE id IN ({marks})",
-                chunk)}  # fmt: skip
+            want: dict[int, tuple[int, int]] = {}
             got: dict[int, list[int]] = {}
-            for path, *row in self.db.execute(
-                f'SELECT {PATH}, f.blob, f.size, f.mtime_ns, f."check" FROM {FILE} '
-                f"WHERE f.blob IN ({marks})", chunk):  # fmt: skip
+            # one statement (one snapshot): each blob with its digest and its files, if any
+            for blob, n, x, path, *row in self.db.execute(
+                f'SELECT b.id, b.files, b.files_check, {PATH}, f.blob, f.size, f.mtime_ns, '
+                'f."check" FROM blobs b LEFT JOIN files f ON f.blob = b.id '
+                f"LEFT JOIN dirs d ON d.id = f.dir WHERE b.id IN ({marks})", chunk):  # fmt: skip
+                want[blob] = (n, x)
+                if path is None:
+                    continue
                 _checked(path, *row)
-                d = got.setdefault(row[0], [0, 0])
+                d = got.setdefault(blob, [0, 0])
                 d[0] += 1
                 d[1] ^= row[3]
                 out.append(path)
