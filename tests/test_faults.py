@@ -185,3 +185,41 @@ def test_a_listing_is_one_snapshot_while_a_writer_commits(repo, tmp_path):
         rest = [f.path for f in listing]  # no spurious digest error: the snapshot it began in
         assert "new/file.py" not in rest and len(rest) + 1 == 60
         assert "new/file.py" in {f.path for f in reader.files()}
+
+
+def test_storage_errors_are_one_line():
+    import errno
+    import sqlite3
+
+    from cstvault.cli import storage_error
+
+    full = storage_error(OSError(errno.ENOSPC, "No space left on device", "/s/segments/1.seg"))
+    assert full.startswith("no space left on the device (/s/segments/1.seg)")
+    assert "store is as of its last commit" in full
+    assert storage_error(sqlite3.OperationalError("database or disk is full")).startswith(
+        "no space left")
+    denied = storage_error(PermissionError(errno.EACCES, "Permission denied", "/s/catalog.sqlite"))
+    assert denied.startswith("permission denied (/s/catalog.sqlite)")
+    assert storage_error(sqlite3.OperationalError("attempt to write a readonly database")
+                         ).startswith("permission denied")  # fmt: skip
+    assert all("\n" not in m for m in (full, denied))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_a_read_only_store_is_one_line(repo, tmp_path):
+    store_dir = tmp_path / "s"
+    assert _cli(["index", str(repo), "--store", str(store_dir), "-j", "1"]).returncode == 0
+    (repo / "pkg0" / "new.py").write_bytes(b"n = 1\n")
+    modes = {p: p.stat().st_mode for p in [store_dir, *store_dir.rglob("*")]}
+    try:
+        for p in modes:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        res = _cli(["index", str(repo), "--store", str(store_dir), "-j", "1"])
+        assert res.returncode == 1 and "Traceback" not in res.stderr
+        assert "permission denied" in res.stderr or "readonly" in res.stderr
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+        (repo / "pkg0" / "new.py").unlink()
+    with cstvault.open(store_dir) as store:
+        assert verify_store(store).mismatched == 0

@@ -59,8 +59,7 @@ def _ctx(did: int) -> tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor
     if c is None:
         d = zstandard.ZstdCompressionDict(_DICTS[did]) if did else None
         c = _CTX[did] = (zstandard.ZstdDecompressor(dict_data=d),
-                         zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=d,
-                                                  write_checksum=True))  # fmt: skip
+                         zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=d))  # fmt: skip
     return c
 
 

@@ -90,8 +90,7 @@ def _compressor(did: int, data: bytes | None) -> zstandard.ZstdCompressor:
     c = _COMPRESSORS.get(did)
     if c is None:
         d = zstandard.ZstdCompressionDict(data) if data else None
-        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=_LEVEL[0], dict_data=d,
-                                                         write_checksum=True)  # fmt: skip
+        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=_LEVEL[0], dict_data=d)
     return c
 
 

@@ -31,6 +31,20 @@ def _stamp(result: dict, name: str, t0: float) -> None:
     result["command"] = f"cstvault bench {name} " + " ".join(sys.argv[3:])
 
 
+def _on_store(name: str, run, store_dir: Path, count: int, option: str, seed: int,
+              as_json: bool, lines) -> None:  # fmt: skip
+    """Run a benchmark over an existing store: JSON, or `lines(result)` for people."""
+    if count < 1:
+        raise click.UsageError(f"--{option} must be at least 1")
+    t0 = time.perf_counter()
+    try:
+        result = run(store_dir, count, seed)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _stamp(result, name, t0)
+    click.echo(json.dumps(result, indent=2) if as_json else "\n".join(lines(result)))
+
+
 def register(group: click.Group) -> None:
     @group.command()
     @click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
@@ -103,20 +117,12 @@ def register(group: click.Group) -> None:
         open/pread/close vs mmap'd segments (pages released every 32 reads, or never)."""
         from . import frames as frames_mod
 
-        if reads < 1:
-            raise click.UsageError("--reads must be at least 1")
-        t0 = time.perf_counter()
-        try:
-            result = frames_mod.run(store_dir, reads, seed)
-        except FileNotFoundError as exc:
-            raise click.ClickException(str(exc)) from exc
-        _stamp(result, "frames", t0)
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-        else:
-            for name, row in result["ways"].items():
-                click.echo(f"{name:24s} p50 {row['p50_us']:7.2f} us  mean {row['mean_us']:7.2f}"
-                           f" us  file-backed RSS +{row['file_backed_rss_growth_mb']} MB")
+        def lines(result: dict) -> list[str]:
+            return [f"{name:24s} p50 {row['p50_us']:7.2f} us  mean {row['mean_us']:7.2f}"
+                    f" us  file-backed RSS +{row['file_backed_rss_growth_mb']} MB"
+                    for name, row in result["ways"].items()]  # fmt: skip
+
+        _on_store("frames", frames_mod.run, store_dir, reads, "reads", seed, as_json, lines)
 
     @group.command()
     @click.option("--work", type=click.Path(path_type=Path), default=None,
@@ -173,21 +179,13 @@ def register(group: click.Group) -> None:
         and checked (production) vs the store's own frame; time and RSS held."""
         from . import texts as texts_mod
 
-        if files < 1:
-            raise click.UsageError("--files must be at least 1")
-        t0 = time.perf_counter()
-        try:
-            result = texts_mod.run(store_dir, files, seed)
-        except FileNotFoundError as exc:
-            raise click.ClickException(str(exc)) from exc
-        _stamp(result, "texts", t0)
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-        else:
-            for name, row in result["ways"].items():
-                click.echo(f"{name:20s} p50 {row['p50_us']:8.2f} us  mean {row['mean_us']:8.2f}"
-                           f" us  held RSS {row['held_rss_mb']}")
-            click.echo(f"cold open + text p50 {result['cold_open_with_text_p50_ms']} ms")
+        def lines(result: dict) -> list[str]:
+            return [*(f"{name:20s} p50 {row['p50_us']:8.2f} us  mean {row['mean_us']:8.2f}"
+                      f" us  held RSS {row['held_rss_mb']}"
+                      for name, row in result["ways"].items()),
+                    f"cold open + text p50 {result['cold_open_with_text_p50_ms']} ms"]  # fmt: skip
+
+        _on_store("texts", texts_mod.run, store_dir, files, "files", seed, as_json, lines)
 
     @group.command()
     @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), default=None,

@@ -51,16 +51,30 @@ def split(path: str) -> tuple[str | bytes, str | bytes]:
 
 
 def row_check(path: str, blob: int, size: int, mtime_ns: int) -> int:
-    """CRC32C binding a file row's path to its blob, size and mtime: SQLite keeps no
-    checksums, and a damaged `files` row would otherwise answer with another file's tree."""
-    return crc32c.crc32c(path.encode("utf-8", "surrogateescape")
-                         + _ROW.pack(blob, size, mtime_ns))  # fmt: skip
+    """CRC32C binding a file row's path to its blob, size and mtime (signed, as stored):
+    SQLite keeps no checksums, and a damaged `files` row would otherwise answer with
+    another file's tree."""
+    return signed32(crc32c.crc32c(path.encode("utf-8", "surrogateescape")
+                                  + _ROW.pack(blob, size, mtime_ns)))  # fmt: skip
 
 
 _ROW = struct.Struct("<qqq")
 
 
 _DIGEST = "SELECT value FROM meta WHERE key = 'files_digest'"
+
+
+def _dictionary(did: int, stored: bytes) -> bytes:
+    data = stored[:-4]
+    if len(stored) < 4 or struct.pack("<I", crc32c.crc32c(data)) != stored[-4:]:
+        raise CorruptRecord(f"zstd dictionary {did} is damaged (CRC32C mismatch)")
+    return data
+
+
+def signed32(value: int) -> int:
+    """A 32-bit value as SQLite stores it in 4 bytes (its integers are signed)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _checked(path: str, blob: int, size: int, mtime_ns: int, check: int) -> None:
@@ -106,8 +120,7 @@ CREATE TABLE IF NOT EXISTS blobs(
     tree_dict INTEGER NOT NULL DEFAULT 0,    -- zstd dictionary of each frame (0: none)
     src_dict INTEGER NOT NULL DEFAULT 0,
     level INTEGER NOT NULL DEFAULT 19,       -- zstd level of both frames (< 19: not frozen yet)
-    files INTEGER NOT NULL DEFAULT 0,        -- files rows naming this blob, and the XOR of
-    files_check INTEGER NOT NULL DEFAULT 0   -- their row checks (answers are checked by them)
+    files_check INTEGER NOT NULL DEFAULT 0   -- sum of the row checks of the files naming it
 );
 CREATE TABLE IF NOT EXISTS dictionaries(     -- per-language trained zstd dictionaries
     id INTEGER PRIMARY KEY,
@@ -318,17 +331,16 @@ class Catalog:
             f'f.blob, f."check", ({_DIGEST}) FROM {FILE} JOIN blobs b ON b.id = f.blob '
             "ORDER BY p"
         )
-        count = xor = 0
+        total = 0
         digest = None
         for row in cur:
             _checked(row[0], row[7], row[2], row[3], row[8])
-            count += 1
-            xor ^= row[8]
+            total += row[8]
             digest = row[9]
             yield FileRow(*row[:7])
         if digest is None:
             digest = self._meta_value("files_digest")
-        if f"{count} {xor}" != (digest or "0 0"):
+        if signed32(total) != int(digest or 0):
             raise CorruptRecord("the catalog is damaged: its list of files does not match the "
                                 "digest its writers kept; re-index into a new store")
 
@@ -360,7 +372,7 @@ class Catalog:
         """Start a write transaction; `before_write` (the path index's invalidation) runs
         with the write lock held, before anything changes."""
         self.db.execute("BEGIN IMMEDIATE")
-        self._digests: dict[int, list[int]] = {}  # blob (0: all files) -> [count, xor]
+        self._digests: dict[int, int] = {}  # blob (0: all files) -> change of its digest
         self.wrote = True
         if self.before_write is not None:
             try:
@@ -380,9 +392,7 @@ class Catalog:
             "WHERE d.path = ? AND f.name = ?", (directory, name)).fetchone()  # fmt: skip
         if row is not None:
             for key in (row[0], 0):
-                d = self._digests.setdefault(key, [0, 0])
-                d[0] += sign
-                d[1] ^= row[1]
+                self._digests[key] = self._digests.get(key, 0) + sign * row[1]
 
     def _write_digests(self) -> None:
         digests = getattr(self, "_digests", None)
@@ -390,19 +400,22 @@ class Catalog:
             return
         total = digests.pop(0, None)
         if total is not None:
-            count, xor = self.files_digest()
-            self.set_meta("files_digest", f"{count + total[0]} {xor ^ total[1]}")
-        self.db.executemany(
-            "UPDATE blobs SET files = files + ?, files_check = (files_check | ?) - "
-            "(files_check & ?) WHERE id = ?",
-            [(c, x, x, b) for b, (c, x) in digests.items()])  # fmt: skip
+            self.set_meta("files_digest", str(signed32(self.files_digest() + total)))
+        ids = list(digests)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            marks = ",".join("?" * len(chunk))
+            now = dict(self.db.execute(
+                f"SELECT id, files_check FROM blobs WHERE id IN ({marks})", chunk))  # fmt: skip
+            self.db.executemany("UPDATE blobs SET files_check = ? WHERE id = ?",
+                                [(signed32(now[b] + digests[b]), b) for b in chunk
+                                 if b in now])  # fmt: skip
         self._digests = {}
 
-    def files_digest(self) -> tuple[int, int]:
-        """(files, XOR of their row checks), as the writers left them."""
-        value = self._meta_value("files_digest") or "0 0"
-        count, xor = value.split()
-        return int(count), int(xor)
+    def files_digest(self) -> int:
+        """The sum (mod 2^32) of the files' row checks, as the writers left it: a row
+        dropped, added or repeated behind their back changes it."""
+        return int(self._meta_value("files_digest") or 0)
 
     def add_blob(
         self, digest: bytes, language: str, size: int, lines: int, nodes: int,
@@ -459,21 +472,24 @@ class Catalog:
         return self.db.execute("SELECT language, version, tables FROM grammars").fetchall()
 
     # dictionaries
+    # A dictionary is stored with its CRC32C (4 bytes after it): frames are CRC-checked as
+    # compressed bytes, so a damaged dictionary would otherwise decompress them into other
+    # bytes without an error.
     def dictionaries(self) -> dict[tuple[str, str], tuple[int, bytes]]:
-        """(language, kind) -> (id, dictionary bytes)."""
-        return {(lang, kind): (did, data) for did, lang, kind, data in
+        """(language, kind) -> (id, dictionary bytes), each checked."""
+        return {(lang, kind): (did, _dictionary(did, data)) for did, lang, kind, data in
                 self.db.execute("SELECT id, language, kind, data FROM dictionaries")}  # fmt: skip
 
     def dictionary(self, did: int) -> bytes:
         row = self.db.execute("SELECT data FROM dictionaries WHERE id = ?", (did,)).fetchone()
         if row is None:
             raise KeyError(f"zstd dictionary {did} missing from the catalog")
-        return row[0]
+        return _dictionary(did, row[0])
 
     def add_dictionary(self, language: str, kind: str, data: bytes) -> int:
         cur = self.db.execute(
             "INSERT INTO dictionaries(language, kind, data) VALUES (?, ?, ?)",
-            (language, kind, data),
+            (language, kind, data + struct.pack("<I", crc32c.crc32c(data))),
         )
         return int(cur.lastrowid)
 
@@ -566,23 +582,21 @@ class Catalog:
         for k in range(0, len(blobs), 500):
             chunk = blobs[k : k + 500]
             marks = ",".join("?" * len(chunk))
-            want: dict[int, tuple[int, int]] = {}
-            got: dict[int, list[int]] = {}
+            want: dict[int, int] = {}
+            got: dict[int, int] = {}
             # one statement (one snapshot): each blob with its digest and its files, if any
-            for blob, n, x, path, *row in self.db.execute(
-                f'SELECT b.id, b.files, b.files_check, {PATH}, f.blob, f.size, f.mtime_ns, '
-                'f."check" FROM blobs b LEFT JOIN files f ON f.blob = b.id '
+            for blob, digest, path, *row in self.db.execute(
+                f'SELECT b.id, b.files_check, {PATH}, f.blob, f.size, f.mtime_ns, f."check" '
+                "FROM blobs b LEFT JOIN files f ON f.blob = b.id "
                 f"LEFT JOIN dirs d ON d.id = f.dir WHERE b.id IN ({marks})", chunk):  # fmt: skip
-                want[blob] = (n, x)
+                want[blob] = digest
                 if path is None:
                     continue
                 _checked(path, *row)
-                d = got.setdefault(blob, [0, 0])
-                d[0] += 1
-                d[1] ^= row[3]
+                got[blob] = got.get(blob, 0) + row[3]
                 out.append(path)
             for b in chunk:  # a blob without a row has no file (postings may name dropped ones)
-                if tuple(got.get(b, (0, 0))) != want.get(b, (0, 0)):
+                if signed32(got.get(b, 0)) != want.get(b, 0):
                     raise CorruptRecord(f"the catalog is damaged: the files of blob {b} do not "
                                         "match its digest; re-index into a new store")
         return sorted(out)
