@@ -54,7 +54,8 @@ def run(store_dir: str | os.PathLike[str], files: int = 5_000, seed: int = 1) ->
             record = store._frame(blob.tree, "tree record", path, blob.tree_dict)
             _, length, crc, _ = tree_from_record(record)
             meta.append((path, blob, indexed, length, crc))
-        unchanged = [m for m in meta if store._working_text(m[0], m[2], m[3], m[4])]
+        unchanged = [m for m in meta
+                     if store._working_text(m[0], m[2], m[3], m[4]) is not None]
 
         def stored(path, indexed, length, crc, blob=None):
             data = store._source(blob, path)
