@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-NATIVE := pyproject.toml setup.py src/cstvault/_native.c
+NATIVE := pyproject.toml setup.py $(wildcard src/cstvault/_*.c src/cstvault/_*.h)
 
 $(STAMP): $(BIN)/python $(NATIVE)
 	$(BIN)/python -m pip install -q -e .

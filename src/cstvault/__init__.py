@@ -9,6 +9,7 @@ from .cache import CacheConfig
 from .codec import CorruptRecord, EncodeError, decode_raw
 from .codec import encode as encode_columns
 from .extract import parse_extract
+from .query import Query, QueryCursor, QueryError
 from .store import Store, StoreLocked
 from .tree import Node, Point, Range, Tree, TreeCursor
 
@@ -20,6 +21,9 @@ __all__ = [
     "EncodeError",
     "Node",
     "Point",
+    "Query",
+    "QueryCursor",
+    "QueryError",
     "Range",
     "Store",
     "StoreLocked",

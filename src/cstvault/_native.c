@@ -5,8 +5,8 @@
  * the column buffers that cstvault.extract documents.  No Python object is created per
  * node.  The runtime allocates through pymalloc under the GIL.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_native.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -253,7 +253,7 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
 static struct { const TSLanguage *lang; TSParser *parser; } pool[POOL];
 static int pool_size = 0;
 
-static TSParser *take_parser(const TSLanguage *lang) {
+TSParser *take_parser(const TSLanguage *lang) {
     for (int k = pool_size - 1; k >= 0; k--) {
         if (pool[k].lang == lang) {
             TSParser *p = pool[k].parser;
@@ -266,7 +266,7 @@ static TSParser *take_parser(const TSLanguage *lang) {
     return p;
 }
 
-static void give_parser(const TSLanguage *lang, TSParser *p) {
+void give_parser(const TSLanguage *lang, TSParser *p) {
     if (pool_size == POOL) { ts_parser_delete(pool[0].parser); pool[0] = pool[--pool_size]; }
     pool[pool_size].lang = lang;
     pool[pool_size].parser = p;
@@ -1688,7 +1688,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, 
 
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);
-    if (!m) return NULL;
+    if (!m || PyModule_AddFunctions(m, query_methods) < 0) return NULL;
     ts_set_allocator(PyMem_Malloc, PyMem_Calloc, PyMem_Realloc, PyMem_Free);
     Corrupt = PyErr_NewException("cstvault._native.CorruptRecord", PyExc_ValueError, NULL);
     if (!Corrupt || PyModule_AddObjectRef(m, "CorruptRecord", Corrupt) < 0) return NULL;
