@@ -216,17 +216,19 @@ static int point_arg(PyObject *o, TSPoint *a, TSPoint *b) {
 
 /* query_exec(query, language_capsule, source, node_index, captures_mode, match_limit,
  *            max_start_depth, byte_range, point_range, containing_byte_range,
- *            containing_point_range) -> (int32 events, did_exceed_match_limit)
+ *            containing_point_range, records=False) -> (int32 events, did_exceed_match_limit)
  * An event is [pattern, capture count, (captures mode: the capture it reports),
- * then (capture id, node preorder index) per capture]; ranges are None or tuples. */
+ * then per capture its id and either the node's preorder index or, with `records`, the
+ * node itself as start byte, end byte, start row, start column, end row, end column and
+ * symbol (for answers that need no stored tree)]; ranges are None or tuples. */
 static PyObject *query_exec(PyObject *self, PyObject *args) {
     PyObject *qcap, *lcap, *br, *pr, *cbr, *cpr;
     Py_buffer src;
     long long node_index, max_depth;
-    int captures_mode;
+    int captures_mode, records = 0;
     unsigned int limit;
-    if (!PyArg_ParseTuple(args, "OOy*LpILOOOO", &qcap, &lcap, &src, &node_index, &captures_mode,
-                          &limit, &max_depth, &br, &pr, &cbr, &cpr))
+    if (!PyArg_ParseTuple(args, "OOy*LpILOOOO|p", &qcap, &lcap, &src, &node_index, &captures_mode,
+                          &limit, &max_depth, &br, &pr, &cbr, &cpr, &records))
         return NULL;
     TSQuery *q = query_of(qcap);
     const TSLanguage *lang = q ? PyCapsule_GetPointer(lcap, "tree_sitter.Language") : NULL;
@@ -288,6 +290,17 @@ static PyObject *query_exec(PyObject *self, PyObject *args) {
         if (push(&ev, (int32_t)m.pattern_index) || push(&ev, (int32_t)m.capture_count)) goto nomem;
         if (captures_mode && push(&ev, (int32_t)which)) goto nomem;
         for (uint16_t k = 0; k < m.capture_count; k++) {
+            if (records) {
+                TSNode c = m.captures[k].node;
+                TSPoint a = ts_node_start_point(c), b = ts_node_end_point(c);
+                if (push(&ev, (int32_t)m.captures[k].index) ||
+                    push(&ev, (int32_t)ts_node_start_byte(c)) ||
+                    push(&ev, (int32_t)ts_node_end_byte(c)) || push(&ev, (int32_t)a.row) ||
+                    push(&ev, (int32_t)a.column) || push(&ev, (int32_t)b.row) ||
+                    push(&ev, (int32_t)b.column) || push(&ev, (int32_t)ts_node_symbol(c)))
+                    goto nomem;
+                continue;
+            }
             if (nn == ncap) {
                 ncap = ncap ? 2 * ncap : 256;
                 TSNode *grown = PyMem_Realloc(nodes, ncap * sizeof(TSNode));

@@ -277,6 +277,74 @@ def gc(store_dir: str, as_json: bool, wait: float) -> None:
 
 
 @main.command()
+@click.argument("pattern")
+@click.argument("globs", nargs=-1)
+@click.option("--lang", "language", required=True, help="The language the query is for.")
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True)
+@click.option("--count", is_flag=True, help="Print only how many matches and files.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, jobs: int,
+          count: bool, as_json: bool) -> None:  # fmt: skip
+    """Run a tree-sitter query (PATTERN, or a FILE.scm) over every stored file of a
+    language, optionally only under PATH-GLOBs (gitignore syntax). Prints
+    `path:row:col  @capture  text` per capture (1-based row and column)."""
+    from .query import Query, QueryError
+    from .search import plan, run
+    from .store import Store
+
+    text = Path(pattern).read_text() if pattern.endswith(".scm") and Path(pattern).is_file() \
+        else pattern  # fmt: skip
+    if language not in languages_names():
+        raise click.BadParameter(f"{language!r}; one of {', '.join(languages_names())}",
+                                 param_hint="--lang")  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        q = Query(language, text)
+    except QueryError as exc:
+        raise click.ClickException(f"query: {exc}") from exc
+    with Store.open(store_dir) as store, _progress(console.is_terminal and not as_json) as bar:
+        p = plan(store, q, list(globs) or None)
+        task = bar.add_task("query", total=len(p.paths), current="")
+        matches = files = 0
+        found = []
+        last = None
+        for m in run(store, q, p.paths, jobs, lambda n: bar.advance(task, n)):
+            matches += 1
+            files += m.path != last
+            last = m.path
+            if count:
+                continue
+            if as_json:
+                found.append({"path": m.path, "pattern": m.pattern_index, "captures": {
+                    name: [{"type": c.type, "start_byte": c.start_byte, "end_byte": c.end_byte,
+                            "start_point": c.start_point, "end_point": c.end_point,
+                            "text": c.text.decode("utf-8", "replace")} for c in caps]
+                    for name, caps in m.captures.items()}})  # fmt: skip
+                continue
+            for name, caps in m.captures.items():
+                for c in caps:
+                    line = c.text.split(b"\n", 1)[0][:120].decode("utf-8", "replace")
+                    click.echo(f"{printable(m.path)}:{c.start_point[0] + 1}:"
+                               f"{c.start_point[1] + 1}  @{name}  {line}")
+    summary = {"matches": matches, "files_matched": files, "files_read": len(p.paths),
+               "files_of_language": p.candidates, "skipped_by_symbols": p.candidates - len(p.paths),
+               "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({**summary, "matches_found": found} if not count else summary,
+                              indent=2))  # fmt: skip
+    elif count:
+        click.echo(f"{matches:,} matches in {files:,} files ({len(p.paths):,} of "
+                   f"{p.candidates:,} {language} files read)")  # fmt: skip
+
+
+def languages_names() -> list[str]:
+    from . import languages
+
+    return languages.names()
+
+
+@main.command()
 @click.argument("target")
 @click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
 def show(target: str, store_dir: str) -> None:

@@ -13,19 +13,30 @@ from __future__ import annotations
 import re
 from array import array
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import tree_sitter as ts
 
 from . import _native, languages
 from .tree import Node
 
-__all__ = ["Query", "QueryCursor", "QueryError", "QueryPredicate"]
+__all__ = ["Capture", "Query", "QueryCursor", "QueryError", "QueryPredicate"]
 
 QueryPredicate = Callable[[str, list[tuple[str, str]], int, dict[str, list[Node]]], bool]
 
 _ERRORS = {1: "syntax", 2: "node type", 3: "field", 4: "capture", 5: "structure", 6: "language"}
 _CAPTURE, _STRING = 1, 2  # TSQueryPredicateStepType
+
+
+class Capture(NamedTuple):
+    """A captured node as plain data (answers over many files: no tree is decoded)."""
+
+    type: str
+    start_byte: int
+    end_byte: int
+    start_point: tuple[int, int]
+    end_point: tuple[int, int]
+    text: bytes
 
 
 class QueryError(ValueError):
@@ -243,6 +254,7 @@ class Query:
         if not 0 <= index < self.pattern_count:
             raise IndexError(f"pattern index {index} is out of range")
         _native.query_disable_pattern(self._q, index)
+        self._disabled_patterns.add(index)
 
     def __repr__(self) -> str:
         return f"<cstvault.Query {self.language_name} patterns={self.pattern_count}>"
@@ -372,6 +384,36 @@ class QueryCursor:
                 order.append((cap, n))
             if self._accept(pattern, nodes, predicate):
                 yield pattern, nodes, order[which] if captures else None
+
+    def source_matches(self, source: bytes, predicate: QueryPredicate | None = None
+                       ) -> list[tuple[int, dict[str, list[Capture]]]]:  # fmt: skip
+        """`matches` over a whole source without a stored tree: captured nodes come back as
+        `Capture` records (what whole-store queries stream)."""
+        lang = self.query.language_name
+        depth = -1 if self._max_start_depth is None else self._max_start_depth
+        raw, self._exceeded = _native.query_exec(
+            self.query._q, languages.capsule(lang), source, 0, False, self._limit, depth,
+            self._byte_range, self._point_range, self._containing_byte_range,
+            self._containing_point_range, True)  # fmt: skip
+        ev = array("i")
+        ev.frombytes(raw)
+        names = self.query._names
+        kinds = languages.tables(lang).names
+        out = []
+        k = 0
+        while k < len(ev):
+            pattern, count = ev[k], ev[k + 1]
+            k += 2
+            nodes: dict[int, list[Capture]] = {}
+            for _ in range(count):
+                cap, sb, eb, sr, sc, er, ec, sym = ev[k : k + 8]
+                k += 8
+                kind = "ERROR" if sym == 0xFFFF else kinds[sym]
+                nodes.setdefault(cap, []).append(
+                    Capture(kind, sb, eb, (sr, sc), (er, ec), source[sb:eb]))
+            if self._accept(pattern, nodes, predicate):  # type: ignore[arg-type]
+                out.append((pattern, {names[c]: ns for c, ns in nodes.items()}))
+        return out
 
     def matches(self, node: Node, predicate: QueryPredicate | None = None
                 ) -> list[tuple[int, dict[str, list[Node]]]]:  # fmt: skip

@@ -257,6 +257,17 @@ class Store:
         text = name.encode() if isinstance(name, str) else name
         return self.catalog.paths_of_blobs(self.catalog.blobs_with_symbol(text))
 
+    def query(self, query: str | bytes, language: str, paths: list[str] | None = None,
+              jobs: int = 1, progress=None):  # fmt: skip
+        """Stream `StoreMatch(path, pattern_index, captures)` for a tree-sitter query over
+        every stored file of `language` (under the gitignore-style globs `paths`), in path
+        order. Files that cannot match are skipped unread (`search.plan`)."""
+        from ..query import Query
+        from ..search import plan, run
+
+        q = Query(language, query)
+        return run(self, q, plan(self, q, paths).paths, jobs, progress)
+
     def node_at(self, path: str, row: int, column: int) -> Node:
         """The smallest node spanning the point (row, column) (0-based, byte columns)."""
         root = self.tree(path).root_node

@@ -321,6 +321,17 @@ class Catalog:
         for row in cur:
             yield _blob(row)
 
+    def paths_of_language(self, language: str) -> list[str]:
+        """The stored files of one language, in path order (each row checked)."""
+        out = []
+        for path, *row in self.db.execute(
+            f'SELECT {PATH} AS p, f.blob, f.size, f.mtime_ns, f."check" FROM {FILE} '
+            "JOIN blobs b ON b.id = f.blob WHERE b.language = ? ORDER BY p",
+                (language,)):  # fmt: skip
+            _checked(path, *row)
+            out.append(path)
+        return out
+
     def paths_of_blob(self, blob: int) -> list[str]:
         return self.paths_of_blobs([blob])
 

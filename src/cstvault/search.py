@@ -1,0 +1,148 @@
+"""Whole-store queries: one tree-sitter query over every stored file of a language.
+
+Candidates are the files of the query's language (optionally under path globs); when every
+pattern needs a literal identifier (`#eq?` / `#any-of?` on a capture that only ever names
+identifier-kind leaves, captured at least once), only files whose symbol table holds one of
+those literals are read: the rest are skipped without reading a frame. Each candidate's
+stored source is decompressed and matched by tree-sitter's engine (`QueryCursor.
+source_matches`); no tree is decoded and nothing enters the cache. With `jobs` > 1, worker
+processes each open the store and take chunks of paths, a bounded number in flight, so
+memory does not grow with the number of results waiting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import NamedTuple
+
+import pathspec
+
+from . import languages
+from .query import Capture, Query, QueryCursor
+
+CHUNK = 64  # paths per task
+IN_FLIGHT = 4  # tasks per worker submitted ahead
+
+
+class StoreMatch(NamedTuple):
+    path: str
+    pattern_index: int
+    captures: dict[str, list[Capture]]
+
+
+class Plan(NamedTuple):
+    paths: list[str]  # the files to read, in path order
+    candidates: int  # files of the language under the globs
+    literals: list[bytes] | None  # what the prefilter looked up (None: no prefilter)
+
+
+def _identifier_kinds(language: str) -> set[str]:
+    t = languages.tables(language)
+    kinds: dict[str, bool] = {}
+    for k, name in enumerate(t.names[:-1]):
+        kinds[name] = kinds.get(name, True) and bool(t.identifier[k])
+    return {name for name, ident in kinds.items() if ident}
+
+
+def required_literals(query: Query) -> list[bytes] | None:
+    """Identifiers of which a file must hold at least one for any pattern to match it, or
+    None when some pattern can match without one."""
+    idents = _identifier_kinds(query.language_name)
+    source = query._source.decode("utf-8", "replace")
+    out: set[bytes] = set()
+    for p in range(query.pattern_count):
+        if p in query._disabled_patterns:
+            continue
+        text = source[query.start_byte_for_pattern(p) : query.end_byte_for_pattern(p)]
+        found = None
+        for pred in query._predicates[p]:
+            kind = getattr(pred, "kind", None)
+            if kind not in ("eq_string", "any_of") or not pred.positive or pred.any:
+                continue
+            if query._quantifiers[p][pred.capture] not in (3, 4):  # One, OneOrMore
+                continue
+            name = re.escape(query.capture_name(pred.capture))
+            uses = [m for m in re.finditer(rf"@{name}(?![\w.-])", text)  # not as arguments
+                    if not re.search(r"\(#[\w?!.-]+[^()]*$", text[: m.start()])]
+            attached = [re.search(r"\((\w+)\)\s*$", text[: m.start()]) for m in uses]
+            if uses and all(a is not None and a.group(1) in idents for a in attached):
+                values = [v for v in pred.values if re.fullmatch(rb"[A-Za-z_]\w*", v)]
+                if len(values) == len(pred.values):
+                    found = values
+                    break
+        if found is None:
+            return None
+        out.update(found)
+    return sorted(out)
+
+
+def plan(store, query: Query, globs: list[str] | None = None) -> Plan:
+    """Which stored files a query has to read."""
+    spec = pathspec.GitIgnoreSpec.from_lines(globs) if globs else None
+    paths = [p for p in store.catalog.paths_of_language(query.language_name)
+             if spec is None or spec.match_file(p)]  # fmt: skip
+    literals = required_literals(query)
+    if literals is None:
+        return Plan(paths, len(paths), None)
+    holding: set[str] = set()
+    for text in literals:
+        holding.update(store.files_with_symbol(text))
+    return Plan([p for p in paths if p in holding], len(paths), literals)
+
+
+def _match_files(store, query: Query, paths: list[str]) -> list[StoreMatch]:
+    cursor = QueryCursor(query)
+    out = []
+    for path in paths:
+        for pattern, captures in cursor.source_matches(store.source(path)):
+            out.append(StoreMatch(path, pattern, captures))
+    return out
+
+
+_WORKER: dict = {}
+
+
+def _init(store_dir: str, language: str, text: bytes, disabled: list[int]) -> None:
+    from .store import Store
+
+    _WORKER["store"] = Store.open(store_dir)
+    q = Query(language, text)
+    for p in disabled:
+        q.disable_pattern(p)
+    _WORKER["query"] = q
+
+
+def _task(paths: list[str]) -> list[StoreMatch]:
+    return _match_files(_WORKER["store"], _WORKER["query"], paths)
+
+
+def run(store, query: Query, paths: list[str], jobs: int = 1,
+        progress: Callable[[int], None] | None = None) -> Iterator[StoreMatch]:  # fmt: skip
+    """Stream the matches of `query` in `paths` (in path order); `progress(n)` after each
+    chunk of n files."""
+    chunks = [paths[k : k + CHUNK] for k in range(0, len(paths), CHUNK)]
+    if jobs <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield from _match_files(store, query, chunk)
+            if progress:
+                progress(len(chunk))
+        return
+    args = (str(store.directory), query.language_name, query._source,
+            sorted(query._disabled_patterns))  # fmt: skip
+    with ProcessPoolExecutor(jobs, initializer=_init, initargs=args) as pool:
+        pending: list[tuple[Future, int]] = []
+        todo = iter(chunks)
+        for chunk in todo:
+            pending.append((pool.submit(_task, chunk), len(chunk)))
+            if len(pending) >= IN_FLIGHT * jobs:
+                break
+        while pending:
+            future, n = pending.pop(0)
+            yield from future.result()
+            if progress:
+                progress(n)
+            chunk = next(todo, None)
+            if chunk is not None:
+                pending.append((pool.submit(_task, chunk), len(chunk)))

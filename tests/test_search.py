@@ -1,0 +1,115 @@
+"""Whole-store queries: the same answers as py-tree-sitter file by file, files that cannot
+match skipped unread, workers in parallel, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tree_sitter as ts
+from click.testing import CliRunner
+
+import cstvault
+from cstvault import cli, indexer, languages
+from cstvault.bench.reliability import make_repo
+from cstvault.query import Query
+from cstvault.search import plan, required_literals
+
+_KEEP: list = []  # py-tree-sitter queries kept alive (see test_query.py)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("searchrepo")
+    make_repo(root, files=150)
+    indexer.index(root, jobs=1)
+    return root
+
+
+def _expected(repo, lang: str, text: str) -> list[tuple]:
+    q = ts.Query(languages.language(lang), text)
+    _KEEP.append(q)
+    parser = ts.Parser(languages.language(lang))
+    out = []
+    ext = {"python": ".py", "go": ".go", "rust": ".rs"}[lang]
+    for path in sorted(p for p in repo.rglob(f"*{ext}") if ".cstvault" not in p.parts):
+        rel = path.relative_to(repo).as_posix()
+        root = parser.parse(path.read_bytes()).root_node
+        for pattern, caps in ts.QueryCursor(q).matches(root):
+            out.append((rel, pattern, sorted((k, [(n.start_byte, n.end_byte, n.type) for n in v])
+                                             for k, v in caps.items())))  # fmt: skip
+    return out
+
+
+def _ours(matches) -> list[tuple]:
+    return [(m.path, m.pattern_index, sorted((k, [(c.start_byte, c.end_byte, c.type) for c in v])
+                                             for k, v in m.captures.items()))
+            for m in matches]  # fmt: skip
+
+
+@pytest.mark.parametrize(("lang", "text"), [
+    ("python", '(function_definition name: (identifier) @n (#eq? @n "f5_2"))'),
+    ("python", '((identifier) @x (#any-of? @x "f10_1" "f999_0"))'),
+    ("python", "(function_definition parameters: (parameters (identifier) @p))"),
+    ("python", '(binary_operator left: (list) @l) (default_parameter value: (_) @v)'),
+    ("go", "(function_declaration name: (identifier) @f)"),
+    ("rust", '(function_item name: (identifier) @f (#match? @f "_1$"))'),
+])  # fmt: skip
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_store_queries_answer_as_tree_sitter_does_file_by_file(repo, lang, text, jobs):
+    with cstvault.open(repo) as store:
+        got = _ours(store.query(text, lang, jobs=jobs))
+    assert got == _expected(repo, lang, text)
+    assert got or "f999_0" in text or "#match" in text
+
+
+def test_files_that_cannot_match_are_not_read(repo, monkeypatch):
+    with cstvault.open(repo) as store:
+        q = Query("python", '(function_definition name: (identifier) @n (#eq? @n "f5_2"))')
+        p = plan(store, q)
+        assert p.literals == [b"f5_2"] and p.paths == ["pkg5/m0005.py"]
+        assert p.candidates == 30
+        read = []
+        monkeypatch.setattr(store, "source", lambda path: read.append(path) or b"")
+        list(store.query('(function_definition name: (identifier) @n (#eq? @n "f5_2"))',
+                         "python"))  # fmt: skip
+        assert read == ["pkg5/m0005.py"]
+        assert len(plan(store, q, ["pkg4/**"]).paths) == 0
+        assert plan(store, Query("python", "(identifier) @i"), ["pkg4/**"]).candidates == 4
+
+
+@pytest.mark.parametrize(("text", "literals"), [
+    ('((identifier) @x (#eq? @x "a"))', [b"a"]),
+    ('((identifier) @x (#any-of? @x "a" "b")) ((identifier) @y (#eq? @y "c"))',
+     [b"a", b"b", b"c"]),
+    ('((_) @x (#eq? @x "a"))', None),  # a wildcard may capture a non-identifier
+    ('((string) @x (#eq? @x "a"))', None),
+    ('((identifier)? @x (#eq? @x "a"))', None),  # may match without a capture
+    ('((identifier) @x (#not-eq? @x "a"))', None),
+    ('((identifier) @x (#eq? @x "a")) (call) @c', None),  # the second pattern needs none
+    ('((identifier) @x (#eq? @x "a b"))', None),  # never a symbol
+])  # fmt: skip
+def test_required_literals(text, literals):
+    assert required_literals(Query("python", text)) == literals
+
+
+def test_query_cli(repo):
+    store = str(repo / ".cstvault")
+    text = '(function_definition name: (identifier) @n (#any-of? @n "f5_2" "f15_0"))'
+    res = CliRunner().invoke(cli.main, ["query", text, "--lang", "python", "--store", store])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == ["pkg1/m0015.py:1:5  @n  f15_0",
+                                       "pkg5/m0005.py:7:5  @n  f5_2"]  # fmt: skip
+    res = CliRunner().invoke(cli.main, ["query", text, "--lang", "python", "--store", store,
+                                        "--json"])  # fmt: skip
+    out = json.loads(res.output)
+    assert out["matches"] == 2 and out["files_read"] == 2 and out["files_of_language"] == 30
+    assert out["matches_found"][0]["captures"]["n"][0]["start_point"] == [0, 4]
+    scm = repo / "q.scm"
+    scm.write_text("(function_definition) @d")
+    res = CliRunner().invoke(cli.main, ["query", str(scm), "--lang", "python", "--store", store,
+                                        "--count", "pkg1/**"])  # fmt: skip
+    assert res.output.endswith(" matches in 4 files (4 of 4 python files read)\n")
+    res = CliRunner().invoke(cli.main, ["query", "(function_definition", "--lang", "python",
+                                        "--store", store])  # fmt: skip
+    assert res.exit_code == 1 and "query: Unexpected EOF" in res.output
