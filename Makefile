@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-NATIVE := pyproject.toml setup.py $(wildcard src/cstvault/_*.c src/cstvault/_*.h)
+NATIVE := pyproject.toml setup.py $(wildcard src/cstvault/binding/*.c src/cstvault/binding/*.h)
 
 $(STAMP): $(BIN)/python $(NATIVE)
 	$(BIN)/python -m pip install -q -e .

@@ -64,8 +64,8 @@ setup(
     ext_modules=[
         Extension(
             "cstvault._native",
-            sources=["src/cstvault/_native.c", "src/cstvault/_query.c"],
-            depends=["src/cstvault/_native.h"],
+            sources=sorted(str(p) for p in Path("src/cstvault/binding").glob("*.c")),
+            depends=["src/cstvault/binding/native.h"],
             define_macros=[("_POSIX_C_SOURCE", "200112L"), ("_DEFAULT_SOURCE", None)],
         )
     ],

@@ -8,7 +8,7 @@
  * fields, supertypes and ranges are therefore tree-sitter's; text predicates are evaluated
  * by cstvault.query, as py-tree-sitter evaluates them.
  */
-#include "_native.h"
+#include "native.h"
 
 #include <stdint.h>
 #include <string.h>

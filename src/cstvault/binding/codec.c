@@ -1,0 +1,513 @@
+/* cstvault._native, codec: record body <-> columns (docs/format.md), and the structure pass. */
+#include "native.h"
+
+/* ---------------------------------------------------------------------------------------
+ * Record decoding (docs/format.md): one C pass per column, every read bounds-checked.
+ * ------------------------------------------------------------------------------------- */
+
+
+typedef struct {
+    const uint8_t *p, *end;
+} Reader;
+
+static int read_varint(Reader *r, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (r->p >= r->end) return -1;
+        uint8_t b = *r->p++;
+        if (shift == 63 && (b & 0x7E)) return -1;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) { *out = v; return v > (uint64_t)INT64_MAX ? -1 : 0; }
+    }
+    return -1;
+}
+
+static inline int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+
+typedef struct {
+    int32_t *parent, *prev, *child_count, *depth;
+} Structure;
+
+/* Parent / previous sibling / child count / depth from subtree sizes with one stack pass;
+ * returns an error message when the sizes do not nest, else NULL. */
+static const char *structure_of(const int64_t *size, int64_t n, Structure *st) {
+    if (n <= 0 || size[0] != n) return "root size differs from the node count";
+    int64_t *stack = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t *lastc = malloc(sizeof(int64_t) * (size_t)n);
+    if (!stack || !lastc) { free(stack); free(lastc); return "out of memory"; }
+    int64_t sp = 0;
+    const char *err = NULL;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t sz = size[i];
+        if (sz < 1 || sz > n - i) { err = "subtree size out of range"; break; }
+        while (sp && stack[sp - 1] + size[stack[sp - 1]] <= i) sp--;
+        st->child_count[i] = 0;
+        if (sp) {
+            int64_t p = stack[sp - 1];
+            if (i + sz > p + size[p]) { err = "subtree sizes do not nest"; break; }
+            st->parent[i] = (int32_t)p;
+            st->prev[i] = (int32_t)lastc[sp - 1];
+            lastc[sp - 1] = i;
+            st->child_count[p]++;
+        } else if (i) {
+            err = "more than one root"; break;
+        } else {
+            st->parent[i] = -1;
+            st->prev[i] = -1;
+        }
+        st->depth[i] = (int32_t)sp;
+        if (sz > 1) { stack[sp] = i; lastc[sp] = -1; sp++; }
+    }
+    free(stack);
+    free(lastc);
+    return err;
+}
+
+PyObject *Corrupt;
+
+PyObject *corrupt(const char *msg) {
+    PyErr_SetString(Corrupt, msg);
+    return NULL;
+}
+
+PyObject *new_bytes(Py_ssize_t len, void **data) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, len);
+    if (b) *data = PyBytes_AS_STRING(b);
+    return b;
+}
+
+/* structure(size: int64 buffer) -> (parent, prev, child_count, depth) as int32 bytes */
+PyObject *py_structure(PyObject *self, PyObject *args) {
+    Py_buffer sz;
+    if (!PyArg_ParseTuple(args, "y*", &sz)) return NULL;
+    int64_t n = sz.len / 8;
+    void *a, *b, *c, *d;
+    PyObject *pa = new_bytes(4 * n, &a), *pb = new_bytes(4 * n, &b);
+    PyObject *pc = new_bytes(4 * n, &c), *pd = new_bytes(4 * n, &d);
+    PyObject *out = NULL;
+    if (pa && pb && pc && pd) {
+        Structure st = {a, b, c, d};
+        const char *err = structure_of((const int64_t *)sz.buf, n, &st);
+        if (err) corrupt(err);
+        else out = PyTuple_Pack(4, pa, pb, pc, pd);
+    }
+    Py_XDECREF(pa); Py_XDECREF(pb); Py_XDECREF(pc); Py_XDECREF(pd);
+    PyBuffer_Release(&sz);
+    return out;
+}
+
+/* One varint of a stream whose bounds `skip_varints` established: it ends at a terminator
+ * byte inside the stream, so no bounds check is needed; an over-long or over-wide value
+ * sets *bad. */
+static inline uint64_t take_varint(const uint8_t **pp, int *bad) {
+    const uint8_t *p = *pp;
+    uint64_t b = *p++;
+    if (b < 0x80) { *pp = p; return b; }
+    uint64_t v = b & 0x7F;
+    int shift = 7;
+    do {
+        b = *p++;
+        if (shift == 63 && (b & 0x7E)) *bad = 1;
+        v |= (b & 0x7F) << shift;
+        shift += 7;
+    } while ((b & 0x80) && shift < 70);
+    if ((b & 0x80) || v > (uint64_t)INT64_MAX) *bad = 1;
+    *pp = p;
+    return v;
+}
+
+/* The position just after the `count`-th varint from p (a varint ends at a byte < 0x80),
+ * or NULL when [p, end) holds fewer. */
+static const uint8_t *skip_varints(const uint8_t *p, const uint8_t *end, Py_ssize_t count) {
+    while (count > 0) {
+        if (p >= end) return NULL;
+        count -= *p++ < 0x80;
+    }
+    return p;
+}
+
+/* decode_body(record, body, n, kinds, wide_kind, wide_field, phantom_len, source_len,
+ *             token_len[65536] int16, kind_limit, field_limit)
+ * -> (kind u16, grammar u16, flags u8, field u16, size i32, start u32, end u32,
+ *     unexpected i64, phantoms, parent i32, prev i32, child_count i32)
+ *
+ * One counting pass over the opcodes locates every varint stream (sizes, gaps, explicit
+ * lengths, span exceptions, unexpected chars); one pass over the nodes in preorder then
+ * fills every column, the structure (a stack of open subtrees) and the internal spans:
+ * an internal node starts where the next leaf in preorder starts and ends where its last
+ * leaf ends, which is known when its subtree closes. */
+const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssize_t body,
+                                  Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
+                                  Py_ssize_t phantom_len, long long source_len,
+                                  const int16_t *token_len, long kind_limit, long field_limit,
+                                  PyObject *cols[NCOLS]) {
+    void *ptr[NCOLS];
+    uint16_t *table = NULL;
+    int32_t *stack = NULL;
+    int64_t *spans = NULL;
+    const uint8_t *stop = buf + reclen - 4; /* the CRC trails the body */
+    const char *err = NULL;
+    if (reclen < 4) { err = "record truncated"; goto done; }
+    if (n <= 0 || n > INT32_MAX || body < 0 || body + n > stop - buf) { err = "record truncated"; goto done; }
+    const uint8_t *op = buf + body;
+    const uint8_t *kidx = op + n;
+    Py_ssize_t kw = wide_kind ? 2 : 1, fw = wide_field ? 2 : 1;
+    if (kw * n > stop - kidx) { err = "record truncated in the kind column"; goto done; }
+    const uint8_t *fcol = kidx + kw * n;
+    Py_ssize_t n_field = 0, n_inner = 0, n_explicit = 0, n_unexp = 0;
+    uint8_t inner_unexp = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* branch-free counts */
+        uint8_t o = op[i], c = o & HAS_CHILDREN;
+        n_field += (o & HAS_FIELD) != 0;
+        n_inner += c;
+        n_explicit += (o & EXPLICIT) != 0;
+        n_unexp += (o & UNEXPECTED) != 0;
+        inner_unexp |= c & (o >> 7);
+    }
+    if (inner_unexp) { err = "UNEXPECTED on an internal node"; goto done; }
+    size_t kmax = 0; /* every kind index in range, checked once rather than per node */
+    if (wide_kind)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            size_t k = (size_t)(kidx[2 * i] | kidx[2 * i + 1] << 8);
+            kmax = k > kmax ? k : kmax;
+        }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) kmax = kidx[i] > kmax ? kidx[i] : kmax;
+    if (kmax >= (size_t)kinds) { err = "kind index out of range"; goto done; }
+    if (op[n - 1] & HAS_CHILDREN) { err = "last node has children"; goto done; }
+    if (phantom_len < 0 || fw * n_field > stop - fcol ||
+        phantom_len > stop - fcol - fw * n_field) { err = "record truncated in fields"; goto done; }
+    const uint8_t *phant = fcol + fw * n_field;
+    Reader r = {phant + phantom_len, stop};
+
+    const Py_ssize_t widths[NCOLS] = {2, 2, 1, 2, 4, 4, 4, 8, 1, 4, 4, 4};
+    if (source_len > UINT32_MAX) { err = "source length out of range"; goto done; }
+    for (int k = 0; k < NCOLS; k++) {
+        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : widths[k] * n;
+        cols[k] = new_bytes(len, &ptr[k]);
+        if (!cols[k]) { err = "out of memory"; goto done; }
+    }
+    uint16_t *kind = ptr[0], *gram = ptr[1], *field = ptr[3];
+    uint8_t *flags = ptr[2];
+    int32_t *size = ptr[4];
+    uint32_t *start = ptr[5], *end = ptr[6];
+    int64_t *unexp = ptr[7];
+    int32_t *parent = ptr[9], *prev = ptr[10], *child_count = ptr[11];
+    memcpy(ptr[8], phant, (size_t)phantom_len);
+
+    table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
+    /* open subtrees, their last child so far, and the index each one closes at */
+    stack = malloc(sizeof(int32_t) * 2 * (size_t)n + sizeof(int64_t) * (size_t)n);
+    if (!table || !stack) { PyErr_NoMemory(); err = "out of memory"; goto done; }
+    int32_t *lastc = stack + n;
+    int64_t *close_at = (int64_t *)(stack + 2 * n);
+    for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
+        uint64_t v;
+        if (read_varint(&r, &v)) { err = "varint block truncated"; goto done; }
+        if (v >= (uint64_t)kind_limit && v != 0xFFFF) { err = "kind id out of range"; goto done; }
+        table[k] = (uint16_t)v;
+    }
+    /* the streams, in block order */
+    Py_ssize_t n_leaf = n - n_inner, n_explicit_leaf = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        n_explicit_leaf += (op[i] & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
+    Py_ssize_t n_exception = n_explicit - n_explicit_leaf;
+    /* span exceptions (lead, tail) by ordinal: an internal node with one keeps its ordinal
+     * in its end column until its subtree closes, so the exceptions need n_exception slots
+     * rather than two more stacks of n */
+    spans = malloc(sizeof(int64_t) * 2 * (size_t)(n_exception + 1));
+    if (!spans) { PyErr_NoMemory(); err = "out of memory"; goto done; }
+    Py_ssize_t xi = 0;
+    const uint8_t *ps = r.p;
+    const uint8_t *pg = skip_varints(ps, stop, n_inner);
+    const uint8_t *pl = pg ? skip_varints(pg, stop, n_leaf) : NULL;
+    const uint8_t *px = pl ? skip_varints(pl, stop, n_explicit_leaf) : NULL;
+    const uint8_t *pu = px ? skip_varints(px, stop, 2 * n_exception) : NULL;
+    const uint8_t *pe = pu ? skip_varints(pu, stop, n_unexp) : NULL;
+    if (!pe) { err = "varint block truncated"; goto done; }
+    if (pe != stop) { err = "trailing bytes after the varint block"; goto done; }
+
+    int bad = 0, field_bad = 0, span_bad = 0;
+    Py_ssize_t fi = 0, ui = 0, sp = 0, pending = 0;
+    /* an internal node's span is complete when its subtree closes (its last leaf ends at
+     * `last_end`); only a span exception can then leave it out of range */
+#define CLOSE_SUBTREE(last_end) do {                                                  \
+        int32_t j = stack[--sp];                                                      \
+        int64_t e0 = (last_end);                                                      \
+        if (op[j] & EXPLICIT) {                                                       \
+            const int64_t *x = spans + 2 * end[j];                                    \
+            int64_t s0 = (int64_t)start[j] - x[0];                                    \
+            e0 += x[1];                                                               \
+            span_bad |= (s0 < 0) | (e0 > source_len) | (s0 > e0);                     \
+            start[j] = (uint32_t)s0;                                                  \
+        }                                                                             \
+        end[j] = (uint32_t)e0;                                                        \
+    } while (0)
+    int64_t pos = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t o = op[i];
+        size_t k = wide_kind ? (size_t)(kidx[2 * i] | kidx[2 * i + 1] << 8) : kidx[i];
+        uint16_t kd = table[2 * k];
+        kind[i] = kd;
+        gram[i] = table[2 * k + 1];
+        flags[i] = o & (uint8_t)~EXPLICIT;
+        /* branch-free field: the column is read one entry ahead (inside the record: the
+         * varint block and the CRC follow it) and kept only when the node has a field */
+        int has_field = (o & HAS_FIELD) != 0;
+        uint16_t f = wide_field ? (uint16_t)(fcol[2 * fi] | fcol[2 * fi + 1] << 8) : fcol[fi];
+        f = has_field ? f : 0;
+        fi += has_field;
+        field_bad |= f > field_limit;
+        field[i] = f;
+        /* close the subtrees that end before i: their last leaf is node i - 1 */
+        while (sp && close_at[sp - 1] <= i) CLOSE_SUBTREE(end[i - 1]);
+        child_count[i] = 0;
+        if (sp) {
+            int32_t p = stack[sp - 1];
+            parent[i] = p;
+            prev[i] = lastc[sp - 1];
+            lastc[sp - 1] = (int32_t)i;
+            child_count[p]++;
+        } else if (i) {
+            err = "more than one root"; goto done;
+        } else {
+            parent[i] = prev[i] = -1;
+        }
+        if (o & HAS_CHILDREN) {
+            uint64_t v = take_varint(&ps, &bad);
+            if (v > (uint64_t)(n - i - 2)) { err = "subtree size out of range"; goto done; }
+            int64_t sz = (int64_t)v + 2;
+            if (sp && i + sz > close_at[sp - 1]) { err = "subtree sizes do not nest"; goto done; }
+            size[i] = (int32_t)sz;
+            close_at[sp] = i + sz;
+            start[i] = end[i] = 0; /* the first leaf's start is set when it comes */
+            if (o & EXPLICIT) { /* span exception: applied when the subtree closes */
+                spans[2 * xi] = unzigzag(take_varint(&px, &bad));
+                spans[2 * xi + 1] = unzigzag(take_varint(&px, &bad));
+                end[i] = (uint32_t)xi++;
+            }
+            stack[sp] = (int32_t)i;
+            lastc[sp] = -1;
+            sp++;
+        } else {
+            size[i] = 1;
+            uint64_t gap = take_varint(&pg, &bad);
+            if (gap > (uint64_t)(source_len - pos)) { err = "gap runs past the source"; goto done; }
+            pos += (int64_t)gap;
+            int64_t len;
+            if (o & EXPLICIT) {
+                uint64_t v = take_varint(&pl, &bad);
+                if (v > (uint64_t)source_len) { err = "leaf length out of range"; goto done; }
+                len = (int64_t)v;
+            } else {
+                len = token_len[kd];
+                if (len < 0) { err = "leaf length missing"; goto done; }
+            }
+            if (len > source_len - pos) { err = "leaf runs past the source"; goto done; }
+            for (; pending < i; pending++) start[pending] = (uint32_t)pos; /* internals since the last leaf */
+            pending = i + 1;
+            start[i] = (uint32_t)pos;
+            pos += len;
+            end[i] = (uint32_t)pos;
+            if (o & UNEXPECTED) unexp[ui++] = unzigzag(take_varint(&pu, &bad));
+        }
+        if (bad) { err = "varint out of range"; goto done; }
+    }
+    if (field_bad) { err = "field id out of range"; goto done; }
+    while (sp) CLOSE_SUBTREE(end[n - 1]);
+    if (span_bad) { err = "span exception out of range"; goto done; }
+#undef CLOSE_SUBTREE
+done:
+    free(table);
+    free(stack);
+    free(spans);
+    return err;
+}
+
+PyObject *decode_body(PyObject *self, PyObject *args) {
+    Py_buffer rec, tok;
+    Py_ssize_t body, n, kinds, phantom_len;
+    int wide_kind, wide_field;
+    long long source_len;
+    long kind_limit, field_limit;
+    if (!PyArg_ParseTuple(args, "y*nnnppnLy*ll", &rec, &body, &n, &kinds, &wide_kind,
+                          &wide_field, &phantom_len, &source_len, &tok, &kind_limit,
+                          &field_limit))
+        return NULL;
+    PyObject *cols[NCOLS] = {0}, *result = NULL;
+    const char *err = tok.len != 65536 * 2 ? "token table size" :
+        decode_columns(rec.buf, rec.len, body, n, kinds, wide_kind, wide_field, phantom_len,
+                       source_len, tok.buf, kind_limit, field_limit, cols);
+    if (!err) result = PyTuple_New(NCOLS);
+    if (result)
+        for (int k = 0; k < NCOLS; k++) { PyTuple_SET_ITEM(result, k, cols[k]); cols[k] = NULL; }
+    if (err && !PyErr_Occurred()) corrupt(err);
+    for (int k = 0; k < NCOLS; k++) Py_XDECREF(cols[k]);
+    PyBuffer_Release(&rec);
+    PyBuffer_Release(&tok);
+    return result;
+}
+
+
+/* ---------------------------------------------------------------------------------------
+ * Record encoding: columns -> record body (the CRC32C is appended by the caller).
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *p;
+} Writer;
+
+static inline void put_varint(Writer *w, uint64_t v) {
+    while (v >= 0x80) { *w->p++ = (uint8_t)(v | 0x80); v >>= 7; }
+    *w->p++ = (uint8_t)v;
+}
+
+static inline uint64_t zigzag64(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+
+static inline void put_le(uint8_t **p, uint64_t v, int bytes) {
+    for (int k = 0; k < bytes; k++) { *(*p)++ = (uint8_t)(v >> (8 * k)); }
+}
+
+PyObject *EncodeErr;
+
+/* encode_body(kind u16, gram u16, flags u8, field u16, size i64, start i64, end i64,
+ *             unexpected i64, token_len i16[65536], identity, phantoms, source_len, source_crc)
+ * -> record body bytes */
+PyObject *encode_body(PyObject *self, PyObject *args) {
+    Py_buffer b[9];
+    const char *ident, *phant;
+    Py_ssize_t ilen, plen;
+    unsigned long long slen, scrc;
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y#y#KK", &b[0], &b[1], &b[2], &b[3], &b[4],
+                          &b[5], &b[6], &b[7], &b[8], &ident, &ilen, &phant, &plen, &slen, &scrc))
+        return NULL;
+    const uint16_t *kind = b[0].buf, *gram = b[1].buf, *field = b[3].buf;
+    const uint8_t *flags = b[2].buf;
+    const int64_t *size = b[4].buf, *start = b[5].buf, *end = b[6].buf, *unexp = b[7].buf;
+    const int16_t *token_len = b[8].buf;
+    Py_ssize_t n = b[2].len, n_unexp = b[7].len / 8;
+    PyObject *out = NULL;
+    const char *err = NULL;
+    uint8_t *mem = NULL, *op = NULL;
+    int64_t *fls = NULL;
+    uint16_t *map = NULL;
+    uint32_t *alias = NULL; /* (kind << 16 | gram) of aliased pairs, first-appearance order */
+    if (n <= 0 || b[0].len != 2 * n || b[1].len != 2 * n || b[3].len != 2 * n ||
+        b[4].len != 8 * n || b[5].len != 8 * n || b[6].len != 8 * n || b[8].len != 65536 * 2 ||
+        ilen > 255 || n > (Py_ssize_t)UINT32_MAX || slen > UINT32_MAX) {
+        err = "column lengths disagree or out of range";
+        goto done;
+    }
+    uint64_t present[1024];
+    memset(present, 0, sizeof present);
+    map = malloc(65536 * sizeof(uint16_t));
+    size_t n_alias = 0, cap_alias = 0;
+    op = malloc((size_t)n);
+    fls = malloc(sizeof(int64_t) * (size_t)n);
+    if (!map || !op || !fls) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (gram[i] == kind[i]) { present[kind[i] >> 6] |= 1ULL << (kind[i] & 63); continue; }
+        uint32_t key = (uint32_t)kind[i] << 16 | gram[i];
+        size_t k = 0;
+        while (k < n_alias && alias[k] != key) k++;
+        if (k == n_alias) {
+            if (n_alias == cap_alias) {
+                cap_alias = cap_alias ? 2 * cap_alias : 16;
+                uint32_t *q = realloc(alias, cap_alias * sizeof(uint32_t));
+                if (!q) { PyErr_NoMemory(); goto done; }
+                alias = q;
+            }
+            alias[n_alias++] = key;
+        }
+    }
+    size_t n_kinds = 0;
+    for (int w = 0; w < 1024; w++)
+        for (uint64_t bits = present[w]; bits; bits &= bits - 1) n_kinds++;
+    size_t total_kinds = n_kinds + n_alias;
+    if (total_kinds > 0xFFFF) { err = "too many distinct kinds"; goto done; }
+    int wide_kind = total_kinds > 256;
+    int wide_field = 0;
+    Py_ssize_t n_field = 0, n_inner = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (flags[i] & HAS_FIELD) { n_field++; if (field[i] > 255) wide_field = 1; }
+        if (size[i] > 1) n_inner++;
+        if (size[i] < 1 || size[i] > n - i) { err = "subtree size out of range"; goto done; }
+    }
+    /* first leaf start of every node (reverse pass) and the opcodes */
+    for (Py_ssize_t i = n - 1; i >= 0; i--) fls[i] = size[i] > 1 ? fls[i + 1] : start[i];
+    int64_t prev_end = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t o = flags[i] & (uint8_t)~EXPLICIT;
+        if (size[i] > 1) {
+            o |= HAS_CHILDREN;
+            if (fls[i] != start[i] || end[i + size[i] - 1] != end[i]) o |= EXPLICIT;
+        } else {
+            o &= (uint8_t)~HAS_CHILDREN;
+            if (start[i] < prev_end || end[i] < start[i]) { err = "leaves overlap or run backwards"; goto done; }
+            prev_end = end[i];
+            if (end[i] - start[i] != token_len[kind[i]]) o |= EXPLICIT;
+        }
+        op[i] = o;
+    }
+    size_t bound = 25 + (size_t)ilen + (size_t)n * 5 + (size_t)plen +
+                   10 * (2 * total_kinds + 2 * (size_t)n + 2 * (size_t)n_inner + (size_t)n_unexp);
+    mem = malloc(bound);
+    if (!mem) { PyErr_NoMemory(); goto done; }
+    uint8_t *p = mem;
+    memcpy(p, "CSTV", 4); p += 4;
+    *p++ = 1;
+    *p++ = (uint8_t)((wide_kind ? 1 : 0) | (wide_field ? 2 : 0));
+    put_le(&p, (uint64_t)n, 4);
+    put_le(&p, slen, 4);
+    put_le(&p, scrc, 4);
+    put_le(&p, total_kinds, 2);
+    *p++ = (uint8_t)ilen;
+    put_le(&p, (uint64_t)plen, 4);
+    memcpy(p, ident, (size_t)ilen); p += ilen;
+    memcpy(p, op, (size_t)n); p += n;
+    /* kind table: plain kinds ascending, then aliased pairs */
+    size_t idx = 0;
+    uint32_t *table = malloc(sizeof(uint32_t) * (total_kinds ? total_kinds : 1));
+    if (!table) { PyErr_NoMemory(); goto done; }
+    for (int w = 0; w < 1024; w++)
+        for (uint64_t bits = present[w]; bits; bits &= bits - 1) {
+            uint32_t k = (uint32_t)(w * 64 + __builtin_ctzll(bits));
+            map[k] = (uint16_t)idx;
+            table[idx++] = k << 16 | k;
+        }
+    for (size_t k = 0; k < n_alias; k++) table[idx++] = alias[k];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t k;
+        if (gram[i] == kind[i]) k = map[kind[i]];
+        else {
+            uint32_t key = (uint32_t)kind[i] << 16 | gram[i];
+            size_t a = 0;
+            while (alias[a] != key) a++;
+            k = (uint32_t)(n_kinds + a);
+        }
+        put_le(&p, k, wide_kind ? 2 : 1);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (flags[i] & HAS_FIELD) put_le(&p, field[i], wide_field ? 2 : 1);
+    memcpy(p, phant, (size_t)plen); p += plen;
+    Writer w = {p};
+    for (size_t k = 0; k < total_kinds; k++) { put_varint(&w, table[k] >> 16); put_varint(&w, table[k] & 0xFFFF); }
+    free(table);
+    for (Py_ssize_t i = 0; i < n; i++) if (size[i] > 1) put_varint(&w, (uint64_t)(size[i] - 2));
+    prev_end = 0;
+    for (Py_ssize_t i = 0; i < n; i++) if (size[i] == 1) { put_varint(&w, (uint64_t)(start[i] - prev_end)); prev_end = end[i]; }
+    for (Py_ssize_t i = 0; i < n; i++) if (size[i] == 1 && (op[i] & EXPLICIT)) put_varint(&w, (uint64_t)(end[i] - start[i]));
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (size[i] > 1 && (op[i] & EXPLICIT)) {
+            put_varint(&w, zigzag64(fls[i] - start[i]));
+            put_varint(&w, zigzag64(end[i] - end[i + size[i] - 1]));
+        }
+    for (Py_ssize_t k = 0; k < n_unexp; k++) put_varint(&w, zigzag64(unexp[k]));
+    out = PyBytes_FromStringAndSize((const char *)mem, w.p - mem);
+done:
+    if (err && !PyErr_Occurred()) PyErr_SetString(EncodeErr, err);
+    free(mem); free(op); free(fls); free(map); free(alias);
+    for (int k = 0; k < 9; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
+    return out;
+}

@@ -1,0 +1,309 @@
+/* cstvault._native, extraction: parse + one walk over the runtime's subtrees -> columns. */
+#include "native.h"
+
+/* Internal headers of the pinned runtime we compile in: the extraction walks subtrees
+ * directly, and looks for hidden MISSING tokens, which the public API cannot enumerate. */
+#include "language.h"
+#include "subtree.h"
+#include "tree.h"
+
+typedef struct {
+    size_t n, cap;
+    uint16_t *kind, *gram, *field;
+    uint8_t *flags;
+    uint32_t *size, *start, *end;
+    int64_t *unexpected;
+    size_t n_unexpected, unexpected_cap;
+} Columns;
+
+static void columns_free(Columns *c) {
+    free(c->kind); free(c->gram); free(c->field); free(c->flags);
+    free(c->size); free(c->start); free(c->end); free(c->unexpected);
+}
+
+static int grow(void **p, size_t elem, size_t cap) {
+    void *q = realloc(*p, elem * (cap ? cap : 1));
+    if (!q) return -1;
+    *p = q;
+    return 0;
+}
+
+static int columns_reserve(Columns *c, size_t cap) {
+    if (cap <= c->cap) return 0;
+    if (grow((void **)&c->kind, 2, cap) || grow((void **)&c->gram, 2, cap) ||
+        grow((void **)&c->field, 2, cap) || grow((void **)&c->flags, 1, cap) ||
+        grow((void **)&c->size, 4, cap) || grow((void **)&c->start, 4, cap) ||
+        grow((void **)&c->end, 4, cap))
+        return -1;
+    c->cap = cap;
+    return 0;
+}
+
+/* The char of tree-sitter's "(UNEXPECTED c)" rendering; 0 = not such a rendering. */
+static int unexpected_char(TSNode n, int64_t *out) {
+    char *s = ts_node_string(n);
+    if (!s) return 0;
+    static const char prefix[] = "(UNEXPECTED ";
+    int found = 0;
+    if (strncmp(s, prefix, sizeof(prefix) - 1) == 0) {
+        const char *t = s + sizeof(prefix) - 1;
+        size_t len = strlen(t);
+        if (len && t[len - 1] == ')') len--;
+        found = 1;
+        if (len == 7 && strncmp(t, "INVALID", 7) == 0) *out = -1;
+        else if (len == 4 && t[0] == '\'' && t[1] == '\\' && t[3] == '\'') {
+            switch (t[2]) {
+                case '0': *out = 0; break;
+                case 'n': *out = 10; break;
+                case 't': *out = 9; break;
+                case 'r': *out = 13; break;
+                default: found = 0;
+            }
+        } else if (len == 3 && t[0] == '\'' && t[2] == '\'') *out = (unsigned char)t[1];
+        else *out = strtoll(t, NULL, 10);
+    }
+    PyMem_Free(s); /* allocated by the runtime's allocator: pymalloc */
+    return found;
+}
+
+/* Does any invisible subtree carry the MISSING mark?  Such tokens print in
+ * ts_node_string but have no visible node ("phantoms", see cstvault.sexp).
+ * Returns 1 / 0, or -1 on allocation failure. */
+static int has_hidden_missing(const TSTree *tree) {
+    size_t cap = 256, sp = 0;
+    Subtree *stack = malloc(cap * sizeof(Subtree));
+    if (!stack) return -1;
+    stack[sp++] = tree->root;
+    int found = 0;
+    while (sp && !found) {
+        Subtree s = stack[--sp];
+        if (ts_subtree_missing(s) && !ts_subtree_visible(s)) { found = 1; break; }
+        uint32_t k = ts_subtree_child_count(s);
+        if (!k || !ts_subtree_error_cost(s)) continue;  /* MISSING implies an error cost */
+        if (sp + k > cap) {
+            while (sp + k > cap) cap *= 2;
+            Subtree *q = realloc(stack, cap * sizeof(Subtree));
+            if (!q) { free(stack); return -1; }
+            stack = q;
+        }
+        const Subtree *children = ts_subtree_children(s);
+        for (uint32_t j = 0; j < k; j++) stack[sp++] = children[j];
+    }
+    free(stack);
+    return found;
+}
+
+/* One level of the walk: a subtree whose children are being visited. */
+typedef struct {
+    Subtree parent;
+    const TSSymbol *aliases;                 /* alias sequence of its production, or NULL */
+    const TSFieldMapEntry *fmap, *fmap_end;  /* field map of its production */
+    uint32_t child, structural, pos;         /* next child, its structural index and start */
+    TSFieldId chain;     /* an invisible parent's own field, inherited by its children */
+    int64_t out;         /* the parent's preorder index when it is visible, else -1 */
+} Frame;
+
+static int frame_push(Frame **stack, size_t *sp, size_t *cap, const TSLanguage *lang,
+                      Subtree s, uint32_t pos, TSFieldId chain, int64_t out) {
+    if (*sp == *cap) {
+        size_t k = *cap ? *cap * 2 : 64;
+        Frame *q = realloc(*stack, k * sizeof(Frame));
+        if (!q) return -1;
+        *stack = q;
+        *cap = k;
+    }
+    Frame *f = &(*stack)[(*sp)++];
+    uint16_t prod = s.ptr->production_id;
+    f->parent = s;
+    f->aliases = ts_language_alias_sequence(lang, prod);
+    ts_language_field_map(lang, prod, &f->fmap, &f->fmap_end);
+    f->child = f->structural = 0;
+    f->pos = pos;
+    f->chain = chain;
+    f->out = out;
+    return 0;
+}
+
+/* Append one visible node; returns its preorder index, or -1 on allocation failure. */
+static int64_t emit(Columns *c, const TSTree *tree, const Subtree *s, uint32_t start,
+                    TSSymbol alias, TSFieldId fid, int has_errors) {
+    if (c->n == c->cap && columns_reserve(c, c->cap * 2)) return -1;
+    size_t i = c->n++;
+    const TSLanguage *lang = tree->language;
+    Subtree t = *s;
+    TSSymbol sym = ts_subtree_symbol(t);
+    uint8_t fl;
+    if (alias) {
+        c->kind[i] = ts_language_public_symbol(lang, alias);
+        fl = ts_language_symbol_metadata(lang, alias).named ? NAMED : 0;
+    } else {
+        c->kind[i] = ts_language_public_symbol(lang, sym);
+        fl = ts_subtree_named(t) ? NAMED : 0;
+    }
+    if (ts_subtree_extra(t)) fl |= EXTRA;
+    if (fid) fl |= HAS_FIELD;
+    c->gram[i] = sym;
+    c->field[i] = fid;
+    c->start[i] = start;
+    c->end[i] = start + ts_subtree_size(t).bytes;
+    c->size[i] = 1;
+    if (has_errors) {
+        if (ts_subtree_missing(t)) fl |= MISSING;
+        if (ts_subtree_error_cost(t) > 0) fl |= HAS_ERROR;
+        int64_t ch;
+        Length at = {start, {0, 0}};
+        if (c->kind[i] == ERROR_SYMBOL && ts_subtree_child_count(t) == 0 &&
+            unexpected_char(ts_node_new(tree, s, at, alias), &ch)) {
+            if (c->n_unexpected == c->unexpected_cap) {
+                size_t cap = c->unexpected_cap ? c->unexpected_cap * 2 : 16;
+                if (grow((void **)&c->unexpected, 8, cap)) return -1;
+                c->unexpected_cap = cap;
+            }
+            c->unexpected[c->n_unexpected++] = ch;
+            fl |= UNEXPECTED;
+        }
+    }
+    c->flags[i] = fl;
+    return (int64_t)i;
+}
+
+/* Walk the whole tree in preorder straight over its subtrees (what TSTreeCursor visits,
+ * without its per-step stack searches): invisible subtrees are descended into, aliases
+ * and field ids resolved as ts_tree_cursor_current_node / _current_field_id do.
+ * Returns 0, or -1 on allocation failure. */
+static int walk(TSTree *tree, Columns *c, int has_errors) {
+    const TSLanguage *lang = tree->language;
+    if (columns_reserve(c, ts_node_descendant_count(ts_tree_root_node(tree)))) return -1;
+    uint32_t start = ts_subtree_padding(tree->root).bytes;
+    if (emit(c, tree, &tree->root, start, 0, 0, has_errors) < 0) return -1;
+    if (ts_subtree_child_count(tree->root) == 0) return 0;
+    Frame *stack = NULL;
+    size_t sp = 0, cap = 0;
+    if (frame_push(&stack, &sp, &cap, lang, tree->root, start, 0, 0)) return -1;
+    int rc = 0;
+    while (sp) {
+        Frame *f = &stack[sp - 1];
+        uint32_t count = f->parent.ptr->child_count;
+        if (f->child == count) {
+            if (f->out >= 0) {
+                size_t j = (size_t)f->out;
+                c->size[j] = (uint32_t)(c->n - j);
+                if (c->n - j > 1) c->flags[j] |= HAS_CHILDREN;
+            }
+            sp--;
+            continue;
+        }
+        const Subtree *children = ts_subtree_children(f->parent);
+        const Subtree *cs = &children[f->child];
+        Subtree ch = *cs;
+        uint32_t at = f->pos;
+        TSSymbol alias = 0;
+        TSFieldId fid = 0;
+        if (!ts_subtree_extra(ch)) {
+            if (f->aliases) alias = f->aliases[f->structural];
+            for (const TSFieldMapEntry *m = f->fmap; m < f->fmap_end; m++) {
+                if (!m->inherited && m->child_index == f->structural) { fid = m->field_id; break; }
+            }
+            if (!fid) fid = f->chain;
+            f->structural++;
+        }
+        f->child++;
+        f->pos = at + ts_subtree_size(ch).bytes;
+        if (f->child < count) f->pos += ts_subtree_padding(children[f->child]).bytes;
+        uint32_t kids = ts_subtree_child_count(ch);
+        if (ts_subtree_visible(ch) || alias) {
+            int64_t i = emit(c, tree, cs, at, alias, fid, has_errors);
+            if (i < 0 || (kids && frame_push(&stack, &sp, &cap, lang, ch, at, 0, i))) {
+                rc = -1;
+                break;
+            }
+        } else if (kids && ch.ptr->visible_child_count > 0) {
+            if (frame_push(&stack, &sp, &cap, lang, ch, at, fid, -1)) { rc = -1; break; }
+        }
+    }
+    free(stack);
+    return rc;
+}
+
+/* A small pool of parsers, taken and returned while holding the GIL. */
+#define POOL 32
+static struct { const TSLanguage *lang; TSParser *parser; } pool[POOL];
+static int pool_size = 0;
+
+TSParser *take_parser(const TSLanguage *lang) {
+    for (int k = pool_size - 1; k >= 0; k--) {
+        if (pool[k].lang == lang) {
+            TSParser *p = pool[k].parser;
+            pool[k] = pool[--pool_size];
+            return p;
+        }
+    }
+    TSParser *p = ts_parser_new();
+    if (p && !ts_parser_set_language(p, lang)) { ts_parser_delete(p); return NULL; }
+    return p;
+}
+
+void give_parser(const TSLanguage *lang, TSParser *p) {
+    if (pool_size == POOL) { ts_parser_delete(pool[0].parser); pool[0] = pool[--pool_size]; }
+    pool[pool_size].lang = lang;
+    pool[pool_size].parser = p;
+    pool_size++;
+}
+
+static PyObject *bytes_of(const void *p, size_t len) {
+    return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+}
+
+PyObject *parse_extract(PyObject *self, PyObject *args) {
+    Py_buffer src;
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "y*O", &src, &capsule)) return NULL;
+    const TSLanguage *lang = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
+    if (!lang) { PyBuffer_Release(&src); return NULL; }
+    if (src.len > (Py_ssize_t)UINT32_MAX) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
+        return NULL;
+    }
+    Columns c;
+    memset(&c, 0, sizeof c);
+    TSTree *tree = NULL;
+    int ok_lang = 1, rc = 0, has_errors = 0;
+    char *sexp = NULL;
+    TSParser *parser = take_parser(lang);
+    if (!parser) ok_lang = 0;
+    /* The GIL stays held: the runtime allocates through pymalloc (see PyInit__native),
+     * which is markedly faster than malloc for tree-sitter's many small subtrees. */
+    if (parser) tree = ts_parser_parse_string(parser, NULL, src.buf, (uint32_t)src.len);
+    if (tree) {
+        has_errors = ts_node_has_error(ts_tree_root_node(tree));
+        rc = walk(tree, &c, has_errors);
+        if (has_errors && rc == 0) {
+            int hidden = has_hidden_missing(tree);
+            if (hidden < 0) rc = -1;
+            else if (hidden) sexp = ts_node_string(ts_tree_root_node(tree));
+        }
+        ts_tree_delete(tree);
+    }
+    if (parser) {
+        ts_parser_reset(parser);
+        give_parser(lang, parser);
+    }
+    PyBuffer_Release(&src);
+    if (!ok_lang) {
+        columns_free(&c);
+        PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
+        return NULL;
+    }
+    if (!tree) { columns_free(&c); PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
+    if (rc) { columns_free(&c); PyMem_Free(sexp); return PyErr_NoMemory(); }
+    PyObject *text = sexp ? PyUnicode_DecodeUTF8(sexp, strlen(sexp), "surrogateescape") : Py_NewRef(Py_None);
+    PyMem_Free(sexp);
+    PyObject *out = text ? Py_BuildValue(
+        "(nNNNNNNNNN)", (Py_ssize_t)c.n,
+        bytes_of(c.kind, 2 * c.n), bytes_of(c.gram, 2 * c.n), bytes_of(c.flags, c.n),
+        bytes_of(c.field, 2 * c.n), bytes_of(c.size, 4 * c.n), bytes_of(c.start, 4 * c.n),
+        bytes_of(c.end, 4 * c.n), bytes_of(c.unexpected, 8 * c.n_unexpected), text) : NULL;
+    columns_free(&c);
+    return out;
+}

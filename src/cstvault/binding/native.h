@@ -1,0 +1,91 @@
+/* cstvault._native: what its C files share. One file per concern, as py-tree-sitter's
+ * binding is laid out: extract.c (parse + walk -> columns), codec.c (record <-> columns),
+ * tree.c (TreeBase, open_tree), node.c (NodeBase), cursor.c (TreeCursor), pathindex.c
+ * (paths.idx lookups), query.c (tree-sitter queries), module.c (the module). */
+#ifndef CSTVAULT_NATIVE_H
+#define CSTVAULT_NATIVE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include "structmember.h"
+
+#include "tree_sitter/api.h"
+
+/* node flag bits (columns.py, docs/format.md) */
+#define HAS_CHILDREN 0x01
+#define NAMED 0x02
+#define EXTRA 0x04
+#define MISSING 0x08
+#define HAS_FIELD 0x10
+#define HAS_ERROR 0x20
+#define EXPLICIT 0x40
+#define UNEXPECTED 0x80
+#define ERROR_SYMBOL 0xFFFF
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf[10];
+    int bound;
+    Py_ssize_t n;
+    const uint16_t *kind, *gram, *field;
+    const uint8_t *flags;
+    const int32_t *size;
+    const uint32_t *start, *end;
+    const int32_t *parent, *prev, *child_count;
+    PyObject *names;       /* tuple: symbol id -> type name */
+    PyObject *field_names; /* tuple: field id -> name or None */
+    PyTypeObject *node_type;
+    /* attributes of cstvault.Tree (None until set): see tree_members */
+    PyObject *colcache, *decoded, *src, *lang_name, *structcache, *views, *lines, *lines_mv;
+} TreeBase;
+
+typedef struct {
+    PyObject_HEAD
+    TreeBase *tree;
+    Py_ssize_t i;
+} NodeBase;
+
+extern PyTypeObject TreeBaseType, NodeBaseType, CursorType;
+
+/* extract.c: a pool of parsers per grammar, taken and given back with the GIL held */
+TSParser *take_parser(const TSLanguage *lang);
+void give_parser(const TSLanguage *lang, TSParser *p);
+
+/* little-endian reads */
+static inline uint32_t le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline int64_t le64s(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return v; }
+
+/* codec.c */
+#define NCOLS 12 /* the decoder's buffers (decode_body) */
+const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssize_t body,
+                                  Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
+                                  Py_ssize_t phantom_len, long long source_len,
+                                  const int16_t *token_len, long kind_limit, long field_limit,
+                                  PyObject *cols[NCOLS]);
+extern PyObject *Corrupt, *EncodeErr;
+PyObject *corrupt(const char *msg);
+PyObject *new_bytes(Py_ssize_t len, void **data);
+
+/* tree.c */
+PyObject *make_node(TreeBase *t, Py_ssize_t i);
+
+/* the module's functions, by file */
+PyObject *parse_extract(PyObject *self, PyObject *args);
+PyObject *py_structure(PyObject *self, PyObject *args);
+PyObject *decode_body(PyObject *self, PyObject *args);
+PyObject *encode_body(PyObject *self, PyObject *args);
+PyObject *set_crc32c(PyObject *self, PyObject *f);
+PyObject *open_tree(PyObject *self, PyObject *args);
+PyObject *path_hashes(PyObject *self, PyObject *arg);
+PyObject *find_path(PyObject *self, PyObject *args);
+extern PyMethodDef query_methods[];
+
+#endif

@@ -1,0 +1,154 @@
+/* cstvault._native, nodes: NodeBase, the flyweight handle cstvault.Node subclasses. */
+#include "native.h"
+
+static void node_dealloc(NodeBase *n) {
+    PyTypeObject *tp = Py_TYPE(n);
+    Py_XDECREF(n->tree);
+    tp->tp_free((PyObject *)n); /* a Python subclass's subtype_dealloc drops the type ref */
+}
+
+#define T (n->tree)
+#define I (n->i)
+/* names[] holds one entry per symbol id below the ERROR symbol, then ERROR's */
+static PyObject *name_of(TreeBase *t, uint16_t sym) {
+    Py_ssize_t last = PyTuple_GET_SIZE(t->names) - 1;
+    Py_ssize_t k = sym == ERROR_SYMBOL ? last : (sym < last ? (Py_ssize_t)sym : -1);
+    if (k < 0) return PyUnicode_FromString("");
+    return Py_NewRef(PyTuple_GET_ITEM(t->names, k));
+}
+static PyObject *node_type_get(NodeBase *n, void *c) { return name_of(T, T->kind[I]); }
+static PyObject *node_grammar_name(NodeBase *n, void *c) { return name_of(T, T->gram[I]); }
+static PyObject *node_kind_id(NodeBase *n, void *c) { return PyLong_FromLong(T->kind[I]); }
+static PyObject *node_grammar_id(NodeBase *n, void *c) { return PyLong_FromLong(T->gram[I]); }
+static PyObject *node_is_named(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & NAMED); }
+static PyObject *node_is_extra(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & EXTRA); }
+static PyObject *node_is_missing(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & MISSING); }
+static PyObject *node_has_error(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & HAS_ERROR); }
+static PyObject *node_is_error(NodeBase *n, void *c) { return PyBool_FromLong(T->kind[I] == ERROR_SYMBOL); }
+static PyObject *node_start(NodeBase *n, void *c) { return PyLong_FromLongLong(T->start[I]); }
+static PyObject *node_end(NodeBase *n, void *c) { return PyLong_FromLongLong(T->end[I]); }
+static PyObject *node_byte_range(NodeBase *n, void *c) { return Py_BuildValue("(LL)", (long long)T->start[I], (long long)T->end[I]); }
+static PyObject *node_descendants(NodeBase *n, void *c) { return PyLong_FromLongLong(T->size[I]); }
+static PyObject *node_child_count(NodeBase *n, void *c) { return PyLong_FromLong(T->child_count[I]); }
+static PyObject *node_id(NodeBase *n, void *c) { return PyLong_FromSsize_t(I); }
+static PyObject *node_tree(NodeBase *n, void *c) { return Py_NewRef((PyObject *)T); }
+static PyObject *node_parent(NodeBase *n, void *c) { return make_node(T, T->parent[I]); }
+static PyObject *node_prev_sibling(NodeBase *n, void *c) { return make_node(T, T->prev[I]); }
+
+static Py_ssize_t next_sibling_of(TreeBase *t, Py_ssize_t i) {
+    int32_t p = t->parent[i];
+    if (p < 0) return -1;
+    Py_ssize_t j = i + t->size[i];
+    return j < p + t->size[p] ? j : -1;
+}
+static PyObject *node_next_sibling(NodeBase *n, void *c) { return make_node(T, next_sibling_of(T, I)); }
+static PyObject *node_next_named_sibling(NodeBase *n, void *c) {
+    Py_ssize_t j = next_sibling_of(T, I);
+    while (j >= 0 && !(T->flags[j] & NAMED)) j = next_sibling_of(T, j);
+    return make_node(T, j);
+}
+static PyObject *node_prev_named_sibling(NodeBase *n, void *c) {
+    Py_ssize_t j = T->prev[I];
+    while (j >= 0 && !(T->flags[j] & NAMED)) j = T->prev[j];
+    return make_node(T, j);
+}
+
+static PyObject *children_list(NodeBase *n, int named_only) {
+    PyObject *list = PyList_New(0);
+    if (!list || !(T->flags[I] & HAS_CHILDREN)) return list;
+    Py_ssize_t end = I + T->size[I];
+    for (Py_ssize_t j = I + 1; j < end; j += T->size[j]) {
+        if (named_only && !(T->flags[j] & NAMED)) continue;
+        PyObject *c = make_node(T, j);
+        if (!c || PyList_Append(list, c) < 0) { Py_XDECREF(c); Py_DECREF(list); return NULL; }
+        Py_DECREF(c);
+    }
+    return list;
+}
+static PyObject *node_children(NodeBase *n, void *c) { return children_list(n, 0); }
+static PyObject *node_named_children(NodeBase *n, void *c) { return children_list(n, 1); }
+static PyObject *node_named_child_count(NodeBase *n, void *c) {
+    long k = 0;
+    if (T->flags[I] & HAS_CHILDREN) {
+        Py_ssize_t end = I + T->size[I];
+        for (Py_ssize_t j = I + 1; j < end; j += T->size[j]) k += (T->flags[j] & NAMED) != 0;
+    }
+    return PyLong_FromLong(k);
+}
+
+static PyObject *node_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *tree;
+    Py_ssize_t index;
+    if (!PyArg_ParseTuple(args, "O!n", &TreeBaseType, &tree, &index)) return NULL;
+    TreeBase *t = (TreeBase *)tree;
+    if (!t->bound || index < 0 || index >= t->n) {
+        PyErr_SetString(PyExc_IndexError, "node index out of range");
+        return NULL;
+    }
+    NodeBase *n = (NodeBase *)type->tp_alloc(type, 0);
+    if (!n) return NULL;
+    n->tree = (TreeBase *)Py_NewRef(tree);
+    n->i = index;
+    return (PyObject *)n;
+}
+
+static Py_hash_t node_hash(NodeBase *n) {
+    Py_hash_t h = (Py_hash_t)(((uintptr_t)T >> 4) * 1000003u) ^ (Py_hash_t)I;
+    return h == -1 ? -2 : h;
+}
+
+static PyObject *node_richcompare(PyObject *a, PyObject *b, int op) {
+    if ((op != Py_EQ && op != Py_NE) || !PyObject_TypeCheck(b, &NodeBaseType) ||
+        !PyObject_TypeCheck(a, &NodeBaseType))
+        Py_RETURN_NOTIMPLEMENTED;
+    NodeBase *x = (NodeBase *)a, *y = (NodeBase *)b;
+    int eq = x->tree == y->tree && x->i == y->i;
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+#undef T
+#undef I
+
+static PyMemberDef node_members[] = {
+    {"_i", T_PYSSIZET, offsetof(NodeBase, i), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef node_getset[] = {
+    {"type", (getter)node_type_get, NULL, "The node's type.", NULL},
+    {"grammar_name", (getter)node_grammar_name, NULL, NULL, NULL},
+    {"kind_id", (getter)node_kind_id, NULL, NULL, NULL},
+    {"grammar_id", (getter)node_grammar_id, NULL, NULL, NULL},
+    {"is_named", (getter)node_is_named, NULL, NULL, NULL},
+    {"is_extra", (getter)node_is_extra, NULL, NULL, NULL},
+    {"is_missing", (getter)node_is_missing, NULL, NULL, NULL},
+    {"is_error", (getter)node_is_error, NULL, NULL, NULL},
+    {"has_error", (getter)node_has_error, NULL, NULL, NULL},
+    {"start_byte", (getter)node_start, NULL, NULL, NULL},
+    {"end_byte", (getter)node_end, NULL, NULL, NULL},
+    {"byte_range", (getter)node_byte_range, NULL, NULL, NULL},
+    {"descendant_count", (getter)node_descendants, NULL, NULL, NULL},
+    {"child_count", (getter)node_child_count, NULL, NULL, NULL},
+    {"named_child_count", (getter)node_named_child_count, NULL, NULL, NULL},
+    {"children", (getter)node_children, NULL, NULL, NULL},
+    {"named_children", (getter)node_named_children, NULL, NULL, NULL},
+    {"parent", (getter)node_parent, NULL, NULL, NULL},
+    {"next_sibling", (getter)node_next_sibling, NULL, NULL, NULL},
+    {"prev_sibling", (getter)node_prev_sibling, NULL, NULL, NULL},
+    {"next_named_sibling", (getter)node_next_named_sibling, NULL, NULL, NULL},
+    {"prev_named_sibling", (getter)node_prev_named_sibling, NULL, NULL, NULL},
+    {"id", (getter)node_id, NULL, NULL, NULL},
+    {"_t", (getter)node_tree, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject NodeBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cstvault._native.NodeBase",
+    .tp_basicsize = sizeof(NodeBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = node_new,
+    .tp_dealloc = (destructor)node_dealloc,
+    .tp_getset = node_getset,
+    .tp_members = node_members,
+    .tp_hash = (hashfunc)node_hash,
+    .tp_richcompare = node_richcompare,
+};
