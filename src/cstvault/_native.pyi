@@ -1,4 +1,4 @@
-"""Type stubs for cstvault._native, the compiled core (see _native.c and _query.c)."""
+"""Type stubs for cstvault._native, the compiled core (src/cstvault/binding/)."""
 
 from collections.abc import Sequence
 from typing import Any
