@@ -227,3 +227,40 @@ def test_not_any_of_means_none_of_the_values():
     root = cstvault.parse(b"a = len(x)\nb = range(y)\n", "python").root_node
     got = QueryCursor(Query("python", text)).captures(root)["k"]
     assert sorted(n.text for n in got) == [b"a", b"b", b"x", b"y"]
+
+
+def test_verify_queries_gate(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from cstvault import cli, grammar_queries
+    from cstvault import verify_queries as vq
+    from test_cli import make_repo
+
+    make_repo(tmp_path)
+    res = CliRunner().invoke(cli.main, ["verify-queries", str(tmp_path), "--jobs", "1",
+                                        "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["files"] == 3 * len(SNIPPETS) + 1 and out["skipped"] == 1  # blob.c: binary
+    assert out["differences"] == 0
+    kinds = sum(len(grammar_queries.query_texts(lang)) for lang in SNIPPETS)
+    assert out["queries"] == 3 * kinds + len(grammar_queries.query_texts("python"))
+    assert out["matches"] > 1000
+    # a difference is found and reported: our side answers one match fewer
+    real = QueryCursor.matches
+    monkeypatch.setattr(QueryCursor, "matches", lambda self, node, p=None: real(self, node)[1:])
+    res = CliRunner().invoke(cli.main, ["verify-queries", str(tmp_path / "sub"), "--jobs", "1",
+                                        "--json"])  # fmt: skip
+    assert res.exit_code == 1 and json.loads(res.output)["differences"] > 0
+    assert vq.QueryReport().as_dict()["differences"] == 0
+
+
+def test_shipped_queries_extend_javascript_for_typescript():
+    from cstvault.grammar_queries import query_text
+
+    js, ts_tags = query_text("javascript", "tags"), query_text("typescript", "tags")
+    assert js is not None and ts_tags is not None and ts_tags.startswith(js)
+    assert "jsx" in (query_text("tsx", "highlights") or "")
+    assert query_text("go", "locals") is None

@@ -103,6 +103,37 @@ def verify(paths: tuple[str, ...], store_dir: str | None, as_json: bool,
     sys.exit(1 if report.mismatched else 0)
 
 
+@main.command("verify-queries")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def verify_queries_cmd(paths: tuple[str, ...], jobs: int, as_json: bool) -> None:
+    """Run every query the grammar wheels ship on cstvault's tree and on py-tree-sitter's
+    tree of every supported file under PATHS; exits non-zero on any difference."""
+    from .verify_queries import verify_queries
+
+    t0 = time.perf_counter()
+    files = list(iter_files(paths))
+    with _progress(console.is_terminal and not as_json) as bar:
+        task = bar.add_task("verify-queries", total=len(files), current="")
+
+        def step(path: str) -> None:
+            bar.update(task, current=printable(path)[-60:])
+            bar.advance(task)
+
+        report = verify_queries(files, jobs, step)
+    out = {**report.as_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(f"{out['files']:,} files, {out['queries']:,} queries run both ways, "
+                   f"{out['matches']:,} matches: {out['differences']:,} differences")  # fmt: skip
+        for e in out["examples"]:
+            click.echo(f"  DIFFERENT {printable(e['path'])} {e['query']} match {e['match']}: "
+                       f"ours {e['ours']} / tree-sitter {e['theirs']}")  # fmt: skip
+    sys.exit(1 if report.differences else 0)
+
+
 def _verify_paths(paths: tuple[str, ...], as_json: bool, max_mismatches: int):
     files = list(iter_files(paths))
     with _progress(console.is_terminal and not as_json) as bar:
