@@ -369,6 +369,80 @@ def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, j
                    f"{p.candidates:,} {language} files read)")  # fmt: skip
 
 
+def _tag_rows(items) -> list[dict]:
+    return [{"path": t.path, "kind": t.kind, "name": t.name, "start_point": t.start_point,
+             "end_point": t.end_point, "name_point": t.name_point} for t in items]  # fmt: skip
+
+
+def _print_tags(items) -> None:
+    for t in items:
+        click.echo(f"{printable(t.path)}:{t.name_point[0] + 1}:{t.name_point[1] + 1}  "
+                   f"{t.kind}  {t.name}")  # fmt: skip
+
+
+@main.command()
+@click.argument("file")
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--json", "as_json", is_flag=True)
+def outline(file: str, store_dir: str, as_json: bool) -> None:
+    """The definitions in a stored FILE, nested (from the store: nothing is parsed)."""
+    from rich.tree import Tree as RichTree
+
+    from .store import Store
+
+    with Store.open(store_dir) as store:
+        try:
+            items = store.outline(file)
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from exc
+    if as_json:
+        click.echo(json.dumps([{**row, "depth": depth} for (depth, _), row in
+                               zip(items, _tag_rows(t for _, t in items), strict=True)],
+                              indent=2))  # fmt: skip
+        return
+    root = RichTree(printable(file))
+    branches = [root]
+    for depth, t in items:
+        del branches[depth + 1 :]
+        label = f"{t.kind.removeprefix('definition.')} [bold]{t.name}[/bold]  " \
+                f"[dim]{t.start_point[0] + 1}-{t.end_point[0] + 1}[/dim]"  # fmt: skip
+        branches.append(branches[depth].add(label))
+    Console().print(root)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--kind", default=None, help="Only this kind (e.g. function, class, method).")
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--json", "as_json", is_flag=True)
+def defs(name: str, kind: str | None, store_dir: str, as_json: bool) -> None:
+    """Where NAME is defined, across the store: path:row:col  kind  name."""
+    from .store import Store
+
+    with Store.open(store_dir) as store:
+        items = store.definitions(name, kind)
+    if as_json:
+        click.echo(json.dumps(_tag_rows(items), indent=2))
+    else:
+        _print_tags(items)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--json", "as_json", is_flag=True)
+def refs(name: str, store_dir: str, as_json: bool) -> None:
+    """Where NAME is referenced (calls and uses, as the grammars' tags queries define them)."""
+    from .store import Store
+
+    with Store.open(store_dir) as store:
+        items = store.references(name)
+    if as_json:
+        click.echo(json.dumps(_tag_rows(items), indent=2))
+    else:
+        _print_tags(items)
+
+
 def languages_names() -> list[str]:
     from . import languages
 

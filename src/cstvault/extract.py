@@ -32,9 +32,18 @@ def parse(source: bytes, language: str) -> ts.Tree:
 
 def parse_extract(source: bytes, language: str) -> Columns:
     """Parse `source` and return its columns, all in C."""
-    n, kind, gram, flags, field, size, start, end, unexpected, sexp_text = (
-        _native.parse_extract(source, languages.capsule(language))
-    )
+    return _from_native(language, _native.parse_extract(source, languages.capsule(language)))
+
+
+def parse_extract_matches(source: bytes, language: str, query: object) -> tuple[Columns, bytes]:
+    """`parse_extract`, and the matches of a compiled query (`Query._q`) on the same parse, as
+    `_native.query_exec`'s record events."""
+    out, events = _native.parse_extract(source, languages.capsule(language), query)
+    return _from_native(language, out), events
+
+
+def _from_native(language: str, out: tuple) -> Columns:
+    n, kind, gram, flags, field, size, start, end, unexpected, sexp_text = out
     cols = Columns(
         language=language,
         kind=np.frombuffer(kind, dtype=np.uint16),

@@ -21,11 +21,12 @@ import zstandard
 
 from . import faults
 from .codec import EncodeError, encode
-from .extract import parse_extract
+from .extract import parse_extract, parse_extract_matches
 from .sources import check_source, count_lines
 from .store import Store
 from .store.segments import SEGMENT_LIMIT
 from .symbols import symbol_texts
+from .tags import pack_definitions, tags_of, tags_query
 from .walk import iter_files
 
 INDEX_LEVEL = 1  # frames are written fast; `freeze` recompresses them to FROZEN_LEVEL
@@ -48,6 +49,7 @@ class Encoded:
     tree: bytes = b""
     source: bytes = b""
     symbols: set[bytes] = field(default_factory=set)
+    definitions: bytes = b""  # tags.pack_definitions
     dicts: tuple[int, int] = (0, 0)
     level: int = FROZEN_LEVEL
     skipped: str = ""
@@ -110,7 +112,12 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
         out.skipped = reason
         return out
     try:
-        cols = parse_extract(source, language)
+        tq = tags_query(language)
+        if tq is None:
+            cols = parse_extract(source, language)
+        else:  # the tags query on the same parse: the file's definitions
+            cols, events = parse_extract_matches(source, language, tq._q)
+            out.definitions = pack_definitions(tags_of(tq, source, events))
         record = encode(cols, source)
     except (EncodeError, ValueError, RuntimeError) as exc:
         out.skipped = f"unencodable: {exc}"
@@ -340,6 +347,7 @@ class _Batch:
         cat.begin()
         made: dict[bytes, int] = {}
         symbols: dict[int, set[bytes]] = {}
+        definitions: list[tuple[int, bytes]] = []
         for row in self.rows:
             enc = row[0]
             if enc.skipped:
@@ -357,12 +365,15 @@ class _Batch:
                                     row[1], row[2], enc.dicts, enc.level)  # fmt: skip
                 made[enc.digest] = blob
                 symbols[blob] = enc.symbols
+                if enc.definitions:
+                    definitions.append((blob, enc.definitions))
                 rep.new_blobs += 1
             cat.put_file(enc.path, blob, enc.size, enc.mtime_ns)
             rep.files += 1
             rep.lines += enc.lines
             rep.nodes += enc.nodes
         cat.add_symbols(symbols)
+        cat.add_definitions(definitions)
         faults.point("index.txn_begun")
         cat.commit()
         faults.point("index.committed")

@@ -395,10 +395,16 @@ class QueryCursor:
             self.query._q, languages.capsule(lang), source, 0, False, self._limit, depth,
             self._byte_range, self._point_range, self._containing_byte_range,
             self._containing_point_range, True)  # fmt: skip
+        return self.record_matches(source, raw, predicate)
+
+    def record_matches(self, source: bytes, raw: bytes, predicate: QueryPredicate | None = None
+                       ) -> list[tuple[int, dict[str, list[Capture]]]]:  # fmt: skip
+        """The accepted matches among record events (`_native.query_exec(..., records=True)`
+        or `extract.parse_extract_matches`) of this cursor's query on `source`."""
         ev = array("i")
         ev.frombytes(raw)
         names = self.query._names
-        kinds = languages.tables(lang).names
+        kinds = languages.tables(self.query.language_name).names
         out = []
         k = 0
         while k < len(ev):

@@ -256,10 +256,12 @@ static PyObject *bytes_of(const void *p, size_t len) {
 
 PyObject *parse_extract(PyObject *self, PyObject *args) {
     Py_buffer src;
-    PyObject *capsule;
-    if (!PyArg_ParseTuple(args, "y*O", &src, &capsule)) return NULL;
+    PyObject *capsule, *qcap = Py_None;
+    if (!PyArg_ParseTuple(args, "y*O|O", &src, &capsule, &qcap)) return NULL;
     const TSLanguage *lang = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
-    if (!lang) { PyBuffer_Release(&src); return NULL; }
+    const TSQuery *query = lang && qcap != Py_None ? query_of(qcap) : NULL;
+    if (!lang || (qcap != Py_None && !query)) { PyBuffer_Release(&src); return NULL; }
+    Ints ev = {0};
     if (src.len > (Py_ssize_t)UINT32_MAX) {
         PyBuffer_Release(&src);
         PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
@@ -278,6 +280,7 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     if (tree) {
         has_errors = ts_node_has_error(ts_tree_root_node(tree));
         rc = walk(tree, &c, has_errors);
+        if (rc == 0 && query) rc = query_records(query, ts_tree_root_node(tree), &ev);
         if (has_errors && rc == 0) {
             int hidden = has_hidden_missing(tree);
             if (hidden < 0) rc = -1;
@@ -292,11 +295,12 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     PyBuffer_Release(&src);
     if (!ok_lang) {
         columns_free(&c);
+        PyMem_Free(ev.v);
         PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
         return NULL;
     }
-    if (!tree) { columns_free(&c); PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
-    if (rc) { columns_free(&c); PyMem_Free(sexp); return PyErr_NoMemory(); }
+    if (!tree) { columns_free(&c); PyMem_Free(ev.v); PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
+    if (rc) { columns_free(&c); PyMem_Free(ev.v); PyMem_Free(sexp); return PyErr_NoMemory(); }
     PyObject *text = sexp ? PyUnicode_DecodeUTF8(sexp, strlen(sexp), "surrogateescape") : Py_NewRef(Py_None);
     PyMem_Free(sexp);
     PyObject *out = text ? Py_BuildValue(
@@ -305,5 +309,8 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
         bytes_of(c.field, 2 * c.n), bytes_of(c.size, 4 * c.n), bytes_of(c.start, 4 * c.n),
         bytes_of(c.end, 4 * c.n), bytes_of(c.unexpected, 8 * c.n_unexpected), text) : NULL;
     columns_free(&c);
+    if (out && query) /* with a query: (columns, its matches as query_exec's record events) */
+        out = Py_BuildValue("(NN)", out, bytes_of(ev.v, ev.n * sizeof(int32_t)));
+    PyMem_Free(ev.v);
     return out;
 }

@@ -44,7 +44,8 @@ static PyMethodDef methods[] = {
     {"distinct_slices", distinct_slices, METH_VARARGS,
      "distinct_slices(source, starts int64, ends int64, max_len) -> set of bytes"},
     {"parse_extract", parse_extract, METH_VARARGS,
-     "parse_extract(source, language_capsule) -> (n, kind, grammar, flags, field, size, "
+     "parse_extract(source, language_capsule, query=None) -> (n, kind, grammar, flags, field, "
+     "size, "
      "start, end, unexpected, sexp_or_None)"},
     {"language_abi", runtime_version, METH_NOARGS, "Newest grammar ABI the runtime reads."},
     {"encode_body", encode_body, METH_VARARGS, "Encode columns as a record body."},

@@ -77,6 +77,16 @@ PyObject *new_bytes(Py_ssize_t len, void **data);
 /* tree.c */
 PyObject *make_node(TreeBase *t, Py_ssize_t i);
 
+/* query.c: growable int32 arrays; a compiled query's capsule; a query's matches as records */
+typedef struct {
+    int32_t *v;
+    size_t n, cap;
+} Ints;
+int push(Ints *a, int32_t x);
+#define QUERY_CAPSULE "cstvault.TSQuery"
+TSQuery *query_of(PyObject *capsule);
+int query_records(const TSQuery *q, TSNode node, Ints *ev);
+
 /* the module's functions, by file */
 PyObject *parse_extract(PyObject *self, PyObject *args);
 PyObject *py_structure(PyObject *self, PyObject *args);

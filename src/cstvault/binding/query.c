@@ -13,14 +13,13 @@
 #include <stdint.h>
 #include <string.h>
 
-#define QUERY_CAPSULE "cstvault.TSQuery"
 
 static void query_free(PyObject *capsule) {
     TSQuery *q = PyCapsule_GetPointer(capsule, QUERY_CAPSULE);
     if (q) ts_query_delete(q);
 }
 
-static TSQuery *query_of(PyObject *capsule) { return PyCapsule_GetPointer(capsule, QUERY_CAPSULE); }
+TSQuery *query_of(PyObject *capsule) { return PyCapsule_GetPointer(capsule, QUERY_CAPSULE); }
 
 /* query_new(language_capsule, source) -> query capsule, or (error kind, byte offset) */
 static PyObject *query_new(PyObject *self, PyObject *args) {
@@ -193,12 +192,7 @@ done:
     ts_tree_cursor_delete(&c);
 }
 
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} Ints;
-
-static int push(Ints *a, int32_t x) {
+int push(Ints *a, int32_t x) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? 2 * a->cap : 256;
         int32_t *v = PyMem_Realloc(a->v, cap * sizeof(int32_t));
@@ -208,6 +202,32 @@ static int push(Ints *a, int32_t x) {
     }
     a->v[a->n++] = x;
     return 0;
+}
+
+static int push_record(Ints *ev, uint32_t capture, TSNode c) {
+    TSPoint a = ts_node_start_point(c), b = ts_node_end_point(c);
+    return push(ev, (int32_t)capture) || push(ev, (int32_t)ts_node_start_byte(c)) ||
+           push(ev, (int32_t)ts_node_end_byte(c)) || push(ev, (int32_t)a.row) ||
+           push(ev, (int32_t)a.column) || push(ev, (int32_t)b.row) ||
+           push(ev, (int32_t)b.column) || push(ev, (int32_t)ts_node_symbol(c));
+}
+
+/* Every match of `q` under `node` as record events (query_exec's `records` layout), appended
+ * to `ev`: what the indexer keeps of a file's tags query, run on the tree it parsed anyway.
+ * 0, or -1 when out of memory. */
+int query_records(const TSQuery *q, TSNode node, Ints *ev) {
+    TSQueryCursor *cur = ts_query_cursor_new();
+    if (!cur) return -1;
+    ts_query_cursor_exec(cur, q, node);
+    TSQueryMatch m;
+    int rc = 0;
+    while (!rc && ts_query_cursor_next_match(cur, &m)) {
+        rc = push(ev, (int32_t)m.pattern_index) || push(ev, (int32_t)m.capture_count);
+        for (uint16_t k = 0; !rc && k < m.capture_count; k++)
+            rc = push_record(ev, m.captures[k].index, m.captures[k].node);
+    }
+    ts_query_cursor_delete(cur);
+    return rc ? -1 : 0;
 }
 
 static int point_arg(PyObject *o, TSPoint *a, TSPoint *b) {
@@ -291,14 +311,7 @@ static PyObject *query_exec(PyObject *self, PyObject *args) {
         if (captures_mode && push(&ev, (int32_t)which)) goto nomem;
         for (uint16_t k = 0; k < m.capture_count; k++) {
             if (records) {
-                TSNode c = m.captures[k].node;
-                TSPoint a = ts_node_start_point(c), b = ts_node_end_point(c);
-                if (push(&ev, (int32_t)m.captures[k].index) ||
-                    push(&ev, (int32_t)ts_node_start_byte(c)) ||
-                    push(&ev, (int32_t)ts_node_end_byte(c)) || push(&ev, (int32_t)a.row) ||
-                    push(&ev, (int32_t)a.column) || push(&ev, (int32_t)b.row) ||
-                    push(&ev, (int32_t)b.column) || push(&ev, (int32_t)ts_node_symbol(c)))
-                    goto nomem;
+                if (push_record(&ev, m.captures[k].index, m.captures[k].node)) goto nomem;
                 continue;
             }
             if (nn == ncap) {

@@ -268,6 +268,32 @@ class Store:
         q = Query(language, query)
         return run(self, q, plan(self, q, paths).paths, jobs, progress)
 
+    def tags(self, path: str) -> list:
+        """A file's definitions and references (`tags.Located`), as its grammar's tags query
+        defines them."""
+        from ..tags import file_tags
+
+        return file_tags(self, path)
+
+    def outline(self, path: str) -> list:
+        """A file's definitions nested by containment, (depth, `tags.Located`), from the
+        catalog (nothing parsed)."""
+        from ..tags import file_definitions, outline
+
+        return outline(file_definitions(self, path))
+
+    def definitions(self, name: str | bytes, kind: str | None = None) -> list:
+        """Where `name` is defined (`tags.Located`), optionally of one kind (e.g. function)."""
+        from ..tags import definitions
+
+        return definitions(self, name, kind)
+
+    def references(self, name: str | bytes) -> list:
+        """Where `name` is referenced (`tags.Located`)."""
+        from ..tags import references
+
+        return references(self, name)
+
     def node_at(self, path: str, row: int, column: int) -> Node:
         """The smallest node spanning the point (row, column) (0-based, byte columns)."""
         root = self.tree(path).root_node

@@ -22,7 +22,7 @@ from ..codec.errors import CorruptRecord
 from ..symbols import pack_many, unpack_ids
 from . import symtab
 
-SCHEMA_VERSION = "7"
+SCHEMA_VERSION = "8"
 # a file's path from files f JOIN dirs d
 PATH = "CASE d.path WHEN '' THEN CAST(f.name AS TEXT) ELSE d.path || '/' || f.name END"
 FILE = "files f JOIN dirs d ON d.id = f.dir"
@@ -147,6 +147,10 @@ CREATE TABLE IF NOT EXISTS grammars(         -- each language's kind tables (lan
     language TEXT PRIMARY KEY,
     version TEXT NOT NULL,                   -- of the grammar wheel they came from
     tables BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS definitions(     -- each blob's definitions (tags.pack_definitions)
+    blob INTEGER PRIMARY KEY REFERENCES blobs(id),
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (LEB128 deltas)
     blob INTEGER PRIMARY KEY REFERENCES blobs(id),
@@ -554,6 +558,7 @@ class Catalog:
     def drop_orphan_blobs(self) -> int:
         cur = self.db.execute("DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files)")
         self.db.execute("DELETE FROM blob_symbols WHERE blob NOT IN (SELECT id FROM blobs)")
+        self.db.execute("DELETE FROM definitions WHERE blob NOT IN (SELECT id FROM blobs)")
         return cur.rowcount
 
     # symbols (see symtab: recent rows + compacted blocks)
@@ -570,6 +575,20 @@ class Catalog:
             "INSERT OR REPLACE INTO blob_symbols(blob, count, ids) VALUES (?, ?, ?)",
             zip(blobs, sizes, pack_many(sets), strict=True),
         )
+
+    def add_definitions(self, rows: list[tuple[int, bytes]]) -> None:
+        """Keep new blobs' packed definitions (tags.pack_definitions)."""
+        self.db.executemany("INSERT OR REPLACE INTO definitions(blob, data) VALUES (?, ?)", rows)
+
+    def definitions_of(self, blobs: list[int]) -> dict[int, bytes]:
+        """Packed definitions of these blobs (those that have any)."""
+        out: dict[int, bytes] = {}
+        for k in range(0, len(blobs), 500):
+            chunk = blobs[k : k + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(
+                f"SELECT blob, data FROM definitions WHERE blob IN ({marks})", chunk))  # fmt: skip
+        return out
 
     def compact_symbols(self) -> int:
         """Fold recent symbol rows into the compacted blocks, in one transaction."""
@@ -588,8 +607,12 @@ class Catalog:
 
     def paths_of_blobs(self, blobs: list[int]) -> list[str]:
         """The paths of the files holding these blobs, each row checked, and for each blob
-        all of them (their count and row checks match the blob's digest)."""
-        out: list[str] = []
+        all of them (their row checks add up to the blob's digest)."""
+        return sorted(p for paths in self.files_of_blobs(blobs).values() for p in paths)
+
+    def files_of_blobs(self, blobs: list[int]) -> dict[int, list[str]]:
+        """`paths_of_blobs`, by blob."""
+        out: dict[int, list[str]] = {}
         for k in range(0, len(blobs), 500):
             chunk = blobs[k : k + 500]
             marks = ",".join("?" * len(chunk))
@@ -605,12 +628,12 @@ class Catalog:
                     continue
                 _checked(path, *row)
                 got[blob] = got.get(blob, 0) + row[3]
-                out.append(path)
+                out.setdefault(blob, []).append(path)
             for b in chunk:  # a blob without a row has no file (postings may name dropped ones)
                 if signed32(got.get(b, 0)) != want.get(b, 0):
                     raise CorruptRecord(f"the catalog is damaged: the files of blob {b} do not "
                                         "match its digest; re-index into a new store")
-        return sorted(out)
+        return out
 
     def symbol_ids_of(self, path: str) -> np.ndarray:
         row = self.db.execute(
