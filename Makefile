@@ -23,8 +23,13 @@ $(DEVSTAMP): $(BIN)/python $(NATIVE)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP) $@
 
-# Main job: round-trip every supported file of this repository and print a summary.
+# Main job: index this repository into a store (.cstvault), print its stats, the outline of
+# one file and where one name is defined, then round-trip every file against tree-sitter.
 run: $(STAMP)
+	$(BIN)/cstvault index . --wait 60
+	$(BIN)/cstvault stats
+	$(BIN)/cstvault outline src/cstvault/tags.py
+	$(BIN)/cstvault defs open
 	$(BIN)/cstvault verify .
 
 lint: $(DEVSTAMP)

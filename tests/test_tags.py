@@ -151,3 +151,16 @@ def test_tags_cli(repo):
                                                                              (1, "area")]
     res = CliRunner().invoke(cli.main, ["outline", "nope.py", "--store", store])
     assert res.exit_code == 1 and "not in the store" in res.output
+
+
+def test_highlight_renders_the_file_with_its_grammars_query(repo):
+    import re
+
+    store = str(repo / ".cstvault")
+    plain = CliRunner().invoke(cli.main, ["highlight", "shapes.py", "--store", store])
+    assert plain.exit_code == 0 and plain.output == PY.decode()
+    res = CliRunner(env={"FORCE_COLOR": "1", "TERM": "xterm-256color"}).invoke(
+        cli.main, ["highlight", "shapes.py", "--store", store])  # fmt: skip
+    assert re.sub(r"\x1b\[[0-9;]*m", "", res.output) == PY.decode()
+    assert "\x1b[1;35m" in res.output  # keywords styled
+    assert CliRunner().invoke(cli.main, ["highlight", "nope.py", "--store", store]).exit_code == 1

@@ -443,6 +443,56 @@ def refs(name: str, store_dir: str, as_json: bool) -> None:
         _print_tags(items)
 
 
+THEME = {"keyword": "bold magenta", "function": "bold blue", "method": "bold blue",
+         "type": "cyan", "constructor": "cyan", "string": "green", "escape": "bold green",
+         "comment": "dim italic", "number": "yellow", "constant": "yellow",
+         "property": "bright_blue", "operator": "red", "punctuation": "dim", "tag": "magenta",
+         "attribute": "bright_magenta", "label": "bright_cyan", "embedded": "white",
+         "variable": "default"}  # fmt: skip
+
+
+@main.command()
+@click.argument("file")
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+def highlight(file: str, store_dir: str) -> None:
+    """A stored FILE highlighted with its grammar's own highlights query (as a terminal
+    shows it: a visible check of the queries). The first pattern that captures a byte
+    styles it, as tree-sitter's highlighter does."""
+    from rich.text import Text
+
+    from .grammar_queries import query_text
+    from .query import Query, QueryCursor
+    from .store import Store
+
+    with Store.open(store_dir) as store:
+        try:
+            blob, _ = store._located(file)
+            source = store.source(file)
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from exc
+    text = query_text(blob.language, "highlights")
+    if text is None:
+        raise click.ClickException(f"the {blob.language} grammar ships no highlights query")
+    q = Query(blob.language, text)
+    styled = bytearray(len(source))  # 1 where a style has been given
+    spans: list[tuple[int, int, str]] = []
+    for _, caps in sorted(QueryCursor(q).source_matches(source), key=lambda m: m[0]):
+        for name, nodes in caps.items():
+            style = THEME.get(name.split(".")[0])
+            for n in nodes if style else ():
+                if not any(styled[n.start_byte : n.end_byte]):
+                    styled[n.start_byte : n.end_byte] = b"\1" * (n.end_byte - n.start_byte)
+                    spans.append((n.start_byte, n.end_byte, style))
+    out = Text()
+    at = 0
+    for start, end, style in sorted(spans):
+        out.append(source[at:start].decode("utf-8", "replace"))
+        out.append(source[start:end].decode("utf-8", "replace"), style=style)
+        at = end
+    out.append(source[at:].decode("utf-8", "replace"))
+    Console(highlight=False, soft_wrap=True).print(out, end="")
+
+
 def languages_names() -> list[str]:
     from . import languages
 

@@ -61,6 +61,7 @@ def name_hash(name: bytes) -> int:
 
 
 _HEAD = struct.Struct("<IH")  # definitions, length of the kinds list
+_DEF = "definition."  # every kept kind's prefix, not stored
 
 
 def pack_definitions(tags: list[Tag]) -> bytes:
@@ -72,7 +73,7 @@ def pack_definitions(tags: list[Tag]) -> bytes:
         return b""
     kinds = sorted({t.kind for t in defs})
     index = {k: i for i, k in enumerate(kinds)}
-    head = "\0".join(kinds).encode()
+    head = "\0".join(k.removeprefix(_DEF) for k in kinds).encode()
     starts = np.array([t.name_start for t in defs], dtype=np.int64)
     cols = np.stack([
         np.array([index[t.kind] for t in defs], dtype=np.int64),
@@ -99,7 +100,7 @@ def unpack_definitions(data: bytes) -> list[Definition]:
         return []
     n, hlen = _HEAD.unpack_from(data)
     at = _HEAD.size
-    kinds = data[at : at + hlen].decode().split("\0")
+    kinds = [_DEF + k for k in data[at : at + hlen].decode().split("\0")]
     hashes = data[at + hlen : at + hlen + n]
     cols = varint.decode(data[at + hlen + n :], 5 * n).reshape(n, 5)
     name_start = np.cumsum(cols[:, 1])
