@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -62,6 +62,14 @@ _ROW = struct.Struct("<qqq")
 
 
 _DIGEST = "SELECT value FROM meta WHERE key = 'files_digest'"
+IN_CHUNK = 500  # values bound in one `IN (...)`
+
+
+def _in_chunks(values: list) -> Iterator[tuple[list, str]]:
+    """`values` in chunks of IN_CHUNK, each with its `?,?,…` placeholders."""
+    for k in range(0, len(values), IN_CHUNK):
+        chunk = values[k : k + IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _dictionary(did: int, stored: bytes) -> bytes:
@@ -416,10 +424,7 @@ class Catalog:
         total = digests.pop(0, None)
         if total is not None:
             self.set_meta("files_digest", str(signed32(self.files_digest() + total)))
-        ids = list(digests)
-        for k in range(0, len(ids), 500):
-            chunk = ids[k : k + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(list(digests)):
             now = dict(self.db.execute(
                 f"SELECT id, files_check FROM blobs WHERE id IN ({marks})", chunk))  # fmt: skip
             self.db.executemany("UPDATE blobs SET files_check = ? WHERE id = ?",
@@ -583,9 +588,7 @@ class Catalog:
     def definitions_of(self, blobs: list[int]) -> dict[int, bytes]:
         """Packed definitions of these blobs (those that have any)."""
         out: dict[int, bytes] = {}
-        for k in range(0, len(blobs), 500):
-            chunk = blobs[k : k + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(blobs):
             out.update(self.db.execute(
                 f"SELECT blob, data FROM definitions WHERE blob IN ({marks})", chunk))  # fmt: skip
         return out
@@ -613,9 +616,7 @@ class Catalog:
     def files_of_blobs(self, blobs: list[int]) -> dict[int, list[str]]:
         """`paths_of_blobs`, by blob."""
         out: dict[int, list[str]] = {}
-        for k in range(0, len(blobs), 500):
-            chunk = blobs[k : k + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(blobs):
             want: dict[int, int] = {}
             got: dict[int, int] = {}
             # one statement (one snapshot): each blob with its digest and its files, if any
