@@ -92,9 +92,12 @@ def test_digest_catches_any_change():
     assert phases.digest(cols, source[:-1] + b" ")[1] != want[1]
 
 
-def test_fit_projects_linear_costs():
-    intercept, slope = phases.fit([(10, 5.0), (20, 7.0), (40, 11.0)])
-    assert np.isclose(slope, 0.2) and np.isclose(intercept, 3.0)
+def test_projection_is_the_stated_model_not_a_fitted_trend():
+    largest = {"lines": 1000, "files": 10, "ram_mb": 20.0, "disk_mb": 14.0}
+    p = phases.project(largest, 10**6)
+    assert p["disk_mb"] == 14000.0  # bytes per line kept
+    assert p["ram_mb"] == round(20.0 + 8 * (10**4 - 10) / 2**20, 1)  # 8 bytes a new file
+    assert p["projected"] and "upper bound" in p["model"]
 
 
 def test_workload_plan_is_seeded_and_in_range():
