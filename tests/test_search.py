@@ -113,3 +113,20 @@ def test_query_cli(repo):
     res = CliRunner().invoke(cli.main, ["query", "(function_definition", "--lang", "python",
                                         "--store", store])  # fmt: skip
     assert res.exit_code == 1 and "query: Unexpected EOF" in res.output
+
+
+def test_nothing_to_search_is_a_clear_error(repo, tmp_path):
+    from cstvault.search import NothingToSearch
+
+    store = str(repo / ".cstvault")
+    for args, said in ((["--lang", "java"], "holds no java files"),
+                       (["--lang", "python", "nowhere/**"], "no stored python file matches")):
+        res = CliRunner().invoke(cli.main, ["query", "(identifier) @i", *args, "--store", store])
+        assert res.exit_code == 1 and said in res.output, res.output
+    (tmp_path / "e").mkdir()
+    indexer.index(tmp_path / "e", jobs=1)  # an empty store
+    with cstvault.open(tmp_path / "e") as empty, pytest.raises(NothingToSearch):
+        list(empty.query("(identifier) @i", "python"))
+    res = CliRunner().invoke(cli.main, ["query", "(identifier) @i", "--lang", "cobol",
+                                        "--store", store])  # fmt: skip
+    assert res.exit_code == 2 and "cobol" in res.output

@@ -321,7 +321,7 @@ def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, j
     language, optionally only under PATH-GLOBs (gitignore syntax). Prints
     `path:row:col  @capture  text` per capture (1-based row and column)."""
     from .query import Query, QueryError
-    from .search import plan, run
+    from .search import NothingToSearch, plan, run
     from .store import Store
 
     text = Path(pattern).read_text() if pattern.endswith(".scm") and Path(pattern).is_file() \
@@ -335,7 +335,10 @@ def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, j
     except QueryError as exc:
         raise click.ClickException(f"query: {exc}") from exc
     with Store.open(store_dir) as store, _progress(console.is_terminal and not as_json) as bar:
-        p = plan(store, q, list(globs) or None)
+        try:
+            p = plan(store, q, list(globs) or None)
+        except NothingToSearch as exc:
+            raise click.ClickException(f"query: {exc}") from exc
         task = bar.add_task("query", total=len(p.paths), current="")
         matches = files = 0
         found = []

@@ -78,11 +78,22 @@ def required_literals(query: Query) -> list[bytes] | None:
     return sorted(out)
 
 
+class NothingToSearch(ValueError):
+    """The store holds no file the query could be run on (a clear error, not an empty
+    answer: an empty store, a language it lacks, globs matching none of its files)."""
+
+
 def plan(store, query: Query, globs: list[str] | None = None) -> Plan:
-    """Which stored files a query has to read."""
+    """Which stored files a query has to read (NothingToSearch when there are none)."""
     spec = pathspec.GitIgnoreSpec.from_lines(globs) if globs else None
-    paths = [p for p in store.catalog.paths_of_language(query.language_name)
-             if spec is None or spec.match_file(p)]  # fmt: skip
+    every = store.catalog.paths_of_language(query.language_name)
+    if not every:
+        raise NothingToSearch(f"the store at {store.directory} holds no "
+                              f"{query.language_name} files")  # fmt: skip
+    paths = [p for p in every if spec is None or spec.match_file(p)]
+    if not paths:
+        raise NothingToSearch(f"no stored {query.language_name} file matches "
+                              f"{' '.join(globs or [])}")  # fmt: skip
     literals = required_literals(query)
     if literals is None:
         return Plan(paths, len(paths), None)
