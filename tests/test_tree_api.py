@@ -189,3 +189,34 @@ def test_goto_descendant():
         assert c.node._i == i
         assert c.depth == int(tree._structure().depth[i])
 
+
+
+def test_child_with_descendant_and_copy_match_py_tree_sitter():
+    import copy
+
+    import tree_sitter as ts
+
+    from cstvault import languages
+
+    for lang, cases in SNIPPETS.items():
+        for source in cases.values():
+            ours = cstvault.parse(source, lang)
+            theirs = ts.Parser(languages.language(lang)).parse(source)
+            o_nodes, t_nodes = [], []
+            for root, acc in ((ours.root_node, o_nodes), (theirs.root_node, t_nodes)):
+                stack = [root]
+                while stack:
+                    n = stack.pop()
+                    acc.append(n)
+                    stack.extend(reversed(n.children))
+            assert len(o_nodes) == len(t_nodes)
+            for a in range(0, len(o_nodes), 3):
+                for b in range(0, len(o_nodes), 5):
+                    got = o_nodes[a].child_with_descendant(o_nodes[b])
+                    want = t_nodes[a].child_with_descendant(t_nodes[b])
+                    assert (got is None) == (want is None)
+                    if got is not None:
+                        assert (got.type, got.byte_range) == (want.type, want.byte_range)
+            twin = copy.copy(ours)
+            assert twin is not ours and str(twin.root_node) == str(ours.root_node)
+            assert twin.root_node.text == ours.root_node.text

@@ -194,6 +194,14 @@ class Tree(_native.TreeBase):
     def walk(self) -> TreeCursor:
         return TreeCursor(self, 0)
 
+    def copy(self) -> Tree:
+        """Another `Tree` over the same (read-only) buffers, as py-tree-sitter's copy."""
+        if self._decoded is not None:
+            return type(self).from_decoded(self._decoded, self._src)
+        return type(self)(self._cols, self._src)
+
+    __copy__ = copy
+
     def __repr__(self) -> str:
         return f"<cstvault.Tree {self._lang_name} nodes={len(self)}>"
 
@@ -364,6 +372,27 @@ class Node(_native.NodeBase):
             return not lo < s
 
         return self._descend(covers, anon)
+
+    def child_with_descendant(self, descendant: Node) -> Node | None:
+        """The child of this node that contains `descendant` (which may be that child
+        itself), found by byte range as tree-sitter's `ts_node_child_with_descendant` finds
+        it (so a node asked for itself answers its child of the same range, if any)."""
+        if descendant._t is not self._t:
+            return None
+        start, end = descendant.start_byte, descendant.end_byte
+        empty = start == end
+        for child in self.children:
+            if child.start_byte > start:
+                return None
+            if child.id == descendant.id:
+                return child
+            if empty and child.end_byte >= end and child.child_count > 0 \
+                    and child.child_with_descendant(descendant) is not None:  # fmt: skip
+                return child
+            if not ((child.end_byte <= end if empty else child.end_byte < end)
+                    or child.child_count == 0):  # fmt: skip
+                return child
+        return None
 
     def first_child_for_byte(self, byte: int) -> Node | None:
         ends = self._t._end
