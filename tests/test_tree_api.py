@@ -220,3 +220,36 @@ def test_child_with_descendant_and_copy_match_py_tree_sitter():
             twin = copy.copy(ours)
             assert twin is not ours and str(twin.root_node) == str(ours.root_node)
             assert twin.root_node.text == ours.root_node.text
+
+
+def test_range_lookups_match_tree_sitter_on_real_files_and_odd_points():
+    import random
+    from pathlib import Path
+
+    rng = random.Random(5)
+    files = sorted((Path(__file__).parent.parent / "src" / "cstvault").rglob("*.py"))[:6]
+    for path in files:
+        source = path.read_bytes()
+        expected = parse(source, "python")
+        tree = cstvault.parse(source, "python")
+        ids = {n.id: i for i, n in enumerate(ts_preorder(expected))}
+        root, troot = tree.root_node, expected.root_node
+        rows = source.count(b"\n") + 1
+        inner = [n for n in (tree.node(i) for i in range(0, len(tree), 37))]
+        tinner = [n for i, n in enumerate(ts_preorder(expected)) if i % 37 == 0]
+        for _ in range(150):
+            lo = rng.randrange(len(source) + 1)
+            hi = min(len(source), lo + rng.choice((0, 1, 5, 40)))
+            assert mine_index(root.descendant_for_byte_range(lo, hi)) == index_of(
+                ids, troot.descendant_for_byte_range(lo, hi))  # fmt: skip
+            sp = (rng.randrange(rows), rng.randrange(120))  # columns past a line's end too
+            ep = (sp[0] + rng.choice((0, 0, 1)), sp[1] + rng.randrange(30))
+            assert mine_index(root.descendant_for_point_range(sp, ep)) == index_of(
+                ids, troot.descendant_for_point_range(sp, ep))  # fmt: skip
+            assert mine_index(root.named_descendant_for_point_range(sp, ep)) == index_of(
+                ids, troot.named_descendant_for_point_range(sp, ep))  # fmt: skip
+            k = rng.randrange(len(inner))
+            n, tn = inner[k], tinner[k]
+            lo2 = rng.randrange(n.start_byte, n.end_byte + 1)
+            assert mine_index(n.descendant_for_byte_range(lo2, lo2)) == index_of(
+                ids, tn.descendant_for_byte_range(lo2, lo2))  # fmt: skip

@@ -8,7 +8,7 @@ previous sibling from the structure index, all O(1). Rarer queries are Python he
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import crc32c
 import numpy as np
@@ -163,6 +163,16 @@ class Tree(_native.TreeBase):
             self._lines_mv = memoryview(starts)
         return self._lines_mv
 
+    def _point_key(self, row: int, column: int) -> int:
+        """A point as a doubled byte offset, ordered as points are: 2 * its byte, or, past
+        the end of its line, one more than twice the line's last byte."""
+        lines = self._line_starts()
+        if row >= len(lines):
+            return 2 * len(self._source) + 1
+        start = lines[row]
+        last = lines[row + 1] - 1 if row + 1 < len(lines) else len(self._source)
+        return 2 * (start + column) if column <= last - start else 2 * last + 1
+
     def _point(self, byte: int) -> Point:
         lines = self._line_starts()
         row = bisect_right(lines, byte) - 1
@@ -313,27 +323,6 @@ class Node(_native.NodeBase):
         return self._t._field_names[self._t._field[j]]
 
     # search
-    def _descend(self, covers: Callable[[int], bool | None], include_anonymous: bool) -> Node:
-        """tree-sitter's descendant-for-range walk, over visible children."""
-        t = self._t
-        flags = t._flags
-        node = found = self._i
-        descended = True
-        while descended:
-            descended = False
-            for j in t.node(node)._child_indexes():
-                verdict = covers(j)
-                if verdict is None:
-                    continue
-                if not verdict:
-                    break
-                node = j
-                if include_anonymous or flags[j] & NAMED:
-                    found = j
-                descended = True
-                break
-        return t.node(found)
-
     def descendant_for_byte_range(self, start_byte: int, end_byte: int) -> Node | None:
         return self._byte_range(start_byte, end_byte, True)
 
@@ -341,17 +330,9 @@ class Node(_native.NodeBase):
         return self._byte_range(start_byte, end_byte, False)
 
     def _byte_range(self, lo: int, hi: int, anon: bool) -> Node | None:
-        if lo > hi:
+        if lo > hi or lo < 0:
             return None
-        starts, ends = self._t._start, self._t._end
-
-        def covers(j: int) -> bool | None:
-            e, s = ends[j], starts[j]
-            if e < hi or (e < lo if s == e else e <= lo):
-                return None
-            return not lo < s
-
-        return self._descend(covers, anon)
+        return self._descend(lo, hi, anon, 0)
 
     def descendant_for_point_range(self, start_point, end_point) -> Node | None:
         return self._point_range(tuple(start_point), tuple(end_point), True)
@@ -360,18 +341,10 @@ class Node(_native.NodeBase):
         return self._point_range(tuple(start_point), tuple(end_point), False)
 
     def _point_range(self, lo: tuple, hi: tuple, anon: bool) -> Node | None:
-        if lo > hi:
+        if lo > hi or min(*lo, *hi) < 0:
             return None
         t = self._t
-
-        def covers(j: int) -> bool | None:
-            e = tuple(t._point(t._end[j]))
-            s = tuple(t._point(t._start[j]))
-            if e < hi or (e < lo if s == e else e <= lo):
-                return None
-            return not lo < s
-
-        return self._descend(covers, anon)
+        return self._descend(t._point_key(*lo), t._point_key(*hi), anon, 1)
 
     def child_with_descendant(self, descendant: Node) -> Node | None:
         """The child of this node that contains `descendant` (which may be that child

@@ -108,6 +108,46 @@ static PyObject *node_richcompare(PyObject *a, PyObject *b, int op) {
 #undef T
 #undef I
 
+/* tree-sitter's descendant-for-range walk (ts_node_descendant_for_byte_range and its
+ * point twin) over the visible children, O(depth x children): at each level the first child
+ * that ends after the range (or at it, for an empty child) either contains it (descend) or
+ * starts past it (stop). Keys are a node's bytes shifted left by `shift`: 0 for byte ranges;
+ * 1 for point ranges, whose ends the caller turns into doubled bytes (a point past the end of
+ * its line falls between that line's last byte and the next line's first, an odd key). */
+static Py_ssize_t descend(TreeBase *t, Py_ssize_t i, uint64_t lo, uint64_t hi, int anon,
+                          int shift) {
+    Py_ssize_t node = i, found = i;
+    for (int descended = 1; descended;) {
+        descended = 0;
+        if (!(t->flags[node] & HAS_CHILDREN)) break;
+        Py_ssize_t end = node + t->size[node];
+        for (Py_ssize_t j = node + 1; j < end; j += t->size[j]) {
+            uint64_t s = (uint64_t)t->start[j] << shift, e = (uint64_t)t->end[j] << shift;
+            if (e < hi || (s == e ? e < lo : e <= lo)) continue;
+            if (lo < s) break;
+            node = j;
+            if (anon || (t->flags[j] & NAMED)) found = j;
+            descended = 1;
+            break;
+        }
+    }
+    return found;
+}
+
+static PyObject *node_descend(NodeBase *n, PyObject *args) {
+    unsigned long long lo, hi;
+    int anon, shift;
+    if (!PyArg_ParseTuple(args, "KKpi", &lo, &hi, &anon, &shift)) return NULL;
+    return make_node(n->tree, descend(n->tree, n->i, lo, hi, anon, shift ? 1 : 0));
+}
+
+static PyMethodDef node_methods[] = {
+    {"_descend", (PyCFunction)node_descend, METH_VARARGS,
+     "_descend(lo, hi, anonymous, shift) -> the descendant for a range of keys (bytes, or "
+     "doubled bytes for points)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMemberDef node_members[] = {
     {"_i", T_PYSSIZET, offsetof(NodeBase, i), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
@@ -149,6 +189,7 @@ PyTypeObject NodeBaseType = {
     .tp_dealloc = (destructor)node_dealloc,
     .tp_getset = node_getset,
     .tp_members = node_members,
+    .tp_methods = node_methods,
     .tp_hash = (hashfunc)node_hash,
     .tp_richcompare = node_richcompare,
 };
