@@ -107,3 +107,22 @@ def test_steal_percent_from_cpu_counters():
     after = [160, 0, 20, 70, 0, 0, 0, 15, 0, 0]  # 60 + 10 + 20 + 10 jiffies, 10 stolen
     assert steal_percent(before, after) == 10.0
     assert steal_percent(None, after) is None
+
+
+def test_bench_query_reports_every_key(tmp_path):
+    from cstvault import indexer
+    from cstvault.bench.reliability import make_repo
+
+    make_repo(tmp_path / "r", files=60)
+    indexer.index(tmp_path / "r", tmp_path / "st", jobs=1)
+    res = CliRunner().invoke(cli.main, ["bench", "query", "--store", str(tmp_path / "st"),
+                                        "--samples", "10", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    for key in ("store_query_lines_per_s", "tree_sitter_lines_per_s", "ast_grep_lines_per_s",
+                "selective_store_lines_per_s", "selective_ast_grep_lines_per_s",
+                "definitions_p50_ms", "outline_cold_p50_ms", "cold_file_query_speedup",
+                "point_lookup_ratio_to_tree_sitter"):  # fmt: skip
+        assert key in out
+    assert out["files"] == 12 and out["store_query_matches"] == out["tree_sitter_matches"] > 0
+    assert out["definitions_p50_ms"] > 0 and out["cold_file_query_speedup"] > 0

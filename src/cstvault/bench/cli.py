@@ -168,6 +168,22 @@ def register(group: click.Group) -> None:
         if bad:
             sys.exit(1)
 
+    @group.command("query")
+    @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
+                  help="An indexed store whose working tree is still in place.")
+    @click.option("--samples", type=int, default=300, show_default=True)
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def query_bench(store_dir: Path, samples: int, seed: int, as_json: bool) -> None:
+        """Queries over the store's Python files against py-tree-sitter and ast-grep (which
+        re-parse), definitions, cold outlines and point lookups."""
+        from . import query as query_mod
+
+        def lines(result: dict) -> list[str]:
+            return [f"{k:34s} {v}" for k, v in result.items() if k not in ("machine",)]
+
+        _on_store("query", query_mod.run, store_dir, samples, "samples", seed, as_json, lines)
+
     @group.command()
     @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
                   help="An indexed store whose working tree is still in place.")

@@ -1,0 +1,151 @@
+"""`cstvault bench query`: queries over a store against tools that re-parse, same files.
+
+Python files of the store (the language every tool here handles alike), timed side by side:
+the grammar's tags query over the whole store with 2 workers (`Store.query`) against
+py-tree-sitter parse + `QueryCursor.matches` in 2 processes and against `ast-grep` (the
+`bench` extra, `--threads 2`) with a rule matching the same function definitions; a
+selective query (calls of one identifier) both ways; `Store.definitions` and a cold
+`Store.outline` (stored definitions: nothing parsed) against parse + tags query of the same
+file; point lookups against py-tree-sitter's on the same trees. ast-grep keys are null when
+it is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .. import languages
+from ..cache import CacheConfig
+from ..grammar_queries import query_text
+from ..store import Store
+from ..tags import unpack_definitions
+
+LANG = "python"
+SELECTIVE = "getattr"
+
+
+def _ts_chunk(task: tuple[str, list[str]]) -> int:
+    import tree_sitter as ts
+
+    text, paths = task
+    q = ts.Query(languages.language(LANG), text)
+    _ts_chunk.keep = q  # type: ignore[attr-defined]  # py-tree-sitter 0.26.1 frees it badly
+    parser = languages.parser(LANG)
+    n = 0
+    for p in paths:
+        n += len(ts.QueryCursor(q).matches(parser.parse(Path(p).read_bytes()).root_node))
+    return n
+
+
+def _tree_sitter(text: str, files: list[str], jobs: int) -> tuple[float, int]:
+    chunks = [files[k :: jobs * 8] for k in range(jobs * 8)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs) as pool:
+        n = sum(pool.map(_ts_chunk, [(text, c) for c in chunks]))
+    return time.perf_counter() - t0, n
+
+
+def _ast_grep(pattern: str, root: str) -> tuple[float, int] | None:
+    beside = Path(sys.executable).parent / "ast-grep"  # the bench extra, in this venv
+    exe = str(beside) if beside.is_file() else shutil.which("ast-grep")
+    if exe is None:
+        return None
+    t0 = time.perf_counter()
+    args = [exe, "run", "-p", pattern, "-l", LANG, "--threads", "2", "--json=stream", root]
+    res = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if res.returncode not in (0, 1):  # 1: no match
+        raise RuntimeError(f"ast-grep failed: {res.stderr.strip()[-300:]}")
+    return time.perf_counter() - t0, len(res.stdout.splitlines())
+
+
+def _store(store: Store, text: str, jobs: int) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    n = sum(1 for _ in store.query(text, LANG, jobs=jobs))
+    return time.perf_counter() - t0, n
+
+
+def run(store_dir: str | os.PathLike[str], samples: int = 300, seed: int = 1,
+        jobs: int = 2) -> dict:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    with Store.open(store_dir, CacheConfig(max_memory_mb=0)) as store:
+        root = store._root
+        if root is None:
+            raise FileNotFoundError(f"{store_dir}: the store records no working tree")
+        paths = store.catalog.paths_of_language(LANG)
+        lines = sum(f.lines for f in store.files() if f.language == LANG)
+        files = [os.path.join(root, p) for p in paths]
+        tags = query_text(LANG, "tags")
+        assert tags is not None
+        out: dict = {"language": LANG, "files": len(paths), "lines": lines, "jobs": jobs}
+        secs, n = _store(store, tags, jobs)
+        out["store_query_lines_per_s"] = round(lines / secs)
+        out["store_query_matches"] = n
+        secs, n = _tree_sitter(tags, files, jobs)
+        out["tree_sitter_lines_per_s"] = round(lines / secs)
+        out["tree_sitter_matches"] = n
+        ag = _ast_grep("def $F($$$ARGS): $$$BODY", root)
+        out["ast_grep_lines_per_s"] = round(lines / ag[0]) if ag else None
+        out["ast_grep_matches"] = ag[1] if ag else None
+        selective = f'(call function: (identifier) @f (#eq? @f "{SELECTIVE}"))'
+        secs, n = _store(store, selective, jobs)
+        out["selective_store_lines_per_s"] = round(lines / secs)
+        out["selective_store_matches"] = n
+        ag = _ast_grep(f"{SELECTIVE}($$$A)", root)
+        out["selective_ast_grep_lines_per_s"] = round(lines / ag[0]) if ag else None
+        out["selective_ast_grep_matches"] = ag[1] if ag else None
+
+        # definitions of names defined somewhere, drawn from the stored definitions
+        sample = [paths[int(k)] for k in rng.choice(len(paths), min(samples, len(paths)),
+                                                    replace=False)]  # fmt: skip
+        names = []
+        for p in sample:
+            blob, _ = store._located(p)
+            defs = unpack_definitions(store.catalog.definitions_of([blob.id]).get(blob.id, b""))
+            if defs:
+                d = defs[int(rng.integers(len(defs)))]
+                names.append(store.source(p)[d.name_start : d.name_end])
+        lat = []
+        for name in names:
+            t0 = time.perf_counter()
+            store.definitions(name)
+            lat.append(time.perf_counter() - t0)
+        out["definitions_p50_ms"] = round(float(np.median(lat)) * 1000, 4) if lat else None
+    cold_ms, parse_ms, point_ours, point_ts = [], [], [], []
+    with Store.open(store_dir, CacheConfig(max_memory_mb=0)) as cold:
+        from ..tags import _run, tags_query
+
+        q = tags_query(LANG)
+        for p in sample:
+            t0 = time.perf_counter()
+            cold.outline(p)
+            cold_ms.append((time.perf_counter() - t0) * 1000)
+            source = cold.source(p)
+            t0 = time.perf_counter()
+            assert q is not None
+            _run(q, source)  # the tags query on a fresh parse: what a re-parsing tool does
+            parse_ms.append((time.perf_counter() - t0) * 1000)
+            tree, theirs = cold.tree(p), languages.parser(LANG).parse(source)
+            rows = source.count(b"\n") + 1
+            pts = [(int(rng.integers(rows)), int(rng.integers(40))) for _ in range(20)]
+            t0 = time.perf_counter()
+            for pt in pts:
+                tree.root_node.descendant_for_point_range(pt, pt)
+            point_ours.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for pt in pts:
+                theirs.root_node.descendant_for_point_range(pt, pt)
+            point_ts.append(time.perf_counter() - t0)
+    out["outline_cold_p50_ms"] = round(float(np.median(cold_ms)), 4)
+    out["parse_and_tags_p50_ms"] = round(float(np.median(parse_ms)), 4)
+    out["cold_file_query_speedup"] = round(float(np.median(parse_ms) / np.median(cold_ms)), 2)
+    out["point_lookup_ratio_to_tree_sitter"] = round(
+        float(np.median(point_ours) / np.median(point_ts)), 2)  # fmt: skip
+    return out
