@@ -57,12 +57,12 @@ def _reference_tags(lang: str, source: bytes) -> set[tuple]:
 @pytest.mark.parametrize("lang", ["python", "javascript", "typescript", "rust", "go", "java",
                                   "c", "cpp"])  # fmt: skip
 def test_tags_are_tree_sitters(lang):
-    from cstvault.tags import _run
+    from cstvault.tags import source_tags
 
     q = tags_query(lang)
     assert q is not None
     for source in [*SNIPPETS[lang].values(), *([PY] if lang == "python" else [])]:
-        ours = {(t.kind, t.name, t.start_byte, t.end_byte) for t in _run(q, source)}
+        ours = {(t.kind, t.name, t.start_byte, t.end_byte) for t in source_tags(q, source)}
         assert ours == _reference_tags(lang, source)
 
 

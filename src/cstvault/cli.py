@@ -377,7 +377,10 @@ def _tag_rows(items) -> list[dict]:
              "end_point": t.end_point, "name_point": t.name_point} for t in items]  # fmt: skip
 
 
-def _print_tags(items) -> None:
+def _print_tags(items, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(_tag_rows(items), indent=2))
+        return
     for t in items:
         click.echo(f"{printable(t.path)}:{t.name_point[0] + 1}:{t.name_point[1] + 1}  "
                    f"{t.kind}  {t.name}")  # fmt: skip
@@ -423,11 +426,7 @@ def defs(name: str, kind: str | None, store_dir: str, as_json: bool) -> None:
     from .store import Store
 
     with Store.open(store_dir) as store:
-        items = store.definitions(name, kind)
-    if as_json:
-        click.echo(json.dumps(_tag_rows(items), indent=2))
-    else:
-        _print_tags(items)
+        _print_tags(store.definitions(name, kind), as_json)
 
 
 @main.command()
@@ -439,11 +438,7 @@ def refs(name: str, store_dir: str, as_json: bool) -> None:
     from .store import Store
 
     with Store.open(store_dir) as store:
-        items = store.references(name)
-    if as_json:
-        click.echo(json.dumps(_tag_rows(items), indent=2))
-    else:
-        _print_tags(items)
+        _print_tags(store.references(name), as_json)
 
 
 THEME = {"keyword": "bold magenta", "function": "bold blue", "method": "bold blue",

@@ -22,6 +22,7 @@ import zstandard
 from . import faults
 from .codec import EncodeError, encode
 from .extract import parse_extract, parse_extract_matches
+from .query import QueryCursor
 from .sources import check_source, count_lines
 from .store import Store
 from .store.segments import SEGMENT_LIMIT
@@ -117,7 +118,8 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
             cols = parse_extract(source, language)
         else:  # the tags query on the same parse: the file's definitions
             cols, events = parse_extract_matches(source, language, tq._q)
-            out.definitions = pack_definitions(tags_of(tq, source, events))
+            matches = QueryCursor(tq).record_matches(source, events)
+            out.definitions = pack_definitions(tags_of(matches))
         record = encode(cols, source)
     except (EncodeError, ValueError, RuntimeError) as exc:
         out.skipped = f"unencodable: {exc}"

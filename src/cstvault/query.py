@@ -345,14 +345,18 @@ class QueryCursor:
         if tree._lang_name != self.query.language_name:
             raise ValueError(f"the query is for {self.query.language_name}, the tree is "
                              f"{tree._lang_name}")  # fmt: skip
+        events = array("i")
+        events.frombytes(self._exec(bytes(tree._source), node.id, captures, False))
+        return tree, events
+
+    def _exec(self, source: bytes, node_index: int, captures: bool, records: bool) -> bytes:
+        """`_native.query_exec` with this cursor's settings; the raw events."""
         depth = -1 if self._max_start_depth is None else self._max_start_depth
         raw, self._exceeded = _native.query_exec(
-            self.query._q, languages.capsule(tree._lang_name), bytes(tree._source), node.id,
+            self.query._q, languages.capsule(self.query.language_name), source, node_index,
             captures, self._limit, depth, self._byte_range, self._point_range,
-            self._containing_byte_range, self._containing_point_range)  # fmt: skip
-        events = array("i")
-        events.frombytes(raw)
-        return tree, events
+            self._containing_byte_range, self._containing_point_range, records)  # fmt: skip
+        return raw
 
     def _accept(self, pattern: int, nodes: dict[int, list[Node]],
                 predicate: QueryPredicate | None) -> bool:  # fmt: skip
@@ -389,13 +393,7 @@ class QueryCursor:
                        ) -> list[tuple[int, dict[str, list[Capture]]]]:  # fmt: skip
         """`matches` over a whole source without a stored tree: captured nodes come back as
         `Capture` records (what whole-store queries stream)."""
-        lang = self.query.language_name
-        depth = -1 if self._max_start_depth is None else self._max_start_depth
-        raw, self._exceeded = _native.query_exec(
-            self.query._q, languages.capsule(lang), source, 0, False, self._limit, depth,
-            self._byte_range, self._point_range, self._containing_byte_range,
-            self._containing_point_range, True)  # fmt: skip
-        return self.record_matches(source, raw, predicate)
+        return self.record_matches(source, self._exec(source, 0, False, True), predicate)
 
     def record_matches(self, source: bytes, raw: bytes, predicate: QueryPredicate | None = None
                        ) -> list[tuple[int, dict[str, list[Capture]]]]:  # fmt: skip

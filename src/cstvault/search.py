@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from functools import cache
 from typing import NamedTuple
 
 import pathspec
@@ -38,12 +39,13 @@ class Plan(NamedTuple):
     literals: list[bytes] | None  # what the prefilter looked up (None: no prefilter)
 
 
-def _identifier_kinds(language: str) -> set[str]:
+@cache
+def _identifier_kinds(language: str) -> frozenset[str]:
     t = languages.tables(language)
     kinds: dict[str, bool] = {}
     for k, name in enumerate(t.names[:-1]):
         kinds[name] = kinds.get(name, True) and bool(t.identifier[k])
-    return {name for name, ident in kinds.items() if ident}
+    return frozenset(name for name, ident in kinds.items() if ident)
 
 
 def required_literals(query: Query) -> list[bytes] | None:

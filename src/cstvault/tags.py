@@ -42,10 +42,11 @@ def tags_query(language: str) -> Query | None:
     return Query(language, text) if text else None
 
 
-def tags_of(query: Query, source: bytes, events: bytes) -> list[Tag]:
-    """The tags among a tags query's record events on `source`, in source order."""
+def tags_of(matches: list[tuple[int, dict]]) -> list[Tag]:
+    """The tags among a tags query's matches (`QueryCursor.source_matches` or
+    `record_matches`), in source order."""
     out: set[Tag] = set()
-    for _, caps in QueryCursor(query).record_matches(source, events):
+    for _, caps in matches:
         names = caps.get("name")
         if not names:
             continue
@@ -156,15 +157,12 @@ def file_tags(store, path: str) -> list[Located]:
     if q is None:
         return []
     source = store.source(path)
-    return _located(path, source, _run(q, source))
+    return _located(path, source, source_tags(q, source))
 
 
-def _run(query: Query, source: bytes) -> list[Tag]:
-    from . import _native, languages
-
-    raw, _ = _native.query_exec(query._q, languages.capsule(query.language_name), source, 0,
-                                False, 0xFFFFFFFF, -1, None, None, None, None, True)  # fmt: skip
-    return tags_of(query, source, raw)
+def source_tags(query: Query, source: bytes) -> list[Tag]:
+    """A tags query's tags on a source (parsed for it)."""
+    return tags_of(QueryCursor(query).source_matches(source))
 
 
 def definitions(store, name: str | bytes, kind: str | None = None) -> list[Located]:

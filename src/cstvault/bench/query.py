@@ -120,7 +120,7 @@ def run(store_dir: str | os.PathLike[str], samples: int = 300, seed: int = 1,
         out["definitions_p50_ms"] = round(float(np.median(lat)) * 1000, 4) if lat else None
     cold_ms, parse_ms, point_ours, point_ts = [], [], [], []
     with Store.open(store_dir, CacheConfig(max_memory_mb=0)) as cold:
-        from ..tags import _run, tags_query
+        from ..tags import source_tags, tags_query
 
         q = tags_query(LANG)
         for p in sample:
@@ -130,7 +130,7 @@ def run(store_dir: str | os.PathLike[str], samples: int = 300, seed: int = 1,
             source = cold.source(p)
             t0 = time.perf_counter()
             assert q is not None
-            _run(q, source)  # the tags query on a fresh parse: what a re-parsing tool does
+            source_tags(q, source)  # the tags query on a fresh parse, as a re-parsing tool does
             parse_ms.append((time.perf_counter() - t0) * 1000)
             tree, theirs = cold.tree(p), languages.parser(LANG).parse(source)
             rows = source.count(b"\n") + 1

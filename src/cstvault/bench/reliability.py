@@ -272,10 +272,7 @@ class Bench:
         """What a freeze or gc starts from: every file the store already holds."""
         if op == "index" or not (store / "catalog.sqlite").exists():
             return set()
-        from ..store import Store
-
-        with Store.open(store) as s:
-            return {f.path for f in s.files()}
+        return self._stored(store)
 
     def finish(self, op: str, store: Path, committed: set[str], what: str) -> None:
         """Check after the trial, re-run the writer to completion, check again."""
