@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 import cstvault
 from cstvault import languages
-from cstvault.codec import CorruptRecord, decode, encode, reference, varint
+from cstvault.codec import CorruptRecord, EncodeError, decode, encode, reference, varint
 from cstvault.columns import EXTRA, HAS_CHILDREN, HAS_FIELD, NAMED, Columns
+from cstvault.query import Query, QueryCursor
 from snippets import SNIPPETS
 
 U64 = st.integers(min_value=0, max_value=2**63 - 1)
@@ -128,6 +129,12 @@ def random_columns(draw):
     flags[field > 0] |= HAS_FIELD
     cols = Columns("python", kind, grammar, flags, field, size, start, end,
                    np.zeros(0, dtype=np.int64))
+    if draw(st.booleans()):  # a format-2 record: query-status pairs on random nodes
+        nodes = sorted(draw(st.sets(st.integers(1, n - 1), max_size=8)) if n > 1 else [])
+        values = draw(st.lists(st.integers(0, 2 * (len(tables.fields) - 1) + 1),
+                               min_size=len(nodes), max_size=len(nodes)))  # fmt: skip
+        cols.status = np.array([x for pair in zip(nodes, values, strict=True)
+                                for x in pair], dtype=np.uint32)
     return cols, source
 
 
@@ -142,6 +149,11 @@ def test_random_tree_records_roundtrip(case):
         got = decode(record)
         for name in ("kind", "grammar", "flags", "field", "size", "start", "end"):
             assert np.array_equal(getattr(got, name), getattr(cols, name)), name
+        assert record[4] == (1 if cols.status is None else 2)  # the format version
+        if cols.status is None:
+            assert got.status is None
+        else:
+            assert np.array_equal(got.status, cols.status)
 
 
 def _record() -> bytes:
@@ -181,6 +193,24 @@ def test_damage_behind_a_valid_crc_never_crashes(data):
         tree._structure()
     except CorruptRecord:
         pass
+    # the query cursor walks whatever the decoder accepted without faulting
+    QueryCursor(Query("python", "(_ (identifier) @i . (_)? @n) @p")).matches(tree.root_node)
+
+
+def test_the_status_stream_is_checked():
+    """Format 2's last stream (query status) is bounded and ordered, and a format-1 record
+    (without it) still decodes, with its status unknown."""
+    source = SNIPPETS["python"]["ok"]
+    cols = cstvault.parse_extract(source, "python")
+    cols.status = np.array([3, 1, 5, 2], dtype=np.uint32)
+    assert np.array_equal(decode(encode(cols, source)).status, cols.status)
+    for bad in ([5, 1, 3, 2], [3, 1, 3, 1], [len(cols), 1]):  # out of order, repeated, no node
+        cols.status = np.array(bad, dtype=np.uint32)
+        with pytest.raises(EncodeError):
+            encode(cols, source)
+    cols.status = None
+    old = encode(cols, source)
+    assert old[4] == 1 and decode(old).status is None
 
 
 @given(st.binary(max_size=300))

@@ -120,9 +120,11 @@ def test_open_tree_builds_the_tree_decode_builds():
             assert np.array_equal(getattr(tree.columns, name), getattr(cols, name)), name
         assert tree.columns.phantoms == cols.phantoms
         assert nbytes == tree.buffer_bytes() > 0
+        assert np.array_equal(tree.columns.status, cols.status)
         # the budget counts the real buffers: u16 kind, grammar and field, u8 flags, i32 size,
-        # parent, previous sibling and child count, u32 start and end: 31 bytes a node
-        assert nbytes == 31 * len(tree) + 8 * len(cols.unexpected)
+        # parent, previous sibling and child count, u32 start and end: 31 bytes a node, and
+        # the query-status pairs
+        assert nbytes == 31 * len(tree) + 8 * len(cols.unexpected) + 4 * len(cols.status)
         assert tree.columns.start.dtype == np.uint32 and tree.columns.size.dtype == np.int32
         assert (length, crc) == struct.unpack_from("<II", record, 10)
 

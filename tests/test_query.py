@@ -264,3 +264,58 @@ def test_shipped_queries_extend_javascript_for_typescript():
     assert js is not None and ts_tags is not None and ts_tags.startswith(js)
     assert "jsx" in (query_text("tsx", "highlights") or "")
     assert query_text("go", "locals") is None
+
+
+def _engine(text: str, source: bytes, setup=None) -> str:
+    """Which engine QueryCursor picks: "columns" (the stored tree) or "parse"."""
+    cursor = QueryCursor(Query("python", text))
+    if setup:
+        setup(cursor)
+    tree = cstvault.parse(source, "python")
+    return "columns" if cursor._exec_columns(tree, 0, False) is not None else "parse"
+
+
+def test_the_columns_answer_unless_hidden_nodes_could_matter():
+    ok = SNIPPETS["python"]["ok"]
+    assert _engine("(function_definition name: (identifier) @n)", ok) == "columns"
+    assert _engine("(call) @c", ok, lambda c: c.set_byte_range(0, 40)) == "columns"
+    assert _engine("(call) @c", ok, lambda c: c.set_max_start_depth(1)) == "columns"
+    # supertypes are hidden nodes; points are not columns; a non-rooted pattern or an empty
+    # node with a range may meet a hidden repetition tree-sitter skips
+    assert _engine("(expression) @e", ok) == "parse"
+    assert _engine("(call) @c", ok, lambda c: c.set_point_range((0, 0), (2, 0))) == "parse"
+    assert _engine("((identifier) @a (identifier) @b)", ok,
+                   lambda c: c.set_byte_range(0, 40)) == "parse"  # fmt: skip
+    empty = b"if x:\npass\n"  # an empty block
+    assert _engine("(call) @c", empty, lambda c: c.set_byte_range(0, 4)) == "parse"
+    assert _engine("(call) @c", empty) == "columns"
+    # a tree decoded from a format-1 record has no status stream: parse
+    cols = cstvault.parse_extract(ok, "python")
+    cols.status = None
+    from cstvault.codec import decode, encode
+
+    old = cstvault.Tree(decode(encode(cols, ok)), ok)
+    q = Query("python", "(function_definition name: (identifier) @n)")
+    assert QueryCursor(q)._exec_columns(old, 0, False) is None
+    new = cstvault.parse(ok, "python")
+    assert [(p, {k: [_key(n) for n in v] for k, v in c.items()})
+            for p, c in QueryCursor(q).matches(old.root_node)] == [
+        (p, {k: [_key(n) for n in v] for k, v in c.items()})
+        for p, c in QueryCursor(q).matches(new.root_node)]  # fmt: skip
+
+
+def test_capture_reads_like_its_tuple():
+    import pickle
+
+    from cstvault.query import Capture
+
+    c = Capture("identifier", 4, 7, (0, 4), (0, 7), b"foo")
+    assert (c.type, c.start_byte, c.end_byte, c.start_point, c.end_point, c.text) == (
+        "identifier", 4, 7, (0, 4), (0, 7), b"foo")  # fmt: skip
+    kind, start, end, sp, ep, text = c
+    assert (kind, text, len(c), c[2]) == ("identifier", b"foo", 6, 7)
+    assert c == ("identifier", 4, 7, (0, 4), (0, 7), b"foo")
+    assert c == pickle.loads(pickle.dumps(c)) and hash(c) == hash(tuple(c))
+    assert "text=b'foo'" in repr(c)
+    with pytest.raises(ValueError):
+        Capture("identifier", 4, 9, (0, 4), (0, 9), b"foo")

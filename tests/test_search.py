@@ -50,6 +50,13 @@ def _ours(matches) -> list[tuple]:
 @pytest.mark.parametrize(("lang", "text"), [
     ("python", '(function_definition name: (identifier) @n (#eq? @n "f5_2"))'),
     ("python", '((identifier) @x (#any-of? @x "f10_1" "f999_0"))'),
+    ("python", '((identifier) @x (#not-any-of? @x "a" "b" "self") (#not-eq? @x "f3_1"))'),
+    ("python", "(function_definition parameters: (parameters (identifier) @p) body: (block "
+               "(return_statement (binary_operator left: (list (binary_operator left: "
+               "(identifier) @l))))) (#eq? @p @l))"),
+    ("python", "(binary_operator left: (identifier) @l right: (identifier) @r (#eq? @l @r))"
+               "(binary_operator left: (identifier) @l right: (identifier) @r (#not-eq? @l @r))"),
+    ("python", '((identifier) @i (#any-eq? @i "y"))'),
     ("python", "(function_definition parameters: (parameters (identifier) @p))"),
     ("python", '(binary_operator left: (list) @l) (default_parameter value: (_) @v)'),
     ("go", "(function_declaration name: (identifier) @f)"),
@@ -70,10 +77,13 @@ def test_files_that_cannot_match_are_not_read(repo, monkeypatch):
         assert p.literals == [b"f5_2"] and p.paths == ["pkg5/m0005.py"]
         assert p.candidates == 30
         read = []
-        monkeypatch.setattr(store, "source", lambda path: read.append(path) or b"")
-        list(store.query('(function_definition name: (identifier) @n (#eq? @n "f5_2"))',
-                         "python"))  # fmt: skip
+        real = store.read_blob
+        monkeypatch.setattr(store, "read_blob", lambda blob, path: read.append(path) or
+                            real(blob, path))  # fmt: skip
+        got = list(store.query('(function_definition name: (identifier) @n (#eq? @n "f5_2"))',
+                               "python"))  # fmt: skip
         assert read == ["pkg5/m0005.py"]
+        assert [(m.path, m.captures["n"][0].text) for m in got] == [("pkg5/m0005.py", b"f5_2")]
         assert len(plan(store, q, ["pkg4/**"]).paths) == 0
         assert plan(store, Query("python", "(identifier) @i"), ["pkg4/**"]).candidates == 4
 

@@ -9,7 +9,7 @@ from .cache import CacheConfig
 from .codec import CorruptRecord, EncodeError, decode_raw
 from .codec import encode as encode_columns
 from .extract import parse_extract
-from .query import Query, QueryCursor, QueryError
+from .query import Capture, Query, QueryCursor, QueryError
 from .store import Store, StoreLocked
 from .tree import Node, Point, Range, Tree, TreeCursor
 
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CacheConfig",
+    "Capture",
     "CorruptRecord",
     "EncodeError",
     "Node",

@@ -459,22 +459,23 @@ def highlight(file: str, store_dir: str) -> None:
     from rich.text import Text
 
     from .grammar_queries import query_text
-    from .query import Query, QueryCursor
+    from .query import Query
+    from .search import file_matches
     from .store import Store
 
     with Store.open(store_dir) as store:
         try:
             blob, _ = store._located(file)
-            source = store.source(file)
         except KeyError as exc:
             raise click.ClickException(str(exc.args[0])) from exc
-    text = query_text(blob.language, "highlights")
-    if text is None:
-        raise click.ClickException(f"the {blob.language} grammar ships no highlights query")
-    q = Query(blob.language, text)
+        text = query_text(blob.language, "highlights")
+        if text is None:
+            raise click.ClickException(f"the {blob.language} grammar ships no highlights query")
+        q = Query(blob.language, text)
+        source, matches = file_matches(store, q, file)
     styled = bytearray(len(source))  # 1 where a style has been given
     spans: list[tuple[int, int, str]] = []
-    for _, caps in sorted(QueryCursor(q).source_matches(source), key=lambda m: m[0]):
+    for _, _, caps in sorted(matches, key=lambda m: m.pattern_index):
         for name, nodes in caps.items():
             style = THEME.get(name.split(".")[0])
             for n in nodes if style else ():

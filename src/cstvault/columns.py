@@ -39,6 +39,10 @@ class Columns:
     phantoms: tuple[tuple[int, int, str], ...] = field(default=())
     # int32 buffers (parent, prev sibling, child count) when the decoder built them
     structure: tuple[bytes, ...] | None = None
+    # uint32 (node, status field << 1 | can-have-later) pairs: where the field tree-sitter's
+    # query cursor sees differs from `field`, or a later sibling may carry the same field
+    # (from the grammar's productions); None when unknown (a format-1 record, the Python walk)
+    status: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from array import array
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import tree_sitter as ts
 
@@ -28,15 +28,7 @@ _ERRORS = {1: "syntax", 2: "node type", 3: "field", 4: "capture", 5: "structure"
 _CAPTURE, _STRING = 1, 2  # TSQueryPredicateStepType
 
 
-class Capture(NamedTuple):
-    """A captured node as plain data (answers over many files: no tree is decoded)."""
-
-    type: str
-    start_byte: int
-    end_byte: int
-    start_point: tuple[int, int]
-    end_point: tuple[int, int]
-    text: bytes
+Capture = _native.Capture  # (type, start_byte, end_byte, start_point, end_point, text)
 
 
 class QueryError(ValueError):
@@ -346,8 +338,26 @@ class QueryCursor:
             raise ValueError(f"the query is for {self.query.language_name}, the tree is "
                              f"{tree._lang_name}")  # fmt: skip
         events = array("i")
-        events.frombytes(self._exec(bytes(tree._source), node.id, captures, False))
+        raw = self._exec_columns(tree, node.id, captures)
+        if raw is None:
+            raw = self._exec(bytes(tree._source), node.id, captures, False)
+        events.frombytes(raw)
         return tree, events
+
+    def _exec_columns(self, tree: Any, node_index: int, captures: bool,
+                      source: bytes | memoryview | None = None) -> bytes | None:  # fmt: skip
+        """The query run over the stored columns (`_native.colq_exec`), or None when they
+        cannot answer it (then the source is parsed again: `_exec`)."""
+        if self._point_range is not None or self._containing_point_range is not None:
+            return None
+        depth = -1 if self._max_start_depth is None else self._max_start_depth
+        got = _native.colq_exec(
+            self.query._q, tree, tree._status, node_index, captures, self._limit, depth,
+            self._byte_range, self._containing_byte_range, source)  # fmt: skip
+        if got is None:
+            return None
+        raw, self._exceeded = got
+        return raw
 
     def _exec(self, source: bytes, node_index: int, captures: bool, records: bool) -> bytes:
         """`_native.query_exec` with this cursor's settings; the raw events."""
@@ -414,7 +424,7 @@ class QueryCursor:
                 k += 8
                 kind = "ERROR" if sym == 0xFFFF else kinds[sym]
                 nodes.setdefault(cap, []).append(
-                    Capture(kind, sb, eb, (sr, sc), (er, ec), source[sb:eb]))
+                    Capture(kind, sb, eb, (sr, sc), (er, ec), source[sb:eb]))  # type: ignore[call-arg]
             if self._accept(pattern, nodes, predicate):  # type: ignore[arg-type]
                 out.append((pattern, {names[c]: ns for c, ns in nodes.items()}))
         return out

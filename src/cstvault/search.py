@@ -4,10 +4,13 @@ Candidates are the files of the query's language (optionally under path globs); 
 pattern needs a literal identifier (`#eq?` / `#any-of?` on a capture that only ever names
 identifier-kind leaves, captured at least once), only files whose symbol table holds one of
 those literals are read: the rest are skipped without reading a frame. Each candidate's
-stored source is decompressed and matched by tree-sitter's engine (`QueryCursor.
-source_matches`); no tree is decoded and nothing enters the cache. With `jobs` > 1, worker
-processes each open the store and take chunks of paths, a bounded number in flight, so
-memory does not grow with the number of results waiting.
+tree record and source are decompressed and tree-sitter's query cursor runs over the
+decoded columns (`_native.colq_exec`; over a parse of the source when the columns cannot
+answer the query); nothing enters the cache. Matches come back as record events, made into
+`StoreMatch`es of `Capture`s in C (`_native.record_matches`, which also applies the text
+predicates). With `jobs` > 1, worker processes each open the store and take chunks of
+paths, a bounded number in flight, and send back each file's source and events (bytes,
+no object per match), so memory does not grow with the number of results waiting.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from functools import cache
 from typing import NamedTuple
 
+import crc32c
 import pathspec
 
-from . import languages
+from . import _native, languages
+from .codec.errors import CorruptRecord
 from .query import Capture, Query, QueryCursor
+from .tree import tree_from_record
 
 CHUNK = 64  # paths per task
 IN_FLIGHT = 4  # tasks per worker submitted ahead
@@ -105,13 +111,67 @@ def plan(store, query: Query, globs: list[str] | None = None) -> Plan:
     return Plan([p for p in paths if p in holding], len(paths), literals)
 
 
-def _match_files(store, query: Query, paths: list[str]) -> list[StoreMatch]:
+def _match_files(store, query: Query, paths: list[str]) -> list[tuple[str, bytes, bytes]]:
+    """(path, source, record events) of each file (what a worker sends back: three bytes-like
+    objects a file, no object per match)."""
     cursor = QueryCursor(query)
-    out = []
-    for path in paths:
-        for pattern, captures in cursor.source_matches(store.source(path)):
-            out.append(StoreMatch(path, pattern, captures))
-    return out
+    return [(path, *_file_matches(store, cursor, path)) for path in paths]
+
+
+def _store_matches(query: Query, found: list[tuple[str, bytes, bytes]]) -> Iterator[StoreMatch]:
+    """The matches of `_match_files`' answer, as `StoreMatch`es, predicates applied (the
+    text comparisons in C, regexes and the rest here)."""
+    names = tuple(query._names)
+    kinds = languages.tables(query.language_name).names
+    checks, rest = _checks(query)
+    for path, source, raw in found:
+        matches = _native.record_matches(path, bytes(source), raw, names, kinds, StoreMatch,
+                                         checks)  # fmt: skip
+        if rest:
+            cursor = QueryCursor(query)
+            matches = [m for m in matches if m.pattern_index not in rest or cursor._accept(
+                m.pattern_index, {query._names.index(n): c for n, c in m.captures.items()},
+                None)]  # type: ignore[arg-type]  # fmt: skip
+        yield from matches
+
+
+def _checks(query: Query) -> tuple[tuple, set[int]]:
+    """Per pattern, its text predicates as `_native.record_matches` evaluates them (None:
+    none, or some it cannot evaluate), and the patterns left to `QueryCursor._accept`."""
+    checks: list[tuple | None] = []
+    rest = set()
+    for p in range(query.pattern_count):
+        preds = query._predicates[p]
+        c_able = [x for x in preds if getattr(x, "kind", None) in ("eq_string", "any_of",
+                                                                  "eq_capture")]  # fmt: skip
+        if len(c_able) != len(preds):
+            checks.append(None)
+            rest.add(p)
+            continue
+        checks.append(tuple((1 if x.kind == "eq_capture" else 0, x.capture, x.other, x.values,
+                             x.positive, x.any and x.kind != "any_of") for x in c_able)
+                      if c_able else None)  # fmt: skip
+    return tuple(checks), rest
+
+
+def _file_matches(store, cursor: QueryCursor, path: str) -> tuple[bytes, bytes]:
+    """(stored source, record events) of one file: the query over its stored tree's
+    columns, or over a parse of its source when they cannot answer it."""
+    blob, _ = store._located(path)
+    record, source = store.read_blob(blob, path)
+    tree, length, crc, _ = tree_from_record(record)
+    if length != len(source) or crc != crc32c.crc32c(source):
+        raise CorruptRecord(f"{path}: source does not match its tree record")
+    raw = cursor._exec_columns(tree, 0, False, source)
+    if raw is None:
+        raw = cursor._exec(source, 0, False, True)
+    return source, raw
+
+
+def file_matches(store, query: Query, path: str) -> tuple[bytes, list[StoreMatch]]:
+    """One stored file's source and its matches (what `run` streams for it)."""
+    source, raw = _file_matches(store, QueryCursor(query), path)
+    return source, list(_store_matches(query, [(path, source, raw)]))
 
 
 _WORKER: dict = {}
@@ -127,7 +187,7 @@ def _init(store_dir: str, language: str, text: bytes, disabled: list[int]) -> No
     _WORKER["query"] = q
 
 
-def _task(paths: list[str]) -> list[StoreMatch]:
+def _task(paths: list[str]) -> list[tuple[str, bytes, bytes]]:
     return _match_files(_WORKER["store"], _WORKER["query"], paths)
 
 
@@ -138,7 +198,7 @@ def run(store, query: Query, paths: list[str], jobs: int = 1,
     chunks = [paths[k : k + CHUNK] for k in range(0, len(paths), CHUNK)]
     if jobs <= 1 or len(chunks) <= 1:
         for chunk in chunks:
-            yield from _match_files(store, query, chunk)
+            yield from _store_matches(query, _match_files(store, query, chunk))
             if progress:
                 progress(len(chunk))
         return
@@ -153,7 +213,7 @@ def run(store, query: Query, paths: list[str], jobs: int = 1,
                 break
         while pending:
             future, n = pending.pop(0)
-            yield from future.result()
+            yield from _store_matches(query, future.result())
             if progress:
                 progress(n)
             chunk = next(todo, None)

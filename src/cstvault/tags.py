@@ -125,21 +125,17 @@ class Located(NamedTuple):
     end_byte: int
 
 
-def _points(source: bytes):
-    newlines = np.flatnonzero(np.frombuffer(source, dtype=np.uint8) == 10)
-
-    def point(byte: int) -> tuple[int, int]:
-        row = int(np.searchsorted(newlines, byte))
-        return row, byte - (int(newlines[row - 1]) + 1 if row else 0)
-
-    return point
-
-
 def _located(path: str, source: bytes, items) -> list[Located]:
-    point = _points(source)
+    if not items:
+        return []
+    newlines = np.flatnonzero(np.frombuffer(source, dtype=np.uint8) == 10)
+    at = np.array([(t.start_byte, t.end_byte, t.name_start) for t in items], dtype=np.int64)
+    rows = np.searchsorted(newlines, at)  # one call for every point
+    line_start = np.concatenate([[0], newlines + 1])[rows]
+    pts = np.stack([rows, at - line_start], axis=-1).tolist()
     return [Located(path, t.kind, source[t.name_start : t.name_end].decode("utf-8", "replace"),
-                    point(t.start_byte), point(t.end_byte), point(t.name_start),
-                    t.start_byte, t.end_byte) for t in items]  # fmt: skip
+                    tuple(p[0]), tuple(p[1]), tuple(p[2]), t.start_byte, t.end_byte)
+            for t, p in zip(items, pts, strict=True)]  # fmt: skip
 
 
 def file_definitions(store, path: str) -> list[Located]:
@@ -151,13 +147,15 @@ def file_definitions(store, path: str) -> list[Located]:
 
 
 def file_tags(store, path: str) -> list[Located]:
-    """A stored file's definitions and references: its tags query run on its source."""
+    """A stored file's definitions and references: its tags query run on its stored tree."""
     blob, _ = store._located(path)
     q = tags_query(blob.language)
     if q is None:
         return []
-    source = store.source(path)
-    return _located(path, source, source_tags(q, source))
+    from .search import file_matches
+
+    source, matches = file_matches(store, q, path)
+    return _located(path, source, tags_of([(m.pattern_index, m.captures) for m in matches]))
 
 
 def source_tags(query: Query, source: bytes) -> list[Tag]:

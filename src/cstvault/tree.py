@@ -146,11 +146,18 @@ class Tree(_native.TreeBase):
         """Bytes of the buffers this tree holds (columns and structure index)."""
         if self._decoded is not None:
             out = self._decoded[1]
-            return sum(len(b) for b in out[:8]) + sum(len(b) for b in out[9:])
+            return sum(len(b) for b in out[:8]) + sum(len(b) for b in out[9:] if b is not None)
         cols, st = self._cols, self._structure()
         arrays = (cols.kind, cols.grammar, cols.flags, cols.field, cols.size, cols.start, cols.end)
         return sum(a.nbytes for a in arrays) + sum(
             a.nbytes for a in (st.parent, st.prev, st.child_count))
+
+    @property
+    def _status(self) -> bytes | np.ndarray | None:
+        """The query-status pairs (`Columns.status`), None when the record predates them."""
+        if self._decoded is not None:
+            return self._decoded[1][12]
+        return self._cols.status
 
     def _line_starts(self) -> memoryview:
         if self._lines_mv is None:

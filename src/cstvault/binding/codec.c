@@ -136,7 +136,7 @@ static const uint8_t *skip_varints(const uint8_t *p, const uint8_t *end, Py_ssiz
  * fills every column, the structure (a stack of open subtrees) and the internal spans:
  * an internal node starts where the next leaf in preorder starts and ends where its last
  * leaf ends, which is known when its subtree closes. */
-const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssize_t body,
+const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, Py_ssize_t body,
                                   Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
                                   Py_ssize_t phantom_len, long long source_len,
                                   const int16_t *token_len, long kind_limit, long field_limit,
@@ -180,10 +180,33 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssize_t bod
     const uint8_t *phant = fcol + fw * n_field;
     Reader r = {phant + phantom_len, stop};
 
-    const Py_ssize_t widths[NCOLS] = {2, 2, 1, 2, 4, 4, 4, 8, 1, 4, 4, 4};
+    const Py_ssize_t widths[NCOLS] = {2, 2, 1, 2, 4, 4, 4, 8, 1, 4, 4, 4, 0};
     if (source_len > UINT32_MAX) { err = "source length out of range"; goto done; }
+    /* the status stream (format 2) ends the block: locate and bound it before allocating */
+    uint64_t n_status = 0;
+    const uint8_t *pst = NULL;
+    {
+        Reader skim = r;
+        if (version < 1 || version > 2) { err = "unsupported record format version"; goto done; }
+        for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
+            uint64_t v;
+            if (read_varint(&skim, &v)) { err = "varint block truncated"; goto done; }
+        }
+        Py_ssize_t nl = n - n_inner, nxl = 0;
+        for (Py_ssize_t i = 0; i < n; i++) nxl += (op[i] & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
+        const uint8_t *q = skip_varints(skim.p, stop, n_inner + nl + nxl + 2 * (n_explicit - nxl) + n_unexp);
+        if (!q) { err = "varint block truncated"; goto done; }
+        if (version == 2) {
+            Reader rs = {q, stop};
+            if (read_varint(&rs, &n_status) || n_status > (uint64_t)n) { err = "status stream out of range"; goto done; }
+            pst = rs.p;
+            if (skip_varints(pst, stop, (Py_ssize_t)(2 * n_status)) != stop) { err = "status stream truncated or trailing bytes"; goto done; }
+            stop = q; /* the streams below end where the status stream begins */
+        }
+    }
     for (int k = 0; k < NCOLS; k++) {
-        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : widths[k] * n;
+        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : k == 12 ? 8 * (Py_ssize_t)n_status : widths[k] * n;
+        if (k == 12 && version < 2) { cols[k] = Py_NewRef(Py_None); continue; }
         cols[k] = new_bytes(len, &ptr[k]);
         if (!cols[k]) { err = "out of memory"; goto done; }
     }
@@ -194,6 +217,20 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssize_t bod
     int64_t *unexp = ptr[7];
     int32_t *parent = ptr[9], *prev = ptr[10], *child_count = ptr[11];
     memcpy(ptr[8], phant, (size_t)phantom_len);
+    if (version == 2) { /* (node gap, value) -> (node, value); nodes ascend, values fit */
+        uint32_t *st = ptr[12];
+        int sbad = 0;
+        uint64_t node = 0;
+        for (uint64_t k = 0; k < n_status; k++) {
+            uint64_t gap = take_varint(&pst, &sbad), v = take_varint(&pst, &sbad);
+            node += gap;
+            if ((k && gap == 0) || node >= (uint64_t)n || v > ((uint64_t)field_limit << 1 | 1) || sbad) {
+                err = "status entry out of range"; goto done;
+            }
+            st[2 * k] = (uint32_t)node;
+            st[2 * k + 1] = (uint32_t)v;
+        }
+    }
 
     table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
     /* open subtrees, their last child so far, and the index each one closes at */
@@ -335,8 +372,8 @@ PyObject *decode_body(PyObject *self, PyObject *args) {
                           &field_limit))
         return NULL;
     PyObject *cols[NCOLS] = {0}, *result = NULL;
-    const char *err = tok.len != 65536 * 2 ? "token table size" :
-        decode_columns(rec.buf, rec.len, body, n, kinds, wide_kind, wide_field, phantom_len,
+    const char *err = tok.len != 65536 * 2 || rec.len < 5 ? "token table size or record" :
+        decode_columns(rec.buf, rec.len, ((const uint8_t *)rec.buf)[4], body, n, kinds, wide_kind, wide_field, phantom_len,
                        source_len, tok.buf, kind_limit, field_limit, cols);
     if (!err) result = PyTuple_New(NCOLS);
     if (result)
@@ -371,17 +408,27 @@ static inline void put_le(uint8_t **p, uint64_t v, int bytes) {
 PyObject *EncodeErr;
 
 /* encode_body(kind u16, gram u16, flags u8, field u16, size i64, start i64, end i64,
- *             unexpected i64, token_len i16[65536], identity, phantoms, source_len, source_crc)
- * -> record body bytes */
+ *             unexpected i64, token_len i16[65536], identity, phantoms, source_len, source_crc,
+ *             status u32 pairs or None) -> record body bytes (format 2 with the status
+ * stream, format 1 without) */
 PyObject *encode_body(PyObject *self, PyObject *args) {
-    Py_buffer b[9];
+    Py_buffer b[10];
     const char *ident, *phant;
     Py_ssize_t ilen, plen;
     unsigned long long slen, scrc;
+    PyObject *status_obj = Py_None;
     memset(b, 0, sizeof b);
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y#y#KK", &b[0], &b[1], &b[2], &b[3], &b[4],
-                          &b[5], &b[6], &b[7], &b[8], &ident, &ilen, &phant, &plen, &slen, &scrc))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y#y#KK|O", &b[0], &b[1], &b[2], &b[3], &b[4],
+                          &b[5], &b[6], &b[7], &b[8], &ident, &ilen, &phant, &plen, &slen, &scrc,
+                          &status_obj))
         return NULL;
+    int with_status = status_obj != Py_None;
+    if (with_status && PyObject_GetBuffer(status_obj, &b[9], PyBUF_C_CONTIGUOUS) < 0) {
+        for (int k = 0; k < 9; k++) PyBuffer_Release(&b[k]);
+        return NULL;
+    }
+    const uint32_t *status = with_status ? b[9].buf : NULL;
+    Py_ssize_t n_status = with_status ? b[9].len / 8 : 0;
     const uint16_t *kind = b[0].buf, *gram = b[1].buf, *field = b[3].buf;
     const uint8_t *flags = b[2].buf;
     const int64_t *size = b[4].buf, *start = b[5].buf, *end = b[6].buf, *unexp = b[7].buf;
@@ -395,10 +442,16 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
     uint32_t *alias = NULL; /* (kind << 16 | gram) of aliased pairs, first-appearance order */
     if (n <= 0 || b[0].len != 2 * n || b[1].len != 2 * n || b[3].len != 2 * n ||
         b[4].len != 8 * n || b[5].len != 8 * n || b[6].len != 8 * n || b[8].len != 65536 * 2 ||
-        ilen > 255 || n > (Py_ssize_t)UINT32_MAX || slen > UINT32_MAX) {
+        ilen > 255 || n > (Py_ssize_t)UINT32_MAX || slen > UINT32_MAX ||
+        (with_status && b[9].len % 8)) {
         err = "column lengths disagree or out of range";
         goto done;
     }
+    for (Py_ssize_t k = 0; k < n_status; k++)
+        if (status[2 * k] >= (uint64_t)n || (k && status[2 * k] <= status[2 * k - 2])) {
+            err = "status entries out of order or range";
+            goto done;
+        }
     uint64_t present[1024];
     memset(present, 0, sizeof present);
     map = malloc(65536 * sizeof(uint16_t));
@@ -451,12 +504,13 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
         op[i] = o;
     }
     size_t bound = 25 + (size_t)ilen + (size_t)n * 5 + (size_t)plen +
-                   10 * (2 * total_kinds + 2 * (size_t)n + 2 * (size_t)n_inner + (size_t)n_unexp);
+                   10 * (2 * total_kinds + 2 * (size_t)n + 2 * (size_t)n_inner + (size_t)n_unexp +
+                          1 + 2 * (size_t)n_status);
     mem = malloc(bound);
     if (!mem) { PyErr_NoMemory(); goto done; }
     uint8_t *p = mem;
     memcpy(p, "CSTV", 4); p += 4;
-    *p++ = 1;
+    *p++ = with_status ? 2 : 1;
     *p++ = (uint8_t)((wide_kind ? 1 : 0) | (wide_field ? 2 : 0));
     put_le(&p, (uint64_t)n, 4);
     put_le(&p, slen, 4);
@@ -504,10 +558,19 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
             put_varint(&w, zigzag64(end[i] - end[i + size[i] - 1]));
         }
     for (Py_ssize_t k = 0; k < n_unexp; k++) put_varint(&w, zigzag64(unexp[k]));
+    if (with_status) { /* format 2: the query-status stream, (node gap, value) pairs */
+        put_varint(&w, (uint64_t)n_status);
+        uint64_t last = 0;
+        for (Py_ssize_t k = 0; k < n_status; k++) {
+            put_varint(&w, status[2 * k] - last);
+            put_varint(&w, status[2 * k + 1]);
+            last = status[2 * k];
+        }
+    }
     out = PyBytes_FromStringAndSize((const char *)mem, w.p - mem);
 done:
     if (err && !PyErr_Occurred()) PyErr_SetString(EncodeErr, err);
     free(mem); free(op); free(fls); free(map); free(alias);
-    for (int k = 0; k < 9; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
+    for (int k = 0; k < 10; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
     return out;
 }

@@ -14,11 +14,14 @@ typedef struct {
     uint32_t *size, *start, *end;
     int64_t *unexpected;
     size_t n_unexpected, unexpected_cap;
+    uint32_t *status; /* (node, status field << 1 | later) pairs: see node_status */
+    size_t n_status, status_cap;
 } Columns;
 
 static void columns_free(Columns *c) {
     free(c->kind); free(c->gram); free(c->field); free(c->flags);
     free(c->size); free(c->start); free(c->end); free(c->unexpected);
+    free(c->status);
 }
 
 static int grow(void **p, size_t elem, size_t cap) {
@@ -101,10 +104,12 @@ typedef struct {
     uint32_t child, structural, pos;         /* next child, its structural index and start */
     TSFieldId chain;     /* an invisible parent's own field, inherited by its children */
     int64_t out;         /* the parent's preorder index when it is visible, else -1 */
+    uint32_t at;         /* the parent's structural index in the frame below */
+    int extra;           /* the parent is an extra */
 } Frame;
 
 static int frame_push(Frame **stack, size_t *sp, size_t *cap, const TSLanguage *lang,
-                      Subtree s, uint32_t pos, TSFieldId chain, int64_t out) {
+                      Subtree s, uint32_t pos, TSFieldId chain, int64_t out, uint32_t at) {
     if (*sp == *cap) {
         size_t k = *cap ? *cap * 2 : 64;
         Frame *q = realloc(*stack, k * sizeof(Frame));
@@ -121,6 +126,46 @@ static int frame_push(Frame **stack, size_t *sp, size_t *cap, const TSLanguage *
     f->pos = pos;
     f->chain = chain;
     f->out = out;
+    f->at = at;
+    f->extra = ts_subtree_extra(s);
+    return 0;
+}
+
+/* What ts_tree_cursor_current_status reports of the child being visited at the top frame
+ * (structural index `at`, `extra`) and that tree-sitter's query cursor uses, which the
+ * stored field does not carry: the field walking up through invisible parents, which for an
+ * extra inside an invisible parent with a field differs from the stored one (0), and
+ * whether a later sibling can have that field (from the productions' field maps, so not
+ * derivable from the visible tree). Returns field << 1 | can-have-later. */
+static uint32_t node_status(const Frame *stack, size_t sp, uint32_t at, int extra) {
+    TSFieldId fid = 0;
+    int later = 0;
+    for (size_t k = sp; k-- > 0;) {
+        const Frame *f = &stack[k];
+        if (k + 1 < sp) { /* the level of an invisible ancestor: the entry is stack[k + 1]'s parent */
+            if (stack[k + 1].out >= 0) break;
+            at = stack[k + 1].at;
+            extra = stack[k + 1].extra;
+        }
+        if (extra) continue;
+        if (!fid)
+            for (const TSFieldMapEntry *m = f->fmap; m < f->fmap_end; m++)
+                if (!m->inherited && m->child_index == at) { fid = m->field_id; break; }
+        if (fid && !later)
+            for (const TSFieldMapEntry *m = f->fmap; m < f->fmap_end; m++)
+                if (m->field_id == fid && m->child_index > at) { later = 1; break; }
+    }
+    return (uint32_t)fid << 1 | (uint32_t)later;
+}
+
+static int status_push(Columns *c, uint32_t node, uint32_t value) {
+    if (c->n_status + 2 > c->status_cap) {
+        size_t cap = c->status_cap ? 2 * c->status_cap : 64;
+        if (grow((void **)&c->status, 4, cap)) return -1;
+        c->status_cap = cap;
+    }
+    c->status[c->n_status++] = node;
+    c->status[c->n_status++] = value;
     return 0;
 }
 
@@ -179,7 +224,7 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
     if (ts_subtree_child_count(tree->root) == 0) return 0;
     Frame *stack = NULL;
     size_t sp = 0, cap = 0;
-    if (frame_push(&stack, &sp, &cap, lang, tree->root, start, 0, 0)) return -1;
+    if (frame_push(&stack, &sp, &cap, lang, tree->root, start, 0, 0, 0)) return -1;
     int rc = 0;
     while (sp) {
         Frame *f = &stack[sp - 1];
@@ -199,7 +244,9 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
         uint32_t at = f->pos;
         TSSymbol alias = 0;
         TSFieldId fid = 0;
-        if (!ts_subtree_extra(ch)) {
+        uint32_t at_index = f->structural;
+        int is_extra = ts_subtree_extra(ch);
+        if (!is_extra) {
             if (f->aliases) alias = f->aliases[f->structural];
             for (const TSFieldMapEntry *m = f->fmap; m < f->fmap_end; m++) {
                 if (!m->inherited && m->child_index == f->structural) { fid = m->field_id; break; }
@@ -213,12 +260,14 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
         uint32_t kids = ts_subtree_child_count(ch);
         if (ts_subtree_visible(ch) || alias) {
             int64_t i = emit(c, tree, cs, at, alias, fid, has_errors);
-            if (i < 0 || (kids && frame_push(&stack, &sp, &cap, lang, ch, at, 0, i))) {
+            uint32_t st = i < 0 ? 0 : node_status(stack, sp, at_index, is_extra);
+            if (i < 0 || ((st & 1 || st >> 1 != fid) && status_push(c, (uint32_t)i, st)) ||
+                (kids && frame_push(&stack, &sp, &cap, lang, ch, at, 0, i, at_index))) {
                 rc = -1;
                 break;
             }
         } else if (kids && ch.ptr->visible_child_count > 0) {
-            if (frame_push(&stack, &sp, &cap, lang, ch, at, fid, -1)) { rc = -1; break; }
+            if (frame_push(&stack, &sp, &cap, lang, ch, at, fid, -1, at_index)) { rc = -1; break; }
         }
     }
     free(stack);
@@ -304,10 +353,11 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     PyObject *text = sexp ? PyUnicode_DecodeUTF8(sexp, strlen(sexp), "surrogateescape") : Py_NewRef(Py_None);
     PyMem_Free(sexp);
     PyObject *out = text ? Py_BuildValue(
-        "(nNNNNNNNNN)", (Py_ssize_t)c.n,
+        "(nNNNNNNNNNN)", (Py_ssize_t)c.n,
         bytes_of(c.kind, 2 * c.n), bytes_of(c.gram, 2 * c.n), bytes_of(c.flags, c.n),
         bytes_of(c.field, 2 * c.n), bytes_of(c.size, 4 * c.n), bytes_of(c.start, 4 * c.n),
-        bytes_of(c.end, 4 * c.n), bytes_of(c.unexpected, 8 * c.n_unexpected), text) : NULL;
+        bytes_of(c.end, 4 * c.n), bytes_of(c.unexpected, 8 * c.n_unexpected), text,
+        bytes_of(c.status, 4 * c.n_status)) : NULL;
     columns_free(&c);
     if (out && query) /* with a query: (columns, its matches as query_exec's record events) */
         out = Py_BuildValue("(NN)", out, bytes_of(ev.v, ev.n * sizeof(int32_t)));

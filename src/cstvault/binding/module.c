@@ -59,16 +59,19 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, 
 
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);
-    if (!m || PyModule_AddFunctions(m, query_methods) < 0) return NULL;
+    if (!m || PyModule_AddFunctions(m, query_methods) < 0 ||
+        PyModule_AddFunctions(m, colquery_methods) < 0)
+        return NULL;
     ts_set_allocator(PyMem_Malloc, PyMem_Calloc, PyMem_Realloc, PyMem_Free);
     Corrupt = PyErr_NewException("cstvault._native.CorruptRecord", PyExc_ValueError, NULL);
     if (!Corrupt || PyModule_AddObjectRef(m, "CorruptRecord", Corrupt) < 0) return NULL;
     if (PyType_Ready(&TreeBaseType) < 0 || PyType_Ready(&NodeBaseType) < 0 ||
-        PyType_Ready(&CursorType) < 0)
+        PyType_Ready(&CursorType) < 0 || PyType_Ready(&CaptureType) < 0)
         return NULL;
     if (PyModule_AddObjectRef(m, "TreeBase", (PyObject *)&TreeBaseType) < 0 ||
         PyModule_AddObjectRef(m, "NodeBase", (PyObject *)&NodeBaseType) < 0 ||
-        PyModule_AddObjectRef(m, "TreeCursor", (PyObject *)&CursorType) < 0)
+        PyModule_AddObjectRef(m, "TreeCursor", (PyObject *)&CursorType) < 0 ||
+        PyModule_AddObjectRef(m, "Capture", (PyObject *)&CaptureType) < 0)
         return NULL;
     EncodeErr = PyErr_NewException("cstvault._native.EncodeError", PyExc_ValueError, NULL);
     if (!EncodeErr || PyModule_AddObjectRef(m, "EncodeError", EncodeErr) < 0) return NULL;

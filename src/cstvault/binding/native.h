@@ -1,7 +1,8 @@
 /* cstvault._native: what its C files share. One file per concern, as py-tree-sitter's
  * binding is laid out: extract.c (parse + walk -> columns), codec.c (record <-> columns),
  * tree.c (TreeBase, open_tree), node.c (NodeBase), cursor.c (TreeCursor), pathindex.c
- * (paths.idx lookups), query.c (tree-sitter queries), module.c (the module). */
+ * (paths.idx lookups), query.c (tree-sitter queries, re-parsing), colquery.c (tree-sitter's
+ * query cursor over stored columns), capture.c (Capture), module.c (the module). */
 #ifndef CSTVAULT_NATIVE_H
 #define CSTVAULT_NATIVE_H
 
@@ -52,7 +53,11 @@ typedef struct {
     Py_ssize_t i;
 } NodeBase;
 
-extern PyTypeObject TreeBaseType, NodeBaseType, CursorType;
+extern PyTypeObject TreeBaseType, NodeBaseType, CursorType, CaptureType;
+
+/* capture.c: a Capture over a file's source bytes: r = start, end, start row, start column,
+ * end row, end column */
+PyObject *capture_new(PyObject *type, PyObject *source, const int32_t r[6]);
 
 /* extract.c: a pool of parsers per grammar, taken and given back with the GIL held */
 TSParser *take_parser(const TSLanguage *lang);
@@ -64,8 +69,8 @@ static inline uint16_t le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); re
 static inline int64_t le64s(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return v; }
 
 /* codec.c */
-#define NCOLS 12 /* the decoder's buffers (decode_body) */
-const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, Py_ssize_t body,
+#define NCOLS 13 /* the decoder's buffers (decode_body) */
+const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, Py_ssize_t body,
                                   Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
                                   Py_ssize_t phantom_len, long long source_len,
                                   const int16_t *token_len, long kind_limit, long field_limit,
@@ -96,6 +101,6 @@ PyObject *set_crc32c(PyObject *self, PyObject *f);
 PyObject *open_tree(PyObject *self, PyObject *args);
 PyObject *path_hashes(PyObject *self, PyObject *arg);
 PyObject *find_path(PyObject *self, PyObject *args);
-extern PyMethodDef query_methods[];
+extern PyMethodDef query_methods[], colquery_methods[];
 
 #endif

@@ -202,7 +202,7 @@ PyObject *open_tree(PyObject *self, PyObject *args) {
     Py_ssize_t len = PyBytes_GET_SIZE(record);
     if (len < REC_HEAD + 4) return corrupt("record truncated: shorter than its header");
     if (memcmp(buf, "CSTV", 4)) return corrupt("not a cstvault record (bad magic)");
-    if (buf[4] != 1) return PyErr_Format(Corrupt, "unsupported record format version %d", buf[4]);
+    if (buf[4] != 1 && buf[4] != 2) return PyErr_Format(Corrupt, "unsupported record format version %d", buf[4]);
     uint8_t hflags = buf[5];
     if (hflags & ~3) return corrupt("unknown header flags");
     uint32_t n = le32(buf + 6), slen = le32(buf + 10), scrc = le32(buf + 14);
@@ -242,7 +242,7 @@ PyObject *open_tree(PyObject *self, PyObject *args) {
     PyObject *cols[NCOLS] = {0}, *out = NULL, *decoded = NULL, *result = NULL;
     TreeBase *t = NULL;
     const char *err = tok.len != 65536 * 2 ? "token table size" :
-        decode_columns(buf, len, body, n, kinds, hflags & 1, (hflags >> 1) & 1, 0, slen,
+        decode_columns(buf, len, buf[4], body, n, kinds, hflags & 1, (hflags >> 1) & 1, 0, slen,
                        tok.buf, kind_limit, field_limit, cols);
     PyBuffer_Release(&tok);
     if (err) { if (!PyErr_Occurred()) corrupt(err); goto done; }
@@ -250,7 +250,7 @@ PyObject *open_tree(PyObject *self, PyObject *args) {
     if (!out) goto done;
     Py_ssize_t nbytes = 0;
     for (int k = 0; k < NCOLS; k++) {
-        if (k != 8) nbytes += PyBytes_GET_SIZE(cols[k]);
+        if (k != 8 && cols[k] != Py_None) nbytes += PyBytes_GET_SIZE(cols[k]);
         PyTuple_SET_ITEM(out, k, cols[k]);
         cols[k] = NULL;
     }

@@ -20,7 +20,7 @@ from ..columns import Columns
 from .errors import CorruptRecord, EncodeError
 
 MAGIC = b"CSTV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds the query-status stream; 1 (without it) is still read
 _HEAD = struct.Struct("<4sBBIIIHBI")  # magic, version, hflags, nodes, source len,
 # source crc, kind-table entries, identity length, phantom section length
 _WIDE_KIND = 0x01
@@ -57,7 +57,7 @@ def encode(cols: Columns, source: bytes) -> bytes:
             _c(cols.end, np.int64), _c(cols.unexpected, np.int64),
             languages.tables(cols.language).token_len,
             languages.identity(cols.language).encode("ascii"), phantoms, len(source),
-            crc32c.crc32c(source),
+            crc32c.crc32c(source), None if cols.status is None else _c(cols.status, np.uint32),
         )  # fmt: skip
     except _native.EncodeError as exc:
         raise EncodeError(str(exc)) from None
@@ -75,7 +75,7 @@ def read_header(record: bytes | memoryview) -> Header:
     magic, version, hflags, n, slen, scrc, kinds, ilen, plen = _HEAD.unpack_from(record, 0)
     if magic != MAGIC:
         raise CorruptRecord("not a cstvault record (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise CorruptRecord(f"unsupported record format version {version}")
     if hflags & ~(_WIDE_KIND | _WIDE_FIELD):
         raise CorruptRecord("unknown header flags")
@@ -115,7 +115,8 @@ def decode_raw(
 ) -> tuple[str, tuple, tuple]:
     """Decode a record into (language, the decoder's buffers, phantoms); CorruptRecord on
     damage. Buffers: kind, grammar, flags, field, size, start, end, unexpected, phantom JSON,
-    parent, previous sibling, child count (see `columns_of`)."""
+    parent, previous sibling, child count, query status (None in a format-1 record; see
+    `columns_of`)."""
     if head is None:
         head = read_header(record)
     if verify_crc:
@@ -154,6 +155,7 @@ def columns_of(language: str, out: tuple, phantoms: tuple) -> Columns:
         unexpected=np.frombuffer(unexp, dtype=np.int64),
         phantoms=phantoms,
         structure=out[9:12],
+        status=None if out[12] is None else np.frombuffer(out[12], dtype=np.uint32),
     )
 
 

@@ -84,10 +84,11 @@ def encode(cols: Columns, source: bytes) -> bytes:
             varint.zigzag(exc_vals),
             varint.zigzag(cols.unexpected),
         ]
+        + _status_stream(cols.status)
     )
     head = _HEAD.pack(
         MAGIC,
-        FORMAT_VERSION,
+        1 if cols.status is None else FORMAT_VERSION,
         (_WIDE_KIND if wide_kind else 0) | (_WIDE_FIELD if wide_field else 0),
         n,
         len(source),
@@ -110,3 +111,12 @@ def encode(cols: Columns, source: bytes) -> bytes:
     return body + struct.pack("<I", crc32c.crc32c(body))
 
 
+
+
+def _status_stream(status: np.ndarray | None) -> list[np.ndarray]:
+    """Format 2's last stream: the pair count, then (node gap, value) per pair."""
+    if status is None:
+        return []
+    pairs = np.asarray(status, dtype=np.uint64).reshape(-1, 2).copy()
+    pairs[1:, 0] -= pairs[:-1, 0].copy()
+    return [np.array([len(pairs)], dtype=np.uint64), pairs.ravel()]

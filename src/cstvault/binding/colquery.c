@@ -1,0 +1,495 @@
+/* cstvault._native, queries over stored trees: tree-sitter's own query cursor walking a
+ * stored tree's columns, with no parse.
+ *
+ * tree-sitter's matcher (lib/src/query.c) reads a tree through a dozen calls: cursor moves
+ * (first child, next sibling, parent), the current node and its parent, per node its symbol,
+ * named / missing flags and range, what ts_tree_cursor_current_status reports (field, later
+ * siblings, later siblings with the same field, supertypes) and, for negated fields,
+ * ts_node_child_by_field_id. This file compiles the pinned runtime's query.c a second time
+ * (from the sdist setup.py builds the runtime from; nothing is copied into this repository)
+ * with those calls redirected to a cursor over the columns, and its external symbols renamed
+ * so that it links beside the runtime's. The cursor visits the visible nodes in
+ * ts_tree_cursor's preorder (the stored order), so states, their order and the matches are
+ * tree-sitter's own; `cstvault verify-queries` compares them with py-tree-sitter's.
+ *
+ * The columns carry every visible node, its field and, in a record's status stream, the
+ * two facts of ts_tree_cursor_current_status that only the productions know (extract.c's
+ * node_status). They do not carry hidden nodes, so a query is answered here only when that
+ * cannot matter; otherwise `colq_exec` returns None and the caller re-parses (query.c):
+ *  - a pattern with a supertype step (supertypes are hidden ancestors);
+ *  - a point range (rows and columns are not columns; byte ranges are fine);
+ *  - a byte or containing range together with a non-rooted pattern or an empty node in the
+ *    tree: tree-sitter may skip a hidden repetition outside the range whose visible children
+ *    this walk visits, which can start such a pattern (or match an empty node at the edge).
+ */
+#include "native.h"
+
+#include <tree_cursor.h>
+
+/* ---- a cursor and nodes over the columns -------------------------------------------- */
+
+typedef struct {
+    const TreeBase *t;
+    const uint32_t *status; /* (node, field << 1 | later) pairs, ascending */
+    Py_ssize_t n_status;
+    uint32_t root;          /* the node the query runs on: the cursor cannot leave it */
+    int32_t *lastnamed;     /* per open level: the last named child of its parent (-2: not yet known) */
+    size_t depth, cap;
+    int oom;
+} ColView;
+
+static inline const ColView *view_of(const void *p) { return (const ColView *)p; }
+
+static inline TSNode colq_make(const ColView *v, uint32_t i) {
+    TSNode n = {{i, 0, 0, 0}, (const void *)(uintptr_t)(i + 1), (const TSTree *)v};
+    return n;
+}
+
+static const TSNode NULL_NODE = {{0, 0, 0, 0}, NULL, NULL};
+
+#define COL(n) (view_of((n).tree)->t)
+static uint32_t colq_node_start_byte(TSNode n) { return COL(n)->start[n.context[0]]; }
+static uint32_t colq_node_end_byte(TSNode n) { return COL(n)->end[n.context[0]]; }
+/* Points stand in as (0, byte): only point ranges compare real points, and those are not
+ * answered here; against the default ranges (0, byte) orders exactly as the real point. */
+static TSPoint colq_node_start_point(TSNode n) { return (TSPoint){0, colq_node_start_byte(n)}; }
+static TSPoint colq_node_end_point(TSNode n) { return (TSPoint){0, colq_node_end_byte(n)}; }
+static bool colq_node_is_null(TSNode n) { return n.id == NULL; }
+static TSSymbol colq_node_symbol(TSNode n) { return COL(n)->kind[n.context[0]]; }
+static bool colq_node_is_named(TSNode n) { return (COL(n)->flags[n.context[0]] & NAMED) != 0; }
+static bool colq_node_is_missing(TSNode n) { return (COL(n)->flags[n.context[0]] & MISSING) != 0; }
+static const char *colq_node_type(TSNode n) { (void)n; return ""; } /* query.c logs with it */
+
+static TSNode colq_node_child_by_field_id(TSNode n, TSFieldId field) {
+    const TreeBase *t = COL(n);
+    uint32_t i = n.context[0];
+    for (int64_t j = (int64_t)i + 1; j < (int64_t)i + t->size[i]; j += t->size[j])
+        if (t->field[j] == field && !(t->flags[j] & EXTRA)) return colq_make(view_of(n.tree), (uint32_t)j);
+    return NULL_NODE;
+}
+
+static void colq_cursor_reset(TSTreeCursor *c, TSNode node) {
+    ColView *v = (ColView *)node.tree;
+    c->tree = v;
+    c->id = NULL;
+    c->context[0] = node.context[0];
+    v->depth = 0;
+}
+
+static void colq_cursor_delete(TSTreeCursor *c) { (void)c; }
+
+static TSNode colq_cursor_current_node(const TSTreeCursor *c) { return colq_make(c->tree, c->context[0]); }
+
+static TSNode colq_cursor_parent_node(const TSTreeCursor *c) {
+    const ColView *v = c->tree;
+    uint32_t i = c->context[0];
+    return i == v->root ? NULL_NODE : colq_make(v, (uint32_t)v->t->parent[i]);
+}
+
+static TreeCursorStep colq_goto_first_child(TSTreeCursor *c) {
+    ColView *v = (ColView *)c->tree;
+    uint32_t i = c->context[0];
+    if (v->t->size[i] < 2) return TreeCursorStepNone;
+    if (v->depth == v->cap) {
+        size_t cap = v->cap ? 2 * v->cap : 64;
+        int32_t *q = realloc(v->lastnamed, cap * sizeof(int32_t));
+        if (!q) { v->oom = 1; return TreeCursorStepNone; }
+        v->lastnamed = q;
+        v->cap = cap;
+    }
+    v->lastnamed[v->depth++] = -2;
+    c->context[0] = i + 1;
+    return TreeCursorStepVisible;
+}
+
+static TreeCursorStep colq_goto_next_sibling(TSTreeCursor *c) {
+    const ColView *v = c->tree;
+    uint32_t i = c->context[0];
+    if (i == v->root) return TreeCursorStepNone;
+    int32_t p = v->t->parent[i];
+    int64_t j = (int64_t)i + v->t->size[i];
+    if (j >= (int64_t)p + v->t->size[p]) return TreeCursorStepNone;
+    c->context[0] = (uint32_t)j;
+    return TreeCursorStepVisible;
+}
+
+static bool colq_goto_parent(TSTreeCursor *c) {
+    ColView *v = (ColView *)c->tree;
+    uint32_t i = c->context[0];
+    if (i == v->root) return false;
+    c->context[0] = (uint32_t)v->t->parent[i];
+    if (v->depth) v->depth--;
+    return true;
+}
+
+static void colq_current_status(const TSTreeCursor *c, TSFieldId *field_id, bool *has_later_siblings,
+                                bool *has_later_named_siblings,
+                                bool *can_have_later_siblings_with_this_field, TSSymbol *supertypes,
+                                unsigned *supertype_count) {
+    ColView *v = (ColView *)c->tree;
+    const TreeBase *t = v->t;
+    uint32_t i = c->context[0];
+    (void)supertypes;
+    *supertype_count = 0; /* queries with supertype steps are not run here */
+    *field_id = 0;
+    *has_later_siblings = *has_later_named_siblings = *can_have_later_siblings_with_this_field = false;
+    if (i == v->root || !v->depth) return; /* the cursor's root: no level above it */
+    *field_id = t->field[i];
+    Py_ssize_t lo = 0, hi = v->n_status; /* the status pair of node i, if any */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (v->status[2 * mid] < i) lo = mid + 1; else hi = mid;
+    }
+    if (lo < v->n_status && v->status[2 * lo] == i) {
+        *field_id = (TSFieldId)(v->status[2 * lo + 1] >> 1);
+        *can_have_later_siblings_with_this_field = v->status[2 * lo + 1] & 1;
+    }
+    int32_t p = t->parent[i];
+    int64_t next = (int64_t)i + t->size[i], end = (int64_t)p + t->size[p];
+    *has_later_siblings = next < end;
+    int32_t *last = &v->lastnamed[v->depth - 1];
+    if (*last == -2) {
+        *last = -1;
+        for (int64_t j = (int64_t)p + 1; j < end; j += t->size[j])
+            if (t->flags[j] & NAMED) *last = (int32_t)j;
+    }
+    *has_later_named_siblings = *last > (int32_t)i;
+}
+
+/* Never reached: the cursor reports no hidden node, and query.c asks for the subtree only
+ * on one (to skip hidden repetitions). */
+static Subtree colq_current_subtree(const TSTreeCursor *c) {
+    (void)c;
+    Subtree s;
+    memset(&s, 0, sizeof s);
+    s.data.is_inline = true;
+    return s;
+}
+
+/* ---- query.c, over the cursor above -------------------------------------------------- */
+
+#define ts_tree_cursor_reset colq_cursor_reset
+#define ts_tree_cursor_delete colq_cursor_delete
+#define ts_tree_cursor_current_node colq_cursor_current_node
+#define ts_tree_cursor_parent_node colq_cursor_parent_node
+#define ts_tree_cursor_goto_first_child_internal colq_goto_first_child
+#define ts_tree_cursor_goto_next_sibling_internal colq_goto_next_sibling
+#define ts_tree_cursor_goto_parent colq_goto_parent
+#define ts_tree_cursor_current_status colq_current_status
+#define ts_tree_cursor_current_subtree colq_current_subtree
+#define ts_node_start_byte colq_node_start_byte
+#define ts_node_end_byte colq_node_end_byte
+#define ts_node_start_point colq_node_start_point
+#define ts_node_end_point colq_node_end_point
+#define ts_node_is_null colq_node_is_null
+#define ts_node_symbol colq_node_symbol
+#define ts_node_is_named colq_node_is_named
+#define ts_node_is_missing colq_node_is_missing
+#define ts_node_type colq_node_type
+#define ts_node_child_by_field_id colq_node_child_by_field_id
+/* every external symbol of query.c, so that this copy links beside the runtime's */
+#define range_intersects colq_range_intersects
+#define range_within colq_range_within
+#define ts_query__step_is_fallible colq_query__step_is_fallible
+#define ts_query_capture_count colq_query_capture_count
+#define ts_query_capture_name_for_id colq_query_capture_name_for_id
+#define ts_query_capture_quantifier_for_id colq_query_capture_quantifier_for_id
+#define ts_query_cursor__compare_captures colq_query_cursor__compare_captures
+#define ts_query_cursor__compare_nodes colq_query_cursor__compare_nodes
+#define ts_query_cursor_delete colq_query_cursor_delete
+#define ts_query_cursor_did_exceed_match_limit colq_query_cursor_did_exceed_match_limit
+#define ts_query_cursor_exec colq_query_cursor_exec
+#define ts_query_cursor_exec_with_options colq_query_cursor_exec_with_options
+#define ts_query_cursor_match_limit colq_query_cursor_match_limit
+#define ts_query_cursor_new colq_query_cursor_new
+#define ts_query_cursor_next_capture colq_query_cursor_next_capture
+#define ts_query_cursor_next_match colq_query_cursor_next_match
+#define ts_query_cursor_remove_match colq_query_cursor_remove_match
+#define ts_query_cursor_set_byte_range colq_query_cursor_set_byte_range
+#define ts_query_cursor_set_containing_byte_range colq_query_cursor_set_containing_byte_range
+#define ts_query_cursor_set_containing_point_range colq_query_cursor_set_containing_point_range
+#define ts_query_cursor_set_match_limit colq_query_cursor_set_match_limit
+#define ts_query_cursor_set_max_start_depth colq_query_cursor_set_max_start_depth
+#define ts_query_cursor_set_point_range colq_query_cursor_set_point_range
+#define ts_query_delete colq_query_delete
+#define ts_query_disable_capture colq_query_disable_capture
+#define ts_query_disable_pattern colq_query_disable_pattern
+#define ts_query_end_byte_for_pattern colq_query_end_byte_for_pattern
+#define ts_query_is_pattern_guaranteed_at_step colq_query_is_pattern_guaranteed_at_step
+#define ts_query_is_pattern_non_local colq_query_is_pattern_non_local
+#define ts_query_is_pattern_rooted colq_query_is_pattern_rooted
+#define ts_query_new colq_query_new
+#define ts_query_pattern_count colq_query_pattern_count
+#define ts_query_predicates_for_pattern colq_query_predicates_for_pattern
+#define ts_query_start_byte_for_pattern colq_query_start_byte_for_pattern
+#define ts_query_string_count colq_query_string_count
+#define ts_query_string_value_for_id colq_query_string_value_for_id
+
+#include <query.c>
+
+/* ---- entry point ---------------------------------------------------------------------- */
+
+/* Can the columns answer this query (no supertype step; with a range, no non-rooted
+ * pattern)? */
+static int columns_can_answer(const TSQuery *q, int ranged) {
+    for (uint32_t k = 0; k < q->steps.size; k++)
+        if (q->steps.contents[k].supertype_symbol) return 0;
+    if (ranged)
+        for (uint32_t p = 0; p < q->patterns.size; p++)
+            if (!colq_query_is_pattern_rooted(q, p)) return 0;
+    return 1;
+}
+
+/* Row and column of a byte offset, by binary search in the line starts. */
+static TSPoint point_at(const uint32_t *lines, size_t nlines, uint32_t byte) {
+    size_t lo = 0, hi = nlines;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (lines[mid] <= byte) lo = mid; else hi = mid;
+    }
+    return (TSPoint){(uint32_t)lo, byte - lines[lo]};
+}
+
+static int push_range(Ints *ev, uint32_t capture, const TreeBase *t, uint32_t i, const uint32_t *lines,
+                      size_t nlines) {
+    TSPoint a = point_at(lines, nlines, t->start[i]), b = point_at(lines, nlines, t->end[i]);
+    return push(ev, (int32_t)capture) || push(ev, (int32_t)t->start[i]) || push(ev, (int32_t)t->end[i]) ||
+           push(ev, (int32_t)a.row) || push(ev, (int32_t)a.column) || push(ev, (int32_t)b.row) ||
+           push(ev, (int32_t)b.column) || push(ev, (int32_t)t->kind[i]);
+}
+
+/* colq_exec(query, tree, status, node_index, captures_mode, match_limit, max_start_depth,
+ *           byte_range, containing_byte_range, source=None)
+ *   -> (int32 events, did_exceed_match_limit), or None when the columns cannot answer
+ * Events as query_exec's: [pattern, capture count, (captures mode: the reported capture),
+ * per capture its id and the node's preorder index], or with `source` (the tree's text) the
+ * node as start byte, end byte, start row, start column, end row, end column and symbol. */
+static PyObject *colq_exec(PyObject *self, PyObject *args) {
+    PyObject *qcap, *tobj, *status_obj, *br, *cbr, *src_obj = Py_None;
+    long long node_index, max_depth;
+    int captures_mode;
+    unsigned int limit;
+    if (!PyArg_ParseTuple(args, "OOOLpILOO|O", &qcap, &tobj, &status_obj, &node_index,
+                          &captures_mode, &limit, &max_depth, &br, &cbr, &src_obj))
+        return NULL;
+    TSQuery *q = query_of(qcap);
+    if (!q) return NULL;
+    if (!PyObject_TypeCheck(tobj, &TreeBaseType) || !((TreeBase *)tobj)->bound) {
+        PyErr_SetString(PyExc_TypeError, "a bound tree is required");
+        return NULL;
+    }
+    TreeBase *t = (TreeBase *)tobj;
+    if (node_index < 0 || node_index >= t->n) {
+        PyErr_SetString(PyExc_ValueError, "node not in the tree");
+        return NULL;
+    }
+    int ranged = br != Py_None || cbr != Py_None;
+    if (status_obj == Py_None || !columns_can_answer(q, ranged)) Py_RETURN_NONE;
+    unsigned int b0 = 0, b1 = 0, c0 = 0, c1 = 0;
+    if (br != Py_None && !PyArg_ParseTuple(br, "II", &b0, &b1)) return NULL;
+    if (cbr != Py_None && !PyArg_ParseTuple(cbr, "II", &c0, &c1)) return NULL;
+    if (ranged) /* an empty node may sit at the edge of a skipped hidden repetition */
+        for (Py_ssize_t i = node_index; i < node_index + t->size[node_index]; i++)
+            if (t->start[i] == t->end[i]) Py_RETURN_NONE;
+
+    Py_buffer st = {0}, src = {0};
+    if (PyObject_GetBuffer(status_obj, &st, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (src_obj != Py_None && PyObject_GetBuffer(src_obj, &src, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&st);
+        return NULL;
+    }
+    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0};
+    uint32_t *lines = NULL;
+    size_t nlines = 0;
+    PyObject *out = NULL;
+    Ints ev = {0};
+    TSQueryCursor *cur = colq_query_cursor_new();
+    if (!cur) { PyErr_NoMemory(); goto done; }
+    if (src.buf) { /* line starts, for the points of captured nodes */
+        const char *s = src.buf, *e = s + src.len;
+        size_t cap = 64;
+        lines = malloc(cap * sizeof(uint32_t));
+        if (!lines) { PyErr_NoMemory(); goto done; }
+        lines[nlines++] = 0;
+        for (const char *p = s; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) {
+            if (nlines == cap) {
+                uint32_t *g = realloc(lines, 2 * cap * sizeof(uint32_t));
+                if (!g) { PyErr_NoMemory(); goto done; }
+                lines = g;
+                cap *= 2;
+            }
+            lines[nlines++] = (uint32_t)(p - s + 1);
+        }
+    }
+    colq_query_cursor_set_match_limit(cur, limit);
+    if (max_depth >= 0) colq_query_cursor_set_max_start_depth(cur, (uint32_t)max_depth);
+    if (br != Py_None) colq_query_cursor_set_byte_range(cur, b0, b1);
+    if (cbr != Py_None) colq_query_cursor_set_containing_byte_range(cur, c0, c1);
+    colq_query_cursor_exec(cur, q, colq_make(&v, (uint32_t)node_index));
+    TSQueryMatch m;
+    uint32_t which;
+    for (;;) {
+        int more = captures_mode ? colq_query_cursor_next_capture(cur, &m, &which)
+                                 : colq_query_cursor_next_match(cur, &m);
+        if (!more) break;
+        if (push(&ev, (int32_t)m.pattern_index) || push(&ev, (int32_t)m.capture_count) ||
+            (captures_mode && push(&ev, (int32_t)which)))
+            goto nomem;
+        for (uint16_t k = 0; k < m.capture_count; k++) {
+            uint32_t i = m.captures[k].node.context[0];
+            if (lines ? push_range(&ev, m.captures[k].index, t, i, lines, nlines)
+                      : push(&ev, (int32_t)m.captures[k].index) || push(&ev, (int32_t)i))
+                goto nomem;
+        }
+    }
+    if (v.oom) goto nomem;
+    out = Py_BuildValue("(NO)", PyBytes_FromStringAndSize((const char *)ev.v, ev.n * sizeof(int32_t)),
+                        colq_query_cursor_did_exceed_match_limit(cur) ? Py_True : Py_False);
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    if (cur) colq_query_cursor_delete(cur);
+    free(lines);
+    free(v.lastnamed);
+    PyMem_Free(ev.v);
+    PyBuffer_Release(&st);
+    if (src.obj) PyBuffer_Release(&src);
+    return out;
+}
+
+/* A tuple-subclass instance (a NamedTuple's) from `n` new references (stolen). */
+static PyObject *named(PyTypeObject *type, Py_ssize_t n, PyObject **items) {
+    PyObject *t = type->tp_alloc(type, n);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (!items[k] || !t) { for (; k < n; k++) Py_XDECREF(items[k]); Py_XDECREF(t); return NULL; }
+        PyTuple_SET_ITEM(t, k, items[k]);
+    }
+    return t;
+}
+
+/* The text of the `nth` capture with id `cap` among a match's records, or NULL. */
+static const char *nth_text(const int32_t *r, int32_t count, int32_t cap, int nth, const char *src,
+                            Py_ssize_t *len) {
+    for (int32_t c = 0; c < count; c++, r += 8)
+        if (r[0] == cap && nth-- == 0) { *len = r[2] - r[1]; return src + r[1]; }
+    return NULL;
+}
+
+static int in_values(PyObject *values, const char *t, Py_ssize_t len) {
+    for (Py_ssize_t v = 0; v < PyTuple_GET_SIZE(values); v++) {
+        PyObject *b = PyTuple_GET_ITEM(values, v);
+        if (PyBytes_GET_SIZE(b) == len && memcmp(PyBytes_AS_STRING(b), t, (size_t)len) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Does a match pass its pattern's text predicates, as cstvault.query._holds evaluates
+ * them? `checks`: tuple of (kind 0 = equal to one of the values / 1 = equal to another
+ * capture, capture, other capture, values, positive, any). */
+static int passes(PyObject *checks, const int32_t *r, int32_t count, const char *src) {
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(checks); k++) {
+        PyObject *c = PyTuple_GET_ITEM(checks, k);
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(c, 0));
+        int32_t cap = (int32_t)PyLong_AsLong(PyTuple_GET_ITEM(c, 1));
+        int32_t other = (int32_t)PyLong_AsLong(PyTuple_GET_ITEM(c, 2));
+        PyObject *values = PyTuple_GET_ITEM(c, 3);
+        int positive = PyObject_IsTrue(PyTuple_GET_ITEM(c, 4));
+        int any = PyObject_IsTrue(PyTuple_GET_ITEM(c, 5));
+        int seen = 0, some = 0, every = 1;
+        for (int nth = 0;; nth++) {
+            Py_ssize_t la, lb;
+            const char *a = nth_text(r, count, cap, nth, src, &la);
+            if (!a) break;
+            int result;
+            if (kind == 1) {
+                const char *b = nth_text(r, count, other, nth, src, &lb);
+                if (!b) break;
+                result = (la == lb && memcmp(a, b, (size_t)la) == 0) == positive;
+            } else {
+                result = in_values(values, a, la) == positive;
+            }
+            seen = 1;
+            some |= result;
+            every &= result;
+        }
+        if (seen && !(any ? some : every)) return 0;
+    }
+    return 1;
+}
+
+/* record_matches(path, source bytes, events, capture_names, kind_names, match_type, checks)
+ *   -> [match_type(path, pattern, {capture name: [Capture]})]
+ * The record events (colq_exec or query_exec with a source) of one file as the objects a
+ * whole-store query streams, made here rather than by a Python call per capture; a match
+ * failing its pattern's text predicates (`checks[pattern]`, a tuple, or None) is left out. */
+static PyObject *record_matches(PyObject *self, PyObject *args) {
+    PyObject *path, *source, *names, *kinds, *checks;
+    PyTypeObject *mtype;
+    Py_buffer src, ev;
+    if (!PyArg_ParseTuple(args, "USy*O!O!O!O!", &path, &source, &ev, &PyTuple_Type, &names,
+                          &PyTuple_Type, &kinds, &PyType_Type, &mtype, &PyTuple_Type, &checks))
+        return NULL;
+    if (PyObject_GetBuffer(source, &src, PyBUF_SIMPLE) < 0) { PyBuffer_Release(&ev); return NULL; }
+    const int32_t *e = ev.buf;
+    Py_ssize_t ne = ev.len / 4, k = 0, nn = PyTuple_GET_SIZE(names), nk = PyTuple_GET_SIZE(kinds);
+    PyObject *out = PyList_New(0);
+    while (out && k + 2 <= ne) {
+        int32_t pattern = e[k], count = e[k + 1];
+        k += 2;
+        if (count < 0 || k + 8 * (Py_ssize_t)count > ne) goto bad;
+        for (int32_t c = 0; c < count; c++) {
+            const int32_t *r = e + k + 8 * c;
+            if (r[0] < 0 || r[0] >= nn || r[1] < 0 || r[2] < r[1] || r[2] > src.len) goto bad;
+        }
+        PyObject *check = pattern >= 0 && pattern < PyTuple_GET_SIZE(checks) ? PyTuple_GET_ITEM(checks, pattern) : Py_None;
+        if (check != Py_None && (!PyTuple_Check(check) || !passes(check, e + k, count, src.buf))) {
+            if (PyErr_Occurred()) goto fail;
+            k += 8 * (Py_ssize_t)count;
+            continue;
+        }
+        PyObject *caps = PyDict_New();
+        if (!caps) goto fail;
+        for (int32_t c = 0; c < count; c++, k += 8) {
+            const int32_t *r = e + k; /* capture, start, end, start row, col, end row, col, symbol */
+            PyObject *kind = PyTuple_GET_ITEM(kinds, (uint16_t)r[7] == 0xFFFF || r[7] >= nk ? nk - 1 : r[7]);
+            PyObject *cap = capture_new(kind, source, r + 1);
+            PyObject *name = PyTuple_GET_ITEM(names, r[0]);
+            PyObject *list = cap ? PyDict_GetItemWithError(caps, name) : NULL;
+            int rc = -1;
+            if (list) rc = PyList_Append(list, cap);
+            else if (cap && !PyErr_Occurred()) {
+                list = PyList_New(1);
+                if (list) { PyList_SET_ITEM(list, 0, Py_NewRef(cap)); rc = PyDict_SetItem(caps, name, list); Py_DECREF(list); }
+            }
+            Py_XDECREF(cap);
+            if (rc < 0) { Py_DECREF(caps); goto fail; }
+        }
+        PyObject *items[3] = {Py_NewRef(path), PyLong_FromLong(pattern), caps};
+        PyObject *m = named(mtype, 3, items);
+        if (!m || PyList_Append(out, m) < 0) { Py_XDECREF(m); goto fail; }
+        Py_DECREF(m);
+    }
+    if (out && k != ne) goto bad;
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&ev);
+    return out;
+bad:
+    PyErr_SetString(PyExc_ValueError, "malformed record events");
+fail:
+    Py_XDECREF(out);
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&ev);
+    return NULL;
+}
+
+PyMethodDef colquery_methods[] = {
+    {"record_matches", record_matches, METH_VARARGS,
+     "record_matches(path, source, events, capture_names, kind_names, match_type, checks) "
+     "-> [match_type(path, pattern, {name: [Capture]})]"},
+    {"colq_exec", colq_exec, METH_VARARGS,
+     "colq_exec(query, tree, status, node_index, captures_mode, match_limit, max_start_depth, "
+     "byte_range, containing_byte_range, source=None) -> (int32 events, did_exceed_match_limit)"
+     " or None when the stored columns cannot answer (the caller re-parses)"},
+    {NULL, NULL, 0, NULL},
+};
