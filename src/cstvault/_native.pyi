@@ -41,8 +41,16 @@ class NodeBase:
     next_named_sibling: NodeBase | None
     prev_named_sibling: NodeBase | None
     id: int
+    text: bytes
     _t: TreeBase
     _i: int
+    def descendant_for_byte_range(self, start_byte: int, end_byte: int, /) -> NodeBase | None: ...
+    def named_descendant_for_byte_range(self, start_byte: int, end_byte: int,
+                                        /) -> NodeBase | None: ...
+    def descendant_for_point_range(self, start_point: tuple[int, int],
+                                   end_point: tuple[int, int], /) -> NodeBase | None: ...
+    def named_descendant_for_point_range(self, start_point: tuple[int, int],
+                                         end_point: tuple[int, int], /) -> NodeBase | None: ...
 
 class TreeCursor:
     node: NodeBase

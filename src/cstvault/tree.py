@@ -170,16 +170,6 @@ class Tree(_native.TreeBase):
             self._lines_mv = memoryview(starts)
         return self._lines_mv
 
-    def _point_key(self, row: int, column: int) -> int:
-        """A point as a doubled byte offset, ordered as points are: 2 * its byte, or, past
-        the end of its line, one more than twice the line's last byte."""
-        lines = self._line_starts()
-        if row >= len(lines):
-            return 2 * len(self._source) + 1
-        start = lines[row]
-        last = lines[row + 1] - 1 if row + 1 < len(lines) else len(self._source)
-        return 2 * (start + column) if column <= last - start else 2 * last + 1
-
     def _point(self, byte: int) -> Point:
         lines = self._line_starts()
         row = bisect_right(lines, byte) - 1
@@ -257,9 +247,6 @@ class Node(_native.NodeBase):
         s, e = self.byte_range
         return Range(self.start_point, self.end_point, s, e)
 
-    @property
-    def text(self) -> bytes:
-        return bytes(self._t._source[self.start_byte : self.end_byte])
 
     def _child_indexes(self) -> Iterator[int]:
         t, i = self._t, self._i
@@ -329,29 +316,8 @@ class Node(_native.NodeBase):
             return None
         return self._t._field_names[self._t._field[j]]
 
-    # search
-    def descendant_for_byte_range(self, start_byte: int, end_byte: int) -> Node | None:
-        return self._byte_range(start_byte, end_byte, True)
-
-    def named_descendant_for_byte_range(self, start_byte: int, end_byte: int) -> Node | None:
-        return self._byte_range(start_byte, end_byte, False)
-
-    def _byte_range(self, lo: int, hi: int, anon: bool) -> Node | None:
-        if lo > hi or lo < 0:
-            return None
-        return self._descend(lo, hi, anon, 0)
-
-    def descendant_for_point_range(self, start_point, end_point) -> Node | None:
-        return self._point_range(tuple(start_point), tuple(end_point), True)
-
-    def named_descendant_for_point_range(self, start_point, end_point) -> Node | None:
-        return self._point_range(tuple(start_point), tuple(end_point), False)
-
-    def _point_range(self, lo: tuple, hi: tuple, anon: bool) -> Node | None:
-        if lo > hi or min(*lo, *hi) < 0:
-            return None
-        t = self._t
-        return self._descend(t._point_key(*lo), t._point_key(*hi), anon, 1)
+    # search: descendant_for_byte_range / _point_range and their named twins are C methods
+    # (node.c), O(depth) walks over the children as tree-sitter's
 
     def child_with_descendant(self, descendant: Node) -> Node | None:
         """The child of this node that contains `descendant` (which may be that child

@@ -134,17 +134,88 @@ static Py_ssize_t descend(TreeBase *t, Py_ssize_t i, uint64_t lo, uint64_t hi, i
     return found;
 }
 
-static PyObject *node_descend(NodeBase *n, PyObject *args) {
-    unsigned long long lo, hi;
-    int anon, shift;
-    if (!PyArg_ParseTuple(args, "KKpi", &lo, &hi, &anon, &shift)) return NULL;
-    return make_node(n->tree, descend(n->tree, n->i, lo, hi, anon, shift ? 1 : 0));
+#define T (n->tree)
+#define I (n->i)
+
+/* The tree's source as a buffer: the bytes it holds, else its `_source` (which resolves a
+ * deferred working-tree read and keeps the bytes). 0, or -1 with an exception set. */
+static int source_buffer(TreeBase *t, Py_buffer *view) {
+    if (t->src && PyBytes_CheckExact(t->src)) return PyObject_GetBuffer(t->src, view, PyBUF_SIMPLE);
+    PyObject *src = PyObject_GetAttrString((PyObject *)t, "_source");
+    if (!src) return -1;
+    int rc = PyObject_GetBuffer(src, view, PyBUF_SIMPLE);
+    Py_DECREF(src);
+    return rc;
 }
 
+/* node.text: the node's bytes, sliced in C (py-tree-sitter's Node.text does the same). */
+static PyObject *node_text(NodeBase *n, void *c) {
+    Py_buffer v;
+    if (source_buffer(T, &v) < 0) return NULL;
+    uint32_t s = T->start[I], e = T->end[I];
+    PyObject *out = (Py_ssize_t)e <= v.len && s <= e
+        ? PyBytes_FromStringAndSize((const char *)v.buf + s, (Py_ssize_t)(e - s))
+        : PyErr_Format(PyExc_ValueError, "node range past the end of its source");
+    PyBuffer_Release(&v);
+    return out;
+}
+
+/* A point as a doubled byte offset, ordered as points are: 2 * its byte or, past the end of
+ * its line, one more than twice the line's last byte (beyond the last line: past the
+ * end). `lines` are the line starts (Tree._line_starts), `len` the source length. */
+static uint64_t point_key(const int64_t *lines, Py_ssize_t nlines, Py_ssize_t len, uint64_t row,
+                          uint64_t col) {
+    if (row >= (uint64_t)nlines) return 2 * (uint64_t)len + 1;
+    uint64_t start = (uint64_t)lines[row];
+    uint64_t last = row + 1 < (uint64_t)nlines ? (uint64_t)lines[row + 1] - 1 : (uint64_t)len;
+    return col <= last - start ? 2 * (start + col) : 2 * last + 1;
+}
+
+static PyObject *point_range(NodeBase *n, PyObject *args, int anon) {
+    long long r0, c0, r1, c1;
+    if (!PyArg_ParseTuple(args, "(LL)(LL)", &r0, &c0, &r1, &c1)) return NULL;
+    if (r0 > r1 || (r0 == r1 && c0 > c1) || r0 < 0 || c0 < 0 || r1 < 0 || c1 < 0) Py_RETURN_NONE;
+    if (!T->lines_mv) {
+        PyObject *made = PyObject_CallMethod((PyObject *)T, "_line_starts", NULL);
+        if (!made) return NULL;
+        Py_DECREF(made);
+    }
+    Py_buffer lb, v;
+    if (PyObject_GetBuffer(T->lines_mv, &lb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (source_buffer(T, &v) < 0) { PyBuffer_Release(&lb); return NULL; }
+    const int64_t *lines = lb.buf;
+    Py_ssize_t nl = lb.len / 8;
+    uint64_t lo = point_key(lines, nl, v.len, (uint64_t)r0, (uint64_t)c0);
+    uint64_t hi = point_key(lines, nl, v.len, (uint64_t)r1, (uint64_t)c1);
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&lb);
+    return make_node(T, descend(T, I, lo, hi, anon, 1));
+}
+
+static PyObject *byte_range(NodeBase *n, PyObject *args, int anon) {
+    long long lo, hi;
+    if (!PyArg_ParseTuple(args, "LL", &lo, &hi)) return NULL;
+    if (lo > hi || lo < 0) Py_RETURN_NONE;
+    return make_node(T, descend(T, I, (uint64_t)lo, (uint64_t)hi, anon, 0));
+}
+
+static PyObject *node_point_any(NodeBase *n, PyObject *a) { return point_range(n, a, 1); }
+static PyObject *node_point_named(NodeBase *n, PyObject *a) { return point_range(n, a, 0); }
+static PyObject *node_byte_any(NodeBase *n, PyObject *a) { return byte_range(n, a, 1); }
+static PyObject *node_byte_named(NodeBase *n, PyObject *a) { return byte_range(n, a, 0); }
+
+#undef T
+#undef I
+
 static PyMethodDef node_methods[] = {
-    {"_descend", (PyCFunction)node_descend, METH_VARARGS,
-     "_descend(lo, hi, anonymous, shift) -> the descendant for a range of keys (bytes, or "
-     "doubled bytes for points)"},
+    {"descendant_for_point_range", (PyCFunction)node_point_any, METH_VARARGS,
+     "The smallest node spanning the points (start_point, end_point), or None."},
+    {"named_descendant_for_point_range", (PyCFunction)node_point_named, METH_VARARGS,
+     "The smallest named node spanning the points, or None."},
+    {"descendant_for_byte_range", (PyCFunction)node_byte_any, METH_VARARGS,
+     "The smallest node spanning the bytes (start_byte, end_byte), or None."},
+    {"named_descendant_for_byte_range", (PyCFunction)node_byte_named, METH_VARARGS,
+     "The smallest named node spanning the bytes, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -177,6 +248,7 @@ static PyGetSetDef node_getset[] = {
     {"next_named_sibling", (getter)node_next_named_sibling, NULL, NULL, NULL},
     {"prev_named_sibling", (getter)node_prev_named_sibling, NULL, NULL, NULL},
     {"id", (getter)node_id, NULL, NULL, NULL},
+    {"text", (getter)node_text, NULL, "The node's source bytes.", NULL},
     {"_t", (getter)node_tree, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
