@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import tree_sitter as ts
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cstvault
@@ -20,7 +20,8 @@ from cstvault.query import Query, QueryCursor, QueryError
 from snippets import SNIPPETS
 
 HERE = Path(__file__).resolve().parent
-REAL = {"python": [p.read_bytes() for p in sorted((HERE.parent / "src" / "cstvault").glob("*.py"))[:6]]}
+OWN = sorted((HERE.parent / "src" / "cstvault").glob("*.py"))[:6]
+REAL = {"python": [p.read_bytes() for p in OWN]}
 _KEEP: list[ts.Query] = []  # py-tree-sitter 0.26.1 frees some queries badly (see test_query.py)
 
 
@@ -104,7 +105,7 @@ def _pattern(draw, node, fields: list[str], captures: list[str], depth: int = 0)
             parts.append(sub + quant)
             if k + 1 < len(chosen) and draw(st.integers(0, 4)) == 0:
                 parts.append(".")
-        if chosen and not parts[-1][-1] in "?*+" and draw(st.integers(0, 5)) == 0:
+        if chosen and parts[-1][-1] not in "?*+" and draw(st.integers(0, 5)) == 0:
             parts.append(".")  # a trailing anchor after a quantifier is a syntax error
     out = "(" + " ".join(parts) + ")"
     if draw(st.integers(0, 2)) != 1:
@@ -130,7 +131,7 @@ def _predicate(draw, captures: list) -> str:
         f'(#match? @{name} "^[a-z_]")',
         f'(#not-match? @{name} "[A-Z]")',
         f"(#any-of? @{name} {_literal(text)} \"self\")",
-        f'(#set! role "x")',
+        '(#set! role "x")',
     ]))  # fmt: skip
 
 
