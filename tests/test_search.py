@@ -140,3 +140,48 @@ def test_nothing_to_search_is_a_clear_error(repo, tmp_path):
     res = CliRunner().invoke(cli.main, ["query", "(identifier) @i", "--lang", "cobol",
                                         "--store", store])  # fmt: skip
     assert res.exit_code == 2 and "cobol" in res.output
+
+
+def test_files_without_a_needed_kind_are_not_read(repo, monkeypatch):
+    """The kind prefilter: the generated Python files hold no lambda, no class and no
+    comment, so patterns that need one are answered without reading a file."""
+    with cstvault.open(repo) as store:
+        for text in ("(lambda) @l", "(class_definition name: (_) @n)",
+                     "(function_definition (comment) @c)"):  # fmt: skip
+            p = plan(store, Query("python", text))
+            assert p.paths == [] and p.kind_skipped == p.candidates == 30, text
+        # alternatives, quantifiers and wildcards need nothing they could skip
+        for text in ("[(lambda) (function_definition)] @x", "(function_definition (comment)* @c)",
+                     "(function_definition (comment)? @c)", "(_) @x"):  # fmt: skip
+            assert plan(store, Query("python", text)).kind_skipped == 0, text
+        # with the prefilter's decisions, still tree-sitter's answers
+        text = "[(lambda) (return_statement)] @x (class_definition) @c"
+        assert _ours(store.query(text, "python")) == _expected(repo, "python", text)
+
+
+def test_a_store_without_kind_bitmaps_reads_every_file(tmp_path):
+    make_repo(tmp_path, files=20)
+    indexer.index(tmp_path, jobs=1)
+    with cstvault.open(tmp_path, write=True) as store:
+        store.catalog.db.execute("DROP TABLE blob_kinds")  # as a store made before them
+    with cstvault.open(tmp_path) as store:
+        p = plan(store, Query("python", "(lambda) @l"))
+        assert p.kind_skipped == 0 and len(p.paths) == p.candidates
+        assert list(store.query("(lambda) @l", "python")) == []
+    indexer.index(tmp_path, jobs=1)  # new blobs get bitmaps again; the table is made anew
+    (tmp_path / "new.py").write_text("x = lambda: 1\n")
+    indexer.index(tmp_path, jobs=1)
+    with cstvault.open(tmp_path) as store:
+        got = list(store.query("(lambda) @l", "python"))
+        assert [m.path for m in got] == ["new.py"]
+
+
+def test_a_damaged_kind_bitmap_is_an_error(tmp_path):
+    from cstvault.codec import CorruptRecord
+
+    make_repo(tmp_path, files=20)
+    indexer.index(tmp_path, jobs=1)
+    with cstvault.open(tmp_path, write=True) as store:
+        store.catalog.db.execute("UPDATE blob_kinds SET bits = x'00000000000000'")
+    with cstvault.open(tmp_path) as store, pytest.raises(CorruptRecord, match="node-kind"):
+        plan(store, Query("python", "(lambda) @l"))

@@ -362,7 +362,9 @@ def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, j
                     click.echo(f"{printable(m.path)}:{c.start_point[0] + 1}:"
                                f"{c.start_point[1] + 1}  @{name}  {line}")
     summary = {"matches": matches, "files_matched": files, "files_read": len(p.paths),
-               "files_of_language": p.candidates, "skipped_by_symbols": p.candidates - len(p.paths),
+               "files_of_language": p.candidates,
+               "skipped_by_symbols": p.candidates - len(p.paths) - p.kind_skipped,
+               "skipped_by_kinds": p.kind_skipped,
                "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     if as_json:
         click.echo(json.dumps({**summary, "matches_found": found} if not count else summary,

@@ -22,6 +22,7 @@ import zstandard
 from . import faults
 from .codec import EncodeError, encode
 from .extract import parse_extract, parse_extract_matches
+from .kinds import kind_bits
 from .query import QueryCursor
 from .sources import check_source, count_lines
 from .store import Store
@@ -51,6 +52,7 @@ class Encoded:
     source: bytes = b""
     symbols: set[bytes] = field(default_factory=set)
     definitions: bytes = b""  # tags.pack_definitions
+    kinds: bytes = b""  # kinds.kind_bits
     dicts: tuple[int, int] = (0, 0)
     level: int = FROZEN_LEVEL
     skipped: str = ""
@@ -133,6 +135,7 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
     out.dicts = (tree_did, src_did)
     out.level = _LEVEL[0]
     out.symbols = symbol_texts(cols, source)
+    out.kinds = kind_bits(language, cols.kind)
     return out
 
 
@@ -350,6 +353,7 @@ class _Batch:
         made: dict[bytes, int] = {}
         symbols: dict[int, set[bytes]] = {}
         definitions: list[tuple[int, bytes]] = []
+        kinds: list[tuple[int, bytes]] = []
         for row in self.rows:
             enc = row[0]
             if enc.skipped:
@@ -369,6 +373,7 @@ class _Batch:
                 symbols[blob] = enc.symbols
                 if enc.definitions:
                     definitions.append((blob, enc.definitions))
+                kinds.append((blob, enc.kinds))
                 rep.new_blobs += 1
             cat.put_file(enc.path, blob, enc.size, enc.mtime_ns)
             rep.files += 1
@@ -376,6 +381,7 @@ class _Batch:
             rep.nodes += enc.nodes
         cat.add_symbols(symbols)
         cat.add_definitions(definitions)
+        cat.add_kinds(kinds)
         faults.point("index.txn_begun")
         cat.commit()
         faults.point("index.committed")

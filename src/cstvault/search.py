@@ -3,7 +3,8 @@
 Candidates are the files of the query's language (optionally under path globs); when every
 pattern needs a literal identifier (`#eq?` / `#any-of?` on a capture that only ever names
 identifier-kind leaves, captured at least once), only files whose symbol table holds one of
-those literals are read: the rest are skipped without reading a frame. Each candidate's
+those literals are read; and a file whose stored set of named node kinds (`kinds.py`) lacks,
+for every pattern, a kind the pattern cannot match without, is not read either. Each candidate's
 tree record and source are decompressed and tree-sitter's query cursor runs over the
 decoded columns (`_native.colq_exec`; over a parse of the source when the columns cannot
 answer the query); nothing enters the cache. Matches come back as record events, made into
@@ -24,7 +25,7 @@ from typing import NamedTuple
 import crc32c
 import pathspec
 
-from . import _native, languages
+from . import _native, kinds, languages
 from .codec.errors import CorruptRecord
 from .query import Capture, Query, QueryCursor
 from .tree import tree_from_record
@@ -42,7 +43,8 @@ class StoreMatch(NamedTuple):
 class Plan(NamedTuple):
     paths: list[str]  # the files to read, in path order
     candidates: int  # files of the language under the globs
-    literals: list[bytes] | None  # what the prefilter looked up (None: no prefilter)
+    literals: list[bytes] | None  # what the symbol prefilter looked up (None: not used)
+    kind_skipped: int = 0  # files the kind prefilter left out
 
 
 @cache
@@ -102,13 +104,20 @@ def plan(store, query: Query, globs: list[str] | None = None) -> Plan:
     if not paths:
         raise NothingToSearch(f"no stored {query.language_name} file matches "
                               f"{' '.join(globs or [])}")  # fmt: skip
+    candidates = len(paths)
     literals = required_literals(query)
-    if literals is None:
-        return Plan(paths, len(paths), None)
-    holding: set[str] = set()
-    for text in literals:
-        holding.update(store.files_with_symbol(text))
-    return Plan([p for p in paths if p in holding], len(paths), literals)
+    if literals is not None:
+        holding: set[str] = set()
+        for text in literals:
+            holding.update(store.files_with_symbol(text))
+        paths = [p for p in paths if p in holding]
+    masks = kinds.required_masks(query)
+    before = len(paths)
+    if masks and paths:
+        stored = store.catalog.kinds_of_language(query.language_name)
+        paths = [p for p in paths if p not in stored
+                 or kinds.may_match(kinds.bits_value(stored[p], p), masks)]  # fmt: skip
+    return Plan(paths, candidates, literals, before - len(paths))
 
 
 def _match_files(store, query: Query, paths: list[str]) -> list[tuple[str, bytes, bytes]]:

@@ -358,6 +358,41 @@ done:
     return out;
 }
 
+/* query_required_kinds(query) -> per pattern, the named node kinds every match of it
+ * contains: the symbols of its steps that no path through the pattern can skip (no
+ * alternative, quantifier skip or alternation branch jumps over them); wildcards, ERROR and
+ * supertype steps require nothing (the caller keeps the named kinds). A stored file lacking one of them for
+ * every pattern cannot match (the whole-store query's kind prefilter). */
+static PyObject *query_required_kinds(PyObject *self, PyObject *capsule) {
+    const TSQuery *q = query_of(capsule);
+    if (!q) return NULL;
+    PyObject *out = PyList_New(q->patterns.size);
+    for (uint32_t p = 0; out && p < q->patterns.size; p++) {
+        Slice sl = q->patterns.contents[p].steps;
+        PyObject *kinds = PyList_New(0);
+        if (!kinds) { Py_CLEAR(out); break; }
+        for (uint32_t k = sl.offset; k < sl.offset + sl.length; k++) {
+            const QueryStep *st = &q->steps.contents[k];
+            if (st->depth == PATTERN_DONE_MARKER || st->is_dead_end || st->is_pass_through ||
+                st->symbol == WILDCARD_SYMBOL || st->symbol == ts_builtin_sym_error ||
+                st->supertype_symbol)
+                continue;
+            int skippable = 0;
+            for (uint32_t j = sl.offset; j <= k && !skippable; j++) {
+                uint16_t alt = q->steps.contents[j].alternative_index;
+                skippable = alt != NONE && alt > k;
+            }
+            if (skippable) continue;
+            PyObject *v = PyLong_FromLong(st->symbol);
+            if (!v || PyList_Append(kinds, v) < 0) { Py_XDECREF(v); Py_CLEAR(kinds); break; }
+            Py_DECREF(v);
+        }
+        if (!kinds) { Py_CLEAR(out); break; }
+        PyList_SET_ITEM(out, p, kinds);
+    }
+    return out;
+}
+
 /* A tuple-subclass instance (a NamedTuple's) from `n` new references (stolen). */
 static PyObject *named(PyTypeObject *type, Py_ssize_t n, PyObject **items) {
     PyObject *t = type->tp_alloc(type, n);
@@ -484,6 +519,8 @@ fail:
 }
 
 PyMethodDef colquery_methods[] = {
+    {"query_required_kinds", query_required_kinds, METH_O,
+     "query_required_kinds(query) -> per pattern, the named kinds every match contains"},
     {"record_matches", record_matches, METH_VARARGS,
      "record_matches(path, source, events, capture_names, kind_names, match_type, checks) "
      "-> [match_type(path, pattern, {name: [Capture]})]"},

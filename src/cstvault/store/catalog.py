@@ -160,6 +160,10 @@ CREATE TABLE IF NOT EXISTS definitions(     -- each blob's definitions (tags.pac
     blob INTEGER PRIMARY KEY REFERENCES blobs(id),
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blob_kinds(       -- each blob's named node kinds (kinds.kind_bits)
+    blob INTEGER PRIMARY KEY REFERENCES blobs(id),
+    bits BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (LEB128 deltas)
     blob INTEGER PRIMARY KEY REFERENCES blobs(id),
     count INTEGER NOT NULL,
@@ -244,6 +248,7 @@ class Catalog:
         self.before_write: Callable[[], None] | None = None
         self.wrote = False  # a write transaction was begun through this connection
         self._any_skipped = self.db.execute("SELECT 1 FROM skipped LIMIT 1").fetchone() is not None
+        self._kinds_table = False  # known to exist (a store made before kinds were kept lacks it)
         if create:
             self.set_meta("format_version", str(FORMAT_VERSION))
             for name in languages.names():
@@ -564,6 +569,8 @@ class Catalog:
         cur = self.db.execute("DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files)")
         self.db.execute("DELETE FROM blob_symbols WHERE blob NOT IN (SELECT id FROM blobs)")
         self.db.execute("DELETE FROM definitions WHERE blob NOT IN (SELECT id FROM blobs)")
+        if self._has_kinds():
+            self.db.execute("DELETE FROM blob_kinds WHERE blob NOT IN (SELECT id FROM blobs)")
         return cur.rowcount
 
     # symbols (see symtab: recent rows + compacted blocks)
@@ -584,6 +591,37 @@ class Catalog:
     def add_definitions(self, rows: list[tuple[int, bytes]]) -> None:
         """Keep new blobs' packed definitions (tags.pack_definitions)."""
         self.db.executemany("INSERT OR REPLACE INTO definitions(blob, data) VALUES (?, ?)", rows)
+
+    def add_kinds(self, rows: list[tuple[int, bytes]]) -> None:
+        """Keep new blobs' node-kind bitmaps (kinds.kind_bits). A store made before they
+        were kept gets the table now; its older blobs have none (never skipped)."""
+        if not rows:
+            return
+        if not self._has_kinds():
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS blob_kinds(blob INTEGER PRIMARY KEY "
+                "REFERENCES blobs(id), bits BLOB NOT NULL)")  # fmt: skip
+        self.db.executemany("INSERT OR REPLACE INTO blob_kinds(blob, bits) VALUES (?, ?)", rows)
+
+    def _has_kinds(self) -> bool:
+        if not self._kinds_table:
+            self._kinds_table = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'blob_kinds'").fetchone() is not None
+        return self._kinds_table
+
+    def kinds_of_language(self, language: str) -> dict[str, bytes]:
+        """Path -> stored node-kind bitmap of the files of one language that have one (each
+        row checked)."""
+        if not self._has_kinds():
+            return {}
+        out = {}
+        for path, bits, *row in self.db.execute(
+            f'SELECT {PATH} AS p, k.bits, f.blob, f.size, f.mtime_ns, f."check" FROM {FILE} '
+            "JOIN blobs b ON b.id = f.blob JOIN blob_kinds k ON k.blob = b.id "
+            "WHERE b.language = ?", (language,)):  # fmt: skip
+            _checked(path, *row)
+            out[path] = bits
+        return out
 
     def definitions_of(self, blobs: list[int]) -> dict[int, bytes]:
         """Packed definitions of these blobs (those that have any)."""
