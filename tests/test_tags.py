@@ -84,6 +84,31 @@ def test_definitions_pack_round_trip(tags):
                                 name_hash(t.name)) for t in tags]  # fmt: skip
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(tag, min_size=1, max_size=20), st.data())
+def test_damaged_definitions_raise_corrupt_record(tags, data):
+    from cstvault.codec import CorruptRecord
+
+    packed = bytearray(pack_definitions(sorted(tags, key=lambda t: t.name_start)))
+    cut = data.draw(st.integers(1, len(packed) - 1))  # (empty data means: no definitions)
+    if data.draw(st.booleans()):
+        packed = packed[:cut]  # truncated
+    else:
+        packed += bytes([data.draw(st.integers(0, 255))])  # trailing garbage
+    with pytest.raises(CorruptRecord):
+        unpack_definitions(bytes(packed))
+
+
+@given(st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"")),
+       st.lists(st.integers(0, 300), max_size=20))  # fmt: skip
+def test_points_count_rows_by_newline(source, offsets):
+    from cstvault import _native
+
+    offsets = [min(o, len(source)) for o in offsets]
+    want = [(source.count(b"\n", 0, o), o - (source.rfind(b"\n", 0, o) + 1)) for o in offsets]
+    assert _native.points(source, offsets) == want
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("tagsrepo")

@@ -114,6 +114,31 @@ class Query:
         for index, (start, *_rest, steps) in enumerate(patterns):
             self._parse_predicates(index, _position(text, start)[0], steps)
         self._disabled_patterns: set[int] = set()
+        self._names_t = tuple(self._names)
+        self._ids = {name: i for i, name in enumerate(self._names)}
+        self._all_patterns = frozenset(range(len(patterns)))
+        self._c_checks, self._py_checked = self._split_checks()
+
+    def _split_checks(self) -> tuple[tuple, frozenset[int]]:
+        """Per pattern, its text predicates as `_native.record_matches` / `node_matches`
+        evaluate them in C (None: none, or some only Python evaluates), and the patterns
+        left to `QueryCursor._accept` (regexes, user predicates)."""
+        checks: list[tuple | None] = []
+        rest = set()
+        for p, preds in enumerate(self._predicates):
+            c_able = [x for x in preds if getattr(x, "kind", None) in ("eq_string", "any_of",
+                                                                      "eq_capture")]  # fmt: skip
+            if len(c_able) != len(preds):
+                checks.append(None)
+                rest.add(p)
+                continue
+            checks.append(tuple((1 if x.kind == "eq_capture" else 0, x.capture, x.other,
+                                 x.values, x.positive, x.any and x.kind != "any_of")
+                                for x in c_able) if c_able else None)  # fmt: skip
+        return tuple(checks), frozenset(rest)
+
+    def _by_id(self, caps: dict[str, list]) -> dict[int, list]:
+        return {self._ids[name]: nodes for name, nodes in caps.items()}
 
     # the predicates, as py-tree-sitter parses them
     def _parse_predicates(self, index: int, row: int, steps: list[tuple[int, int]]) -> None:
@@ -330,19 +355,17 @@ class QueryCursor:
         self._containing_point_range = (tuple(start), tuple(end))  # type: ignore[assignment]
         return self
 
-    def _events(self, node: Node, captures: bool) -> tuple[Any, array]:
+    def _events(self, node: Node, captures: bool) -> tuple[Any, bytes]:
         if not isinstance(node, Node):
             raise TypeError(f"expected a cstvault Node, not {type(node).__name__}")
         tree = node._t
         if tree._lang_name != self.query.language_name:
             raise ValueError(f"the query is for {self.query.language_name}, the tree is "
                              f"{tree._lang_name}")  # fmt: skip
-        events = array("i")
         raw = self._exec_columns(tree, node.id, captures)
         if raw is None:
             raw = self._exec(bytes(tree._source), node.id, captures, False)
-        events.frombytes(raw)
-        return tree, events
+        return tree, raw
 
     def _exec_columns(self, tree: Any, node_index: int, captures: bool,
                       source: bytes | memoryview | None = None) -> bytes | None:  # fmt: skip
@@ -380,25 +403,6 @@ class QueryCursor:
                     return False
         return True
 
-    def _walk(self, node: Node, captures: bool, predicate: QueryPredicate | None):
-        """(pattern, {capture id: nodes}, the reported capture or -1) per accepted event."""
-        tree, ev = self._events(node, captures)
-        k = 0
-        while k < len(ev):
-            pattern, count = ev[k], ev[k + 1]
-            which = ev[k + 2] if captures else -1
-            k += 3 if captures else 2
-            nodes: dict[int, list[Node]] = {}
-            order: list[tuple[int, Node]] = []
-            for _ in range(count):
-                cap, index = ev[k], ev[k + 1]
-                k += 2
-                n = tree.node(index)
-                nodes.setdefault(cap, []).append(n)
-                order.append((cap, n))
-            if self._accept(pattern, nodes, predicate):
-                yield pattern, nodes, order[which] if captures else None
-
     def source_matches(self, source: bytes, predicate: QueryPredicate | None = None
                        ) -> list[tuple[int, dict[str, list[Capture]]]]:  # fmt: skip
         """`matches` over a whole source without a stored tree: captured nodes come back as
@@ -433,16 +437,27 @@ class QueryCursor:
                 ) -> list[tuple[int, dict[str, list[Node]]]]:  # fmt: skip
         """Every match under `node`, in tree-sitter's order: (pattern index, capture name ->
         nodes)."""
-        names = self.query._names
-        return [(pattern, {names[c]: ns for c, ns in nodes.items()})
-                for pattern, nodes, _ in self._walk(node, False, predicate)]  # fmt: skip
+        q = self.query
+        tree, raw = self._events(node, False)
+        out = _native.node_matches(tree, raw, False, q._names_t, q._c_checks, frozenset())
+        if q._py_checked:
+            out = [m for m in out if m[0] not in q._py_checked
+                   or self._accept(m[0], q._by_id(m[1]), predicate)]  # fmt: skip
+        return out
 
     def captures(self, node: Node, predicate: QueryPredicate | None = None
                  ) -> dict[str, list[Node]]:  # fmt: skip
         """Every captured node under `node`, by capture name, in tree-sitter's capture
         order (each node once per name)."""
-        names = self.query._names
+        q = self.query
+        tree, raw = self._events(node, True)
+        held_patterns = q._all_patterns if q._py_checked else frozenset()
+        got, held = _native.node_matches(tree, raw, True, q._names_t, q._c_checks, held_patterns)
+        if not held_patterns:
+            return got
         out: dict[str, dict[Node, None]] = {}
-        for _, _, (cap, n) in self._walk(node, True, predicate):
-            out.setdefault(names[cap], {})[n] = None
+        for pattern, caps, name, n in held:
+            if pattern in q._py_checked and not self._accept(pattern, q._by_id(caps), predicate):
+                continue
+            out.setdefault(name, {})[n] = None
         return {name: list(ns) for name, ns in out.items()}

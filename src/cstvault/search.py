@@ -130,37 +130,16 @@ def _match_files(store, query: Query, paths: list[str]) -> list[tuple[str, bytes
 def _store_matches(query: Query, found: list[tuple[str, bytes, bytes]]) -> Iterator[StoreMatch]:
     """The matches of `_match_files`' answer, as `StoreMatch`es, predicates applied (the
     text comparisons in C, regexes and the rest here)."""
-    names = tuple(query._names)
     kinds = languages.tables(query.language_name).names
-    checks, rest = _checks(query)
+    rest = query._py_checked
+    cursor = QueryCursor(query)
     for path, source, raw in found:
-        matches = _native.record_matches(path, bytes(source), raw, names, kinds, StoreMatch,
-                                         checks)  # fmt: skip
+        matches = _native.record_matches(path, bytes(source), raw, query._names_t, kinds,
+                                         StoreMatch, query._c_checks)  # fmt: skip
         if rest:
-            cursor = QueryCursor(query)
             matches = [m for m in matches if m.pattern_index not in rest or cursor._accept(
-                m.pattern_index, {query._names.index(n): c for n, c in m.captures.items()},
-                None)]  # type: ignore[arg-type]  # fmt: skip
+                m.pattern_index, query._by_id(m.captures), None)]  # fmt: skip
         yield from matches
-
-
-def _checks(query: Query) -> tuple[tuple, set[int]]:
-    """Per pattern, its text predicates as `_native.record_matches` evaluates them (None:
-    none, or some it cannot evaluate), and the patterns left to `QueryCursor._accept`."""
-    checks: list[tuple | None] = []
-    rest = set()
-    for p in range(query.pattern_count):
-        preds = query._predicates[p]
-        c_able = [x for x in preds if getattr(x, "kind", None) in ("eq_string", "any_of",
-                                                                  "eq_capture")]  # fmt: skip
-        if len(c_able) != len(preds):
-            checks.append(None)
-            rest.add(p)
-            continue
-        checks.append(tuple((1 if x.kind == "eq_capture" else 0, x.capture, x.other, x.values,
-                             x.positive, x.any and x.kind != "any_of") for x in c_able)
-                      if c_able else None)  # fmt: skip
-    return tuple(checks), rest
 
 
 def _file_matches(store, cursor: QueryCursor, path: str) -> tuple[bytes, bytes]:

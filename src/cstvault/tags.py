@@ -17,7 +17,9 @@ from typing import NamedTuple
 import crc32c
 import numpy as np
 
+from . import _native
 from .codec import varint
+from .codec.errors import CorruptRecord
 from .grammar_queries import query_text
 from .query import Query, QueryCursor
 
@@ -99,17 +101,18 @@ class Definition(NamedTuple):
 def unpack_definitions(data: bytes) -> list[Definition]:
     if not data:
         return []
-    n, hlen = _HEAD.unpack_from(data)
-    at = _HEAD.size
-    kinds = [_DEF + k for k in data[at : at + hlen].decode().split("\0")]
-    hashes = data[at + hlen : at + hlen + n]
-    cols = varint.decode(data[at + hlen + n :], 5 * n).reshape(n, 5)
-    name_start = np.cumsum(cols[:, 1])
-    start = name_start + varint.unzigzag(cols[:, 3])
-    return [Definition(kinds[k], int(s), int(s + ln), int(ns), int(ns + nl), h)
-            for k, s, ln, ns, nl, h in zip(cols[:, 0].tolist(), start.tolist(),
-                                           cols[:, 4].tolist(), name_start.tolist(),
-                                           cols[:, 2].tolist(), hashes, strict=True)]  # fmt: skip
+    try:
+        n, hlen = _HEAD.unpack_from(data)
+        at = _HEAD.size
+        kinds = [_DEF + k for k in data[at : at + hlen].decode().split("\0")]
+        hashes = data[at + hlen : at + hlen + n]
+        rows = _native.definition_rows(data, n, at + hlen + n)
+        return [Definition(kinds[k], s, e, ns, ne, h)
+                for (k, s, e, ns, ne), h in zip(rows, hashes, strict=True)]  # fmt: skip
+    except _native.CorruptRecord as exc:
+        raise CorruptRecord(f"definitions damaged: {exc}") from None
+    except (struct.error, IndexError, ValueError) as exc:  # ValueError: UnicodeDecodeError too
+        raise CorruptRecord(f"definitions damaged: {exc}") from None
 
 
 class Located(NamedTuple):
@@ -128,14 +131,11 @@ class Located(NamedTuple):
 def _located(path: str, source: bytes, items) -> list[Located]:
     if not items:
         return []
-    newlines = np.flatnonzero(np.frombuffer(source, dtype=np.uint8) == 10)
-    at = np.array([(t.start_byte, t.end_byte, t.name_start) for t in items], dtype=np.int64)
-    rows = np.searchsorted(newlines, at)  # one call for every point
-    line_start = np.concatenate([[0], newlines + 1])[rows]
-    pts = np.stack([rows, at - line_start], axis=-1).tolist()
+    pts = _native.points(source, [b for t in items for b in (t.start_byte, t.end_byte,
+                                                              t.name_start)])  # fmt: skip
     return [Located(path, t.kind, source[t.name_start : t.name_end].decode("utf-8", "replace"),
-                    tuple(p[0]), tuple(p[1]), tuple(p[2]), t.start_byte, t.end_byte)
-            for t, p in zip(items, pts, strict=True)]  # fmt: skip
+                    pts[3 * k], pts[3 * k + 1], pts[3 * k + 2], t.start_byte, t.end_byte)
+            for k, t in enumerate(items)]  # fmt: skip
 
 
 def file_definitions(store, path: str) -> list[Located]:

@@ -161,13 +161,8 @@ class Tree(_native.TreeBase):
 
     def _line_starts(self) -> memoryview:
         if self._lines_mv is None:
-            src = np.frombuffer(self._source, dtype=np.uint8)
-            newlines = np.flatnonzero(src == 10)
-            starts = np.empty(newlines.size + 1, dtype=np.int64)
-            starts[0] = 0
-            starts[1:] = newlines + 1
-            self._lines = starts
-            self._lines_mv = memoryview(starts)
+            self._lines = np.frombuffer(_native.line_starts(self._source), dtype=np.int64)
+            self._lines_mv = memoryview(self._lines)
         return self._lines_mv
 
     def _point(self, byte: int) -> Point:

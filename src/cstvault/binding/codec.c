@@ -574,3 +574,33 @@ done:
     for (int k = 0; k < 10; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
     return out;
 }
+
+
+/* definition_rows(data, n, at) -> [(kind, start, end, name_start, name_end)]: the LEB128
+ * columns of a blob's packed definitions (tags.pack_definitions: per definition kind, name
+ * start delta, name length, zigzag node start - name start, node length) from offset `at`,
+ * bounds-checked (CorruptRecord). */
+PyObject *definition_rows(PyObject *self, PyObject *args) {
+    Py_buffer d;
+    Py_ssize_t n, at;
+    if (!PyArg_ParseTuple(args, "y*nn", &d, &n, &at)) return NULL;
+    PyObject *out = n >= 0 && at >= 0 && at <= d.len ? PyList_New(n) : NULL;
+    if (!out) { PyBuffer_Release(&d); return PyErr_Occurred() ? NULL : corrupt("definitions out of range"); }
+    Reader r = {(const uint8_t *)d.buf + at, (const uint8_t *)d.buf + d.len};
+    int64_t name_start = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        uint64_t v[5];
+        for (int j = 0; j < 5; j++)
+            if (read_varint(&r, &v[j])) { Py_DECREF(out); PyBuffer_Release(&d); return corrupt("definitions truncated"); }
+        name_start += (int64_t)v[1];
+        int64_t start = name_start + unzigzag(v[3]);
+        PyObject *row = Py_BuildValue("(KLLLL)", (unsigned long long)v[0], (long long)start,
+                                      (long long)(start + (int64_t)v[4]), (long long)name_start,
+                                      (long long)(name_start + (int64_t)v[2]));
+        if (!row) { Py_DECREF(out); PyBuffer_Release(&d); return NULL; }
+        PyList_SET_ITEM(out, k, row);
+    }
+    PyBuffer_Release(&d);
+    if (r.p != r.end) { Py_DECREF(out); return corrupt("trailing bytes after the definitions"); }
+    return out;
+}

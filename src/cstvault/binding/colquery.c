@@ -518,7 +518,152 @@ fail:
     return NULL;
 }
 
+/* node_matches(tree, events, captures_mode, capture_names, checks, python_checked)
+ *   matches mode  -> [(pattern, {capture name: [Node]})]
+ *   captures mode -> {capture name: [Node]} (each node once per name, in capture order)
+ * QueryCursor's answers from node-index events (colq_exec or query_exec), made here: a match
+ * failing its pattern's text predicates (`checks`, as record_matches) is left out. In
+ * captures mode a match of a pattern in `python_checked` (a frozenset: predicates only
+ * Python evaluates) is kept whole as (pattern, {name: [Node]}, reported name, Node) in a
+ * second list for QueryCursor to decide, returned beside the dict. */
+static PyObject *node_matches(PyObject *self, PyObject *args) {
+    PyObject *tobj, *names, *checks, *pychecked;
+    Py_buffer ev;
+    int captures_mode;
+    if (!PyArg_ParseTuple(args, "Oy*pO!O!O", &tobj, &ev, &captures_mode, &PyTuple_Type, &names,
+                          &PyTuple_Type, &checks, &pychecked))
+        return NULL;
+    if (!PyObject_TypeCheck(tobj, &TreeBaseType) || !((TreeBase *)tobj)->bound) {
+        PyBuffer_Release(&ev);
+        PyErr_SetString(PyExc_TypeError, "a bound tree is required");
+        return NULL;
+    }
+    TreeBase *t = (TreeBase *)tobj;
+    const int32_t *e = ev.buf;
+    Py_ssize_t ne = ev.len / 4, k = 0, nn = PyTuple_GET_SIZE(names);
+    int any_checks = 0;
+    for (Py_ssize_t p = 0; p < PyTuple_GET_SIZE(checks); p++) any_checks |= PyTuple_GET_ITEM(checks, p) != Py_None;
+    Py_buffer src = {0};
+    int32_t *rec = NULL; /* a match as record_matches' 8-int records, for `passes` */
+    size_t rec_cap = 0;
+    PyObject *out = captures_mode ? PyDict_New() : PyList_New(0);
+    PyObject *held = captures_mode ? PyList_New(0) : NULL; /* matches left to Python */
+    PyObject *seen = captures_mode ? PyDict_New() : NULL;   /* name -> set of node indexes */
+    int gc_was = 0;
+    if (!out || (captures_mode && (!held || !seen))) goto fail;
+    gc_was = PyGC_Disable(); /* many small containers: no collection halfway */
+    if (any_checks) {
+        PyObject *s = PyObject_GetAttrString(tobj, "_source");
+        if (!s) goto fail;
+        int rc = PyObject_GetBuffer(s, &src, PyBUF_SIMPLE);
+        Py_DECREF(s);
+        if (rc < 0) goto fail;
+    }
+    while (k + 2 <= ne) {
+        int32_t pattern = e[k], count = e[k + 1], which = -1;
+        k += 2;
+        if (captures_mode) { if (k >= ne) goto bad; which = e[k++]; }
+        if (count < 0 || k + 2 * (Py_ssize_t)count > ne || (captures_mode && (which < 0 || which >= count))) goto bad;
+        const int32_t *c = e + k;
+        k += 2 * (Py_ssize_t)count;
+        for (int32_t j = 0; j < count; j++)
+            if (c[2 * j] < 0 || c[2 * j] >= nn || c[2 * j + 1] < 0 || c[2 * j + 1] >= t->n) goto bad;
+        PyObject *check = pattern >= 0 && pattern < PyTuple_GET_SIZE(checks) ? PyTuple_GET_ITEM(checks, pattern) : Py_None;
+        if (check != Py_None) {
+            if ((size_t)count > rec_cap) {
+                rec_cap = (size_t)count;
+                int32_t *g = realloc(rec, 8 * rec_cap * sizeof(int32_t));
+                if (!g) { PyErr_NoMemory(); goto fail; }
+                rec = g;
+            }
+            for (int32_t j = 0; j < count; j++) {
+                int32_t i = c[2 * j + 1];
+                if ((Py_ssize_t)t->end[i] > src.len) goto bad;
+                rec[8 * j] = c[2 * j];
+                rec[8 * j + 1] = (int32_t)t->start[i];
+                rec[8 * j + 2] = (int32_t)t->end[i];
+            }
+            if (!passes(check, rec, count, src.buf)) { if (PyErr_Occurred()) goto fail; continue; }
+        }
+        PyObject *pat = PyLong_FromLong(pattern);
+        if (!pat) goto fail;
+        int python = PySet_Contains(pychecked, pat);
+        if (python < 0) { Py_DECREF(pat); goto fail; }
+        if (captures_mode && !python) { /* the reported capture, once per name */
+            PyObject *name = PyTuple_GET_ITEM(names, c[2 * which]);
+            PyObject *idx = PyLong_FromLong(c[2 * which + 1]);
+            PyObject *set = idx ? PyDict_GetItemWithError(seen, name) : NULL;
+            int rc = -1;
+            if (idx && !set && !PyErr_Occurred()) {
+                set = PySet_New(NULL);
+                PyObject *list = PyList_New(0);
+                if (set && list && PyDict_SetItem(seen, name, set) == 0 && PyDict_SetItem(out, name, list) == 0) rc = 0;
+                Py_XDECREF(set);
+                Py_XDECREF(list);
+            } else if (set) rc = 0;
+            if (rc == 0) {
+                int has = PySet_Contains(set, idx);
+                if (has < 0) rc = -1;
+                else if (!has) {
+                    PyObject *node = make_node(t, c[2 * which + 1]);
+                    rc = node && PySet_Add(set, idx) == 0 ? PyList_Append(PyDict_GetItem(out, name), node) : -1;
+                    Py_XDECREF(node);
+                }
+            }
+            Py_XDECREF(idx);
+            Py_DECREF(pat);
+            if (rc < 0) goto fail;
+            continue;
+        }
+        PyObject *caps = PyDict_New();
+        if (!caps) { Py_DECREF(pat); goto fail; }
+        PyObject *reported = NULL;
+        for (int32_t j = 0; j < count; j++) {
+            PyObject *name = PyTuple_GET_ITEM(names, c[2 * j]);
+            PyObject *node = make_node(t, c[2 * j + 1]);
+            PyObject *list = node ? PyDict_GetItemWithError(caps, name) : NULL;
+            int rc = -1;
+            if (list) rc = PyList_Append(list, node);
+            else if (node && !PyErr_Occurred()) {
+                list = PyList_New(1);
+                if (list) { PyList_SET_ITEM(list, 0, Py_NewRef(node)); rc = PyDict_SetItem(caps, name, list); Py_DECREF(list); }
+            }
+            if (j == which) reported = Py_XNewRef(node);
+            Py_XDECREF(node);
+            if (rc < 0) { Py_DECREF(caps); Py_DECREF(pat); Py_XDECREF(reported); goto fail; }
+        }
+        PyObject *m = captures_mode
+            ? Py_BuildValue("(NNON)", pat, caps, PyTuple_GET_ITEM(names, c[2 * which]), reported)
+            : Py_BuildValue("(NN)", pat, caps);
+        if (!captures_mode) Py_XDECREF(reported);
+        if (!m || PyList_Append(captures_mode ? held : out, m) < 0) { Py_XDECREF(m); goto fail; }
+        Py_DECREF(m);
+    }
+    if (k != ne) goto bad;
+    if (gc_was) PyGC_Enable();
+    free(rec);
+    if (src.obj) PyBuffer_Release(&src);
+    PyBuffer_Release(&ev);
+    Py_XDECREF(seen);
+    if (captures_mode) return Py_BuildValue("(NN)", out, held);
+    return out;
+bad:
+    PyErr_SetString(PyExc_ValueError, "malformed match events");
+fail:
+    if (gc_was) PyGC_Enable();
+    free(rec);
+    if (src.obj) PyBuffer_Release(&src);
+    PyBuffer_Release(&ev);
+    Py_XDECREF(out);
+    Py_XDECREF(held);
+    Py_XDECREF(seen);
+    return NULL;
+}
+
 PyMethodDef colquery_methods[] = {
+    {"node_matches", node_matches, METH_VARARGS,
+     "node_matches(tree, events, captures_mode, capture_names, checks, python_checked) -> "
+     "matches, or (captures dict, matches left to Python)"},
     {"query_required_kinds", query_required_kinds, METH_O,
      "query_required_kinds(query) -> per pattern, the named kinds every match contains"},
     {"record_matches", record_matches, METH_VARARGS,

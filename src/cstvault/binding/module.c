@@ -48,6 +48,10 @@ static PyMethodDef methods[] = {
      "size, "
      "start, end, unexpected, sexp_or_None)"},
     {"language_abi", runtime_version, METH_NOARGS, "Newest grammar ABI the runtime reads."},
+    {"line_starts", line_starts, METH_O, "line_starts(source) -> int64 line start offsets"},
+    {"points", points, METH_VARARGS, "points(source, offsets) -> [(row, column)]"},
+    {"definition_rows", definition_rows, METH_VARARGS,
+     "definition_rows(data, n, at) -> [(kind, start, end, name_start, name_end)] (tags.py)"},
     {"encode_body", encode_body, METH_VARARGS, "Encode columns as a record body."},
     {"decode_body", decode_body, METH_VARARGS, "Decode a record body (see bytecode.decode)."},
     {"structure", py_structure, METH_VARARGS,

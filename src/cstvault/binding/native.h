@@ -101,6 +101,9 @@ PyObject *set_crc32c(PyObject *self, PyObject *f);
 PyObject *open_tree(PyObject *self, PyObject *args);
 PyObject *path_hashes(PyObject *self, PyObject *arg);
 PyObject *find_path(PyObject *self, PyObject *args);
+PyObject *line_starts(PyObject *self, PyObject *arg);
+PyObject *points(PyObject *self, PyObject *args);
+PyObject *definition_rows(PyObject *self, PyObject *args);
 extern PyMethodDef query_methods[], colquery_methods[];
 
 #endif

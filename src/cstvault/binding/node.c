@@ -160,6 +160,54 @@ static PyObject *node_text(NodeBase *n, void *c) {
     return out;
 }
 
+/* line_starts(source) -> int64 offsets (bytes) of the start of every line: 0, then one past
+ * each '\n' (tree-sitter counts rows by '\n' alone). */
+PyObject *line_starts(PyObject *self, PyObject *arg) {
+    Py_buffer v;
+    if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0) return NULL;
+    const char *s = v.buf, *e = s + v.len;
+    Py_ssize_t n = 1;
+    for (const char *p = s; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) n++;
+    void *data;
+    PyObject *out = new_bytes(8 * n, &data);
+    if (out) {
+        int64_t *o = data;
+        *o++ = 0;
+        for (const char *p = s; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) *o++ = p - s + 1;
+    }
+    PyBuffer_Release(&v);
+    return out;
+}
+
+/* points(source, offsets) -> [(row, column)] of byte offsets (rows counted by '\n'), with
+ * one scan of the source and a binary search per offset. */
+PyObject *points(PyObject *self, PyObject *args) {
+    Py_buffer v;
+    PyObject *offs;
+    if (!PyArg_ParseTuple(args, "y*O!", &v, &PyList_Type, &offs)) return NULL;
+    PyObject *lines_obj = line_starts(self, PyTuple_GET_ITEM(args, 0));
+    PyObject *out = lines_obj ? PyList_New(PyList_GET_SIZE(offs)) : NULL;
+    if (out) {
+        const int64_t *lines = (const int64_t *)PyBytes_AS_STRING(lines_obj);
+        Py_ssize_t nl = PyBytes_GET_SIZE(lines_obj) / 8;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(offs); k++) {
+            long long b = PyLong_AsLongLong(PyList_GET_ITEM(offs, k));
+            if (b == -1 && PyErr_Occurred()) { Py_CLEAR(out); break; }
+            Py_ssize_t lo = 0, hi = nl; /* the last line start <= b */
+            while (hi - lo > 1) {
+                Py_ssize_t mid = (lo + hi) / 2;
+                if (lines[mid] <= b) lo = mid; else hi = mid;
+            }
+            PyObject *pt = Py_BuildValue("(nL)", lo, b - lines[lo]);
+            if (!pt) { Py_CLEAR(out); break; }
+            PyList_SET_ITEM(out, k, pt);
+        }
+    }
+    Py_XDECREF(lines_obj);
+    PyBuffer_Release(&v);
+    return out;
+}
+
 /* A point as a doubled byte offset, ordered as points are: 2 * its byte or, past the end of
  * its line, one more than twice the line's last byte (beyond the last line: past the
  * end). `lines` are the line starts (Tree._line_starts), `len` the source length. */
