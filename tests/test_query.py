@@ -319,3 +319,21 @@ def test_capture_reads_like_its_tuple():
     assert "text=b'foo'" in repr(c)
     with pytest.raises(ValueError):
         Capture("identifier", 4, 9, (0, 4), (0, 9), b"foo")
+
+
+def test_a_reused_cursor_exceeds_its_match_limit_as_py_tree_sitters():
+    """A QueryCursor keeps its native cursor, whose capture lists outlive a run, as
+    py-tree-sitter's does: the same runs exceed the same limit."""
+    text = "(module (function_definition)* @f (function_definition) @last)"
+    small = b"def a():\n    pass\n"
+    big = b"".join(b"def f%d():\n    pass\n" % k for k in range(30))
+    ours = QueryCursor(Query("python", text), match_limit=3)
+    theirs = ts.QueryCursor(_ts_query("python", text), match_limit=3)
+    seen = []
+    for source in (big, small, big, small, small):
+        got = ours.matches(cstvault.parse(source, "python").root_node)
+        want = theirs.matches(languages.parser("python").parse(source).root_node)
+        assert len(got) == len(want)
+        assert ours.did_exceed_match_limit == theirs.did_exceed_match_limit
+        seen.append(ours.did_exceed_match_limit)
+    assert True in seen

@@ -98,8 +98,10 @@ def query_exec(query: object, language: object, source: bytes, node_index: int,
                containing_byte_range: tuple[int, int] | None,
                containing_point_range: tuple[tuple[int, int], tuple[int, int]] | None,
                /) -> tuple[bytes, bool]: ...
-def colq_exec(query: object, tree: TreeBase, status: Any, node_index: int, captures_mode: bool,
-              match_limit: int, max_start_depth: int, byte_range: tuple[int, int] | None,
+def colq_cursor() -> object: ...
+def colq_exec(cursor: object, query: object, tree: TreeBase, status: Any, node_index: int,
+              captures_mode: bool, match_limit: int, max_start_depth: int,
+              byte_range: tuple[int, int] | None,
               containing_byte_range: tuple[int, int] | None, source: Any = None,
               /) -> tuple[bytes, bool] | None: ...
 def record_matches(path: str, source: bytes, events: bytes, capture_names: tuple[str, ...],

@@ -313,6 +313,7 @@ class QueryCursor:
         self._containing_byte_range: tuple[int, int] | None = None
         self._containing_point_range: tuple[tuple[int, int], tuple[int, int]] | None = None
         self._exceeded = False
+        self._cursor: Any = None  # the native cursor, made on first use and kept
 
     @property
     def match_limit(self) -> int:
@@ -374,9 +375,11 @@ class QueryCursor:
         if self._point_range is not None or self._containing_point_range is not None:
             return None
         depth = -1 if self._max_start_depth is None else self._max_start_depth
+        if self._cursor is None:
+            self._cursor = _native.colq_cursor()
         got = _native.colq_exec(
-            self.query._q, tree, tree._status, node_index, captures, self._limit, depth,
-            self._byte_range, self._containing_byte_range, source)  # fmt: skip
+            self._cursor, self.query._q, tree, tree._status, node_index, captures, self._limit,
+            depth, self._byte_range, self._containing_byte_range, source)  # fmt: skip
         if got is None:
             return None
         raw, self._exceeded = got

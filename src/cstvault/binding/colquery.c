@@ -36,6 +36,7 @@ typedef struct {
     int32_t *lastnamed;     /* per open level: the last named child of its parent (-2: not yet known) */
     size_t depth, cap;
     int oom;
+    int named_later;        /* the query has last-child anchors: later named siblings matter */
 } ColView;
 
 static inline const ColView *view_of(const void *p) { return (const ColView *)p; }
@@ -147,6 +148,7 @@ static void colq_current_status(const TSTreeCursor *c, TSFieldId *field_id, bool
     int32_t p = t->parent[i];
     int64_t next = (int64_t)i + t->size[i], end = (int64_t)p + t->size[p];
     *has_later_siblings = next < end;
+    if (!v->named_later) return; /* only last-child anchors read has_later_named_siblings */
     int32_t *last = &v->lastnamed[v->depth - 1];
     if (*last == -2) {
         *last = -1;
@@ -258,18 +260,34 @@ static int push_range(Ints *ev, uint32_t capture, const TreeBase *t, uint32_t i,
            push(ev, (int32_t)b.column) || push(ev, (int32_t)t->kind[i]);
 }
 
-/* colq_exec(query, tree, status, node_index, captures_mode, match_limit, max_start_depth,
- *           byte_range, containing_byte_range, source=None)
+/* colq_exec(cursor, query, tree, status, node_index, captures_mode, match_limit,
+ *           max_start_depth, byte_range, containing_byte_range, source=None)
  *   -> (int32 events, did_exceed_match_limit), or None when the columns cannot answer
  * Events as query_exec's: [pattern, capture count, (captures mode: the reported capture),
  * per capture its id and the node's preorder index], or with `source` (the tree's text) the
  * node as start byte, end byte, start row, start column, end row, end column and symbol. */
+#define CURSOR_CAPSULE "cstvault.TSQueryCursor"
+
+static void cursor_free(PyObject *capsule) {
+    TSQueryCursor *c = PyCapsule_GetPointer(capsule, CURSOR_CAPSULE);
+    if (c) colq_query_cursor_delete(c);
+}
+
+/* colq_cursor() -> a query cursor capsule for colq_exec */
+static PyObject *colq_cursor(PyObject *self, PyObject *unused) {
+    TSQueryCursor *c = colq_query_cursor_new();
+    if (!c) return PyErr_NoMemory();
+    PyObject *out = PyCapsule_New(c, CURSOR_CAPSULE, cursor_free);
+    if (!out) colq_query_cursor_delete(c);
+    return out;
+}
+
 static PyObject *colq_exec(PyObject *self, PyObject *args) {
-    PyObject *qcap, *tobj, *status_obj, *br, *cbr, *src_obj = Py_None;
+    PyObject *cur_obj, *qcap, *tobj, *status_obj, *br, *cbr, *src_obj = Py_None;
     long long node_index, max_depth;
     int captures_mode;
     unsigned int limit;
-    if (!PyArg_ParseTuple(args, "OOOLpILOO|O", &qcap, &tobj, &status_obj, &node_index,
+    if (!PyArg_ParseTuple(args, "OOOOLpILOO|O", &cur_obj, &qcap, &tobj, &status_obj, &node_index,
                           &captures_mode, &limit, &max_depth, &br, &cbr, &src_obj))
         return NULL;
     TSQuery *q = query_of(qcap);
@@ -298,13 +316,21 @@ static PyObject *colq_exec(PyObject *self, PyObject *args) {
         PyBuffer_Release(&st);
         return NULL;
     }
-    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0};
+    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0, 0};
+    for (uint32_t k = 0; k < q->steps.size && !v.named_later; k++)
+        v.named_later = q->steps.contents[k].is_last_child;
     uint32_t *lines = NULL;
     size_t nlines = 0;
     PyObject *out = NULL;
     Ints ev = {0};
-    TSQueryCursor *cur = colq_query_cursor_new();
-    if (!cur) { PyErr_NoMemory(); goto done; }
+    /* the caller's cursor (a QueryCursor keeps one, as py-tree-sitter's does: its capture
+     * lists outlive an exec, which decides when a match limit is exceeded), its ranges and
+     * limits set afresh */
+    TSQueryCursor *cur = PyCapsule_GetPointer(cur_obj, CURSOR_CAPSULE);
+    if (!cur) goto done;
+    colq_query_cursor_set_byte_range(cur, 0, UINT32_MAX);
+    colq_query_cursor_set_containing_byte_range(cur, 0, UINT32_MAX);
+    colq_query_cursor_set_max_start_depth(cur, UINT32_MAX);
     if (src.buf) { /* line starts, for the points of captured nodes */
         const char *s = src.buf, *e = s + src.len;
         size_t cap = 64;
@@ -349,7 +375,6 @@ static PyObject *colq_exec(PyObject *self, PyObject *args) {
 nomem:
     PyErr_NoMemory();
 done:
-    if (cur) colq_query_cursor_delete(cur);
     free(lines);
     free(v.lastnamed);
     PyMem_Free(ev.v);
@@ -669,8 +694,9 @@ PyMethodDef colquery_methods[] = {
     {"record_matches", record_matches, METH_VARARGS,
      "record_matches(path, source, events, capture_names, kind_names, match_type, checks) "
      "-> [match_type(path, pattern, {name: [Capture]})]"},
+    {"colq_cursor", colq_cursor, METH_NOARGS, "colq_cursor() -> a query cursor for colq_exec"},
     {"colq_exec", colq_exec, METH_VARARGS,
-     "colq_exec(query, tree, status, node_index, captures_mode, match_limit, max_start_depth, "
+     "colq_exec(cursor, query, tree, status, node_index, captures_mode, match_limit, max_start_depth, "
      "byte_range, containing_byte_range, source=None) -> (int32 events, did_exceed_match_limit)"
      " or None when the stored columns cannot answer (the caller re-parses)"},
     {NULL, NULL, 0, NULL},
