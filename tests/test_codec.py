@@ -135,6 +135,10 @@ def random_columns(draw):
                                min_size=len(nodes), max_size=len(nodes)))  # fmt: skip
         cols.status = np.array([x for pair in zip(nodes, values, strict=True)
                                 for x in pair], dtype=np.uint32)
+        ends = [int(cols.end[k]) for k in nodes]
+        tails = [(k, e + draw(st.integers(1, max(1, len(source) - e))))
+                 for k, e in zip(nodes, ends, strict=True) if e < len(source)]  # fmt: skip
+        cols.tails = np.array([x for pair in tails for x in pair], dtype=np.uint32)
     return cols, source
 
 
@@ -151,9 +155,10 @@ def test_random_tree_records_roundtrip(case):
             assert np.array_equal(getattr(got, name), getattr(cols, name)), name
         assert record[4] == (1 if cols.status is None else 2)  # the format version
         if cols.status is None:
-            assert got.status is None
+            assert got.status is None and got.tails is None
         else:
             assert np.array_equal(got.status, cols.status)
+            assert np.array_equal(got.tails, cols.tails)
 
 
 def _record() -> bytes:

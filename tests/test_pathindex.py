@@ -123,8 +123,9 @@ def test_open_tree_builds_the_tree_decode_builds():
         assert np.array_equal(tree.columns.status, cols.status)
         # the budget counts the real buffers: u16 kind, grammar and field, u8 flags, i32 size,
         # parent, previous sibling and child count, u32 start and end: 31 bytes a node, and
-        # the query-status pairs
-        assert nbytes == 31 * len(tree) + 8 * len(cols.unexpected) + 4 * len(cols.status)
+        # the query-status and tail pairs
+        assert nbytes == (31 * len(tree) + 8 * len(cols.unexpected) + 4 * len(cols.status)
+                          + 4 * len(cols.tails))  # fmt: skip
         assert tree.columns.start.dtype == np.uint32 and tree.columns.size.dtype == np.int32
         assert (length, crc) == struct.unpack_from("<II", record, 10)
 

@@ -43,6 +43,8 @@ QUERIES = {
         "((comment)+ @comments (#match? @comments \"#\"))",
         "((identifier) @x (#any-eq? @x \"x\"))",
         "((identifier) @x (#set! kind \"name\") (#is? local))",
+        "(match_statement !alternative) @m",  # a field inherited through a renamed hidden rule
+        "(_ !body) @bodiless",
     ],
     "rust": ["(function_item name: (identifier) @f) (struct_item name: (type_identifier) @s)",
              "(call_expression function: (_) @callee)", "(MISSING \";\") @m"],

@@ -253,3 +253,38 @@ def test_range_lookups_match_tree_sitter_on_real_files_and_odd_points():
             lo2 = rng.randrange(n.start_byte, n.end_byte + 1)
             assert mine_index(n.descendant_for_byte_range(lo2, lo2)) == index_of(
                 ids, tn.descendant_for_byte_range(lo2, lo2))  # fmt: skip
+
+
+GO_TAILS = b"package p\n\nfunc a() {\n}\n\n// b\nfunc b(x int) int {\n\treturn x\n}\n\nvar c = 1\n"
+
+
+@pytest.mark.parametrize(("language", "source"), [
+    *((lang, src) for lang, cases in SNIPPETS.items() for src in cases.values()),
+    ("go", GO_TAILS),  # statements end with hidden newline tokens: groups with tails
+])  # fmt: skip
+def test_goto_first_child_for_byte_and_point_as_tree_sitter(language, source):
+    """Every goal (each byte; each row and column, past the line ends too), descending as
+    far as it goes, through a stored record: the same moves as tree-sitter's, including where
+    it stops in the tail of an invisible group."""
+    from cstvault.codec import decode, encode
+
+    expected = parse(source, language)
+    tree = cstvault.Tree(decode(encode(cstvault.parse_extract(source, language), source)), source)
+    rows = source.count(b"\n") + 1
+    goals = [("byte", b) for b in range(len(source) + 1)]
+    goals += [("point", (r, col)) for r in range(rows + 1) for col in range(0, 24, 3)]
+    stopped = 0
+    for kind, goal in goals:
+        mine, theirs = tree.walk(), expected.walk()
+        for _ in range(50):
+            got = getattr(mine, f"goto_first_child_for_{kind}")(goal)
+            want = getattr(theirs, f"goto_first_child_for_{kind}")(goal)
+            assert got == want, (kind, goal)
+            assert (mine.node.type, mine.node.start_byte) == (theirs.node.type,
+                                                                theirs.node.start_byte)
+            if got is None:  # a stop where a later child still ends past the goal: a tail
+                stopped += kind == "byte" and any(ch.end_byte > goal
+                                                  for ch in theirs.node.children)  # fmt: skip
+                break
+    if source == GO_TAILS:
+        assert stopped  # some goals fall in a group's tail

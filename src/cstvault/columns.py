@@ -43,6 +43,9 @@ class Columns:
     # query cursor sees differs from `field`, or a later sibling may carry the same field
     # (from the grammar's productions); None when unknown (a format-1 record, the Python walk)
     status: np.ndarray | None = None
+    # uint32 (node, end) pairs: an invisible group's end past its last visible child `node`
+    # (TreeCursor.goto_first_child_for_byte / _point stop there); None when unknown
+    tails: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])

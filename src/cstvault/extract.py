@@ -43,7 +43,7 @@ def parse_extract_matches(source: bytes, language: str, query: object) -> tuple[
 
 
 def _from_native(language: str, out: tuple) -> Columns:
-    n, kind, gram, flags, field, size, start, end, unexpected, sexp_text, status = out
+    n, kind, gram, flags, field, size, start, end, unexpected, sexp_text, status, tails = out
     cols = Columns(
         language=language,
         kind=np.frombuffer(kind, dtype=np.uint16),
@@ -55,6 +55,7 @@ def _from_native(language: str, out: tuple) -> Columns:
         end=np.frombuffer(end, dtype=np.uint32).astype(np.int64),
         unexpected=np.frombuffer(unexpected, dtype=np.int64),
         status=np.frombuffer(status, dtype=np.uint32),
+        tails=np.frombuffer(tails, dtype=np.uint32),
     )
     if sexp_text is not None:
         _attach_phantoms(cols, sexp_text)

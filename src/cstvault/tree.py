@@ -159,6 +159,13 @@ class Tree(_native.TreeBase):
             return self._decoded[1][12]
         return self._cols.status
 
+    @property
+    def _tails(self) -> bytes | np.ndarray | None:
+        """The group-tail pairs (`Columns.tails`), None when the record predates them."""
+        if self._decoded is not None:
+            return self._decoded[1][13]
+        return self._cols.tails
+
     def _line_starts(self) -> memoryview:
         if self._lines_mv is None:
             self._lines = np.frombuffer(_native.line_starts(self._source), dtype=np.int64)

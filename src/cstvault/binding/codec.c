@@ -180,11 +180,11 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     const uint8_t *phant = fcol + fw * n_field;
     Reader r = {phant + phantom_len, stop};
 
-    const Py_ssize_t widths[NCOLS] = {2, 2, 1, 2, 4, 4, 4, 8, 1, 4, 4, 4, 0};
+    const Py_ssize_t widths[NCOLS] = {2, 2, 1, 2, 4, 4, 4, 8, 1, 4, 4, 4, 0, 0};
     if (source_len > UINT32_MAX) { err = "source length out of range"; goto done; }
     /* the status stream (format 2) ends the block: locate and bound it before allocating */
-    uint64_t n_status = 0;
-    const uint8_t *pst = NULL;
+    uint64_t n_status = 0, n_tails = 0;
+    const uint8_t *pst = NULL, *ptl = NULL;
     {
         Reader skim = r;
         if (version < 1 || version > 2) { err = "unsupported record format version"; goto done; }
@@ -200,13 +200,18 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
             Reader rs = {q, stop};
             if (read_varint(&rs, &n_status) || n_status > (uint64_t)n) { err = "status stream out of range"; goto done; }
             pst = rs.p;
-            if (skip_varints(pst, stop, (Py_ssize_t)(2 * n_status)) != stop) { err = "status stream truncated or trailing bytes"; goto done; }
+            const uint8_t *qt = skip_varints(pst, stop, (Py_ssize_t)(2 * n_status));
+            Reader rt = {qt, stop};
+            if (!qt || read_varint(&rt, &n_tails) || n_tails > (uint64_t)n) { err = "status stream truncated"; goto done; }
+            ptl = rt.p;
+            if (skip_varints(ptl, stop, (Py_ssize_t)(2 * n_tails)) != stop) { err = "tail stream truncated or trailing bytes"; goto done; }
             stop = q; /* the streams below end where the status stream begins */
         }
     }
     for (int k = 0; k < NCOLS; k++) {
-        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : k == 12 ? 8 * (Py_ssize_t)n_status : widths[k] * n;
-        if (k == 12 && version < 2) { cols[k] = Py_NewRef(Py_None); continue; }
+        Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : k == 12 ? 8 * (Py_ssize_t)n_status :
+                         k == 13 ? 8 * (Py_ssize_t)n_tails : widths[k] * n;
+        if (k >= 12 && version < 2) { cols[k] = Py_NewRef(Py_None); continue; }
         cols[k] = new_bytes(len, &ptr[k]);
         if (!cols[k]) { err = "out of memory"; goto done; }
     }
@@ -354,6 +359,21 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     while (sp) CLOSE_SUBTREE(end[n - 1]);
     if (span_bad) { err = "span exception out of range"; goto done; }
 #undef CLOSE_SUBTREE
+    if (version == 2) { /* (node gap, end past the node's) -> (node, end), checked */
+        uint32_t *tl = ptr[13];
+        int tbad = 0;
+        uint64_t node = 0;
+        for (uint64_t k = 0; k < n_tails; k++) {
+            uint64_t gap = take_varint(&ptl, &tbad), past = take_varint(&ptl, &tbad);
+            node += gap;
+            if ((k && gap == 0) || node >= (uint64_t)n || past == 0 || tbad ||
+                past > (uint64_t)source_len - end[node]) {
+                err = "tail entry out of range"; goto done;
+            }
+            tl[2 * k] = (uint32_t)node;
+            tl[2 * k + 1] = end[node] + (uint32_t)past;
+        }
+    }
 done:
     free(table);
     free(stack);
@@ -412,23 +432,26 @@ PyObject *EncodeErr;
  *             status u32 pairs or None) -> record body bytes (format 2 with the status
  * stream, format 1 without) */
 PyObject *encode_body(PyObject *self, PyObject *args) {
-    Py_buffer b[10];
+    Py_buffer b[11];
     const char *ident, *phant;
     Py_ssize_t ilen, plen;
     unsigned long long slen, scrc;
-    PyObject *status_obj = Py_None;
+    PyObject *status_obj = Py_None, *tails_obj = Py_None;
     memset(b, 0, sizeof b);
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y#y#KK|O", &b[0], &b[1], &b[2], &b[3], &b[4],
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y#y#KK|OO", &b[0], &b[1], &b[2], &b[3], &b[4],
                           &b[5], &b[6], &b[7], &b[8], &ident, &ilen, &phant, &plen, &slen, &scrc,
-                          &status_obj))
+                          &status_obj, &tails_obj))
         return NULL;
     int with_status = status_obj != Py_None;
-    if (with_status && PyObject_GetBuffer(status_obj, &b[9], PyBUF_C_CONTIGUOUS) < 0) {
-        for (int k = 0; k < 9; k++) PyBuffer_Release(&b[k]);
+    if ((with_status && PyObject_GetBuffer(status_obj, &b[9], PyBUF_C_CONTIGUOUS) < 0) ||
+        (with_status && tails_obj != Py_None && PyObject_GetBuffer(tails_obj, &b[10], PyBUF_C_CONTIGUOUS) < 0)) {
+        for (int k = 0; k < 11; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
         return NULL;
     }
     const uint32_t *status = with_status ? b[9].buf : NULL;
     Py_ssize_t n_status = with_status ? b[9].len / 8 : 0;
+    const uint32_t *tails = b[10].obj ? b[10].buf : NULL;
+    Py_ssize_t n_tails = b[10].obj ? b[10].len / 8 : 0;
     const uint16_t *kind = b[0].buf, *gram = b[1].buf, *field = b[3].buf;
     const uint8_t *flags = b[2].buf;
     const int64_t *size = b[4].buf, *start = b[5].buf, *end = b[6].buf, *unexp = b[7].buf;
@@ -443,13 +466,19 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
     if (n <= 0 || b[0].len != 2 * n || b[1].len != 2 * n || b[3].len != 2 * n ||
         b[4].len != 8 * n || b[5].len != 8 * n || b[6].len != 8 * n || b[8].len != 65536 * 2 ||
         ilen > 255 || n > (Py_ssize_t)UINT32_MAX || slen > UINT32_MAX ||
-        (with_status && b[9].len % 8)) {
+        (with_status && b[9].len % 8) || (b[10].obj && b[10].len % 8)) {
         err = "column lengths disagree or out of range";
         goto done;
     }
     for (Py_ssize_t k = 0; k < n_status; k++)
         if (status[2 * k] >= (uint64_t)n || (k && status[2 * k] <= status[2 * k - 2])) {
             err = "status entries out of order or range";
+            goto done;
+        }
+    for (Py_ssize_t k = 0; k < n_tails; k++)
+        if (tails[2 * k] >= (uint64_t)n || (k && tails[2 * k] <= tails[2 * k - 2]) ||
+            tails[2 * k + 1] <= end[tails[2 * k]] || tails[2 * k + 1] > slen) {
+            err = "tail entries out of order or range";
             goto done;
         }
     uint64_t present[1024];
@@ -505,7 +534,7 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
     }
     size_t bound = 25 + (size_t)ilen + (size_t)n * 5 + (size_t)plen +
                    10 * (2 * total_kinds + 2 * (size_t)n + 2 * (size_t)n_inner + (size_t)n_unexp +
-                          1 + 2 * (size_t)n_status);
+                          2 + 2 * (size_t)n_status + 2 * (size_t)n_tails);
     mem = malloc(bound);
     if (!mem) { PyErr_NoMemory(); goto done; }
     uint8_t *p = mem;
@@ -566,12 +595,19 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
             put_varint(&w, status[2 * k + 1]);
             last = status[2 * k];
         }
+        put_varint(&w, (uint64_t)n_tails); /* then the group tails: (node gap, end past the node's) */
+        last = 0;
+        for (Py_ssize_t k = 0; k < n_tails; k++) {
+            put_varint(&w, tails[2 * k] - last);
+            put_varint(&w, (uint64_t)(tails[2 * k + 1] - end[tails[2 * k]]));
+            last = tails[2 * k];
+        }
     }
     out = PyBytes_FromStringAndSize((const char *)mem, w.p - mem);
 done:
     if (err && !PyErr_Occurred()) PyErr_SetString(EncodeErr, err);
     free(mem); free(op); free(fls); free(map); free(alias);
-    for (int k = 0; k < 10; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
+    for (int k = 0; k < 11; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
     return out;
 }
 

@@ -37,6 +37,7 @@ typedef struct {
     size_t depth, cap;
     int oom;
     int named_later;        /* the query has last-child anchors: later named siblings matter */
+    const TSLanguage *lang;
 } ColView;
 
 static inline const ColView *view_of(const void *p) { return (const ColView *)p; }
@@ -61,12 +62,35 @@ static bool colq_node_is_named(TSNode n) { return (COL(n)->flags[n.context[0]] &
 static bool colq_node_is_missing(TSNode n) { return (COL(n)->flags[n.context[0]] & MISSING) != 0; }
 static const char *colq_node_type(TSNode n) { (void)n; return ""; } /* query.c logs with it */
 
+/* Was a node's grammar symbol a hidden rule in the grammar (so its parent's field map
+ * inherits its fields)? Either it is still hidden (an alias names it at this place), or the
+ * generator renamed it after the one alias it always has: a symbol of the alias's own name
+ * that is not the public one. */
+static int hidden_rule(const TSLanguage *lang, TSSymbol gram, TSSymbol kind) {
+    if (ts_language_symbol_type(lang, gram) >= TSSymbolTypeSupertype) return 1;
+    const char *a = ts_language_symbol_name(lang, gram), *b = ts_language_symbol_name(lang, kind);
+    return a && b && strcmp(a, b) == 0;
+}
+
+/* ts_node_child_by_field_id over the columns: the first child with the field; a child
+ * that was a hidden rule passes its children's fields up (the parent's field map inherits
+ * them), so it is searched too. */
+static int64_t child_with_field(const ColView *v, uint32_t i, TSFieldId field) {
+    const TreeBase *t = v->t;
+    for (int64_t j = (int64_t)i + 1; j < (int64_t)i + t->size[i]; j += t->size[j]) {
+        if (t->flags[j] & EXTRA) continue;
+        if (t->field[j] == field) return j;
+        if (t->gram[j] != t->kind[j] && t->size[j] > 1 && hidden_rule(v->lang, t->gram[j], t->kind[j])) {
+            int64_t got = child_with_field(v, (uint32_t)j, field);
+            if (got >= 0) return got;
+        }
+    }
+    return -1;
+}
+
 static TSNode colq_node_child_by_field_id(TSNode n, TSFieldId field) {
-    const TreeBase *t = COL(n);
-    uint32_t i = n.context[0];
-    for (int64_t j = (int64_t)i + 1; j < (int64_t)i + t->size[i]; j += t->size[j])
-        if (t->field[j] == field && !(t->flags[j] & EXTRA)) return colq_make(view_of(n.tree), (uint32_t)j);
-    return NULL_NODE;
+    int64_t j = child_with_field(view_of(n.tree), n.context[0], field);
+    return j < 0 ? NULL_NODE : colq_make(view_of(n.tree), (uint32_t)j);
 }
 
 static void colq_cursor_reset(TSTreeCursor *c, TSNode node) {
@@ -316,7 +340,7 @@ static PyObject *colq_exec(PyObject *self, PyObject *args) {
         PyBuffer_Release(&st);
         return NULL;
     }
-    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0, 0};
+    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0, 0, q->language};
     for (uint32_t k = 0; k < q->steps.size && !v.named_later; k++)
         v.named_later = q->steps.contents[k].is_last_child;
     uint32_t *lines = NULL;

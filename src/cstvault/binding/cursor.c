@@ -96,20 +96,60 @@ static PyObject *cursor_parent(Cursor *c, PyObject *u) {
     c->i = c->stack[--c->sp];
     Py_RETURN_TRUE;
 }
+/* ts_tree_cursor_goto_first_child_for_byte / _for_point: the first child that ends past
+ * the goal (keys: bytes, shift 0; or doubled bytes for points, shift 1). tree-sitter walks
+ * invisible groups too, and fails when the goal lies in the tail of one (past its last
+ * visible child, before its end): that can only happen when the goal falls in a gap before
+ * the child found, and the record keeps those tails (Tree._tails). */
+static PyObject *first_child_for(Cursor *c, uint64_t goal, int shift) {
+    Py_ssize_t i = c->i;
+    if (!(CT->flags[i] & HAS_CHILDREN)) Py_RETURN_NONE;
+    Py_ssize_t end = i + CT->size[i], k = 0, j = i + 1;
+    for (; j < end; j += CT->size[j], k++)
+        if (((uint64_t)CT->end[j] << shift) > goal && CT->end[j] > 0) break;
+    if (j >= end) Py_RETURN_NONE;
+    if (((uint64_t)CT->start[j] << shift) > goal) {
+        PyObject *tails = PyObject_GetAttrString((PyObject *)CT, "_tails");
+        if (!tails) return NULL;
+        if (tails != Py_None) {
+            Py_buffer b;
+            if (PyObject_GetBuffer(tails, &b, PyBUF_C_CONTIGUOUS) < 0) { Py_DECREF(tails); return NULL; }
+            const uint32_t *t = b.buf;
+            Py_ssize_t nt = b.len / 8, lo = 0, hi = nt;
+            while (lo < hi) { /* the first pair past node i */
+                Py_ssize_t mid = (lo + hi) / 2;
+                if ((Py_ssize_t)t[2 * mid] <= i) lo = mid + 1; else hi = mid;
+            }
+            int fails = 0;
+            for (; lo < nt && (Py_ssize_t)t[2 * lo] < j && !fails; lo++) {
+                Py_ssize_t node = t[2 * lo];
+                fails = CT->parent[node] == i && ((uint64_t)CT->end[node] << shift) <= goal &&
+                        goal < ((uint64_t)t[2 * lo + 1] << shift);
+            }
+            PyBuffer_Release(&b);
+            if (fails) { Py_DECREF(tails); Py_RETURN_NONE; }
+        }
+        Py_DECREF(tails);
+    }
+    if (cursor_push(c, i) < 0) return NULL;
+    c->i = j;
+    return PyLong_FromSsize_t(k);
+}
+
 static PyObject *cursor_first_child_for_byte(Cursor *c, PyObject *arg) {
     long long byte = PyLong_AsLongLong(arg);
     if (byte == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t i = c->i;
-    if (!(CT->flags[i] & HAS_CHILDREN)) Py_RETURN_NONE;
-    Py_ssize_t end = i + CT->size[i], k = 0;
-    for (Py_ssize_t j = i + 1; j < end; j += CT->size[j], k++) {
-        if (CT->end[j] > byte) {
-            if (cursor_push(c, i) < 0) return NULL;
-            c->i = j;
-            return PyLong_FromSsize_t(k);
-        }
-    }
-    Py_RETURN_NONE;
+    if (byte < 0) { PyErr_SetString(PyExc_OverflowError, "can't convert negative int to unsigned"); return NULL; }
+    return first_child_for(c, (uint64_t)byte, 0);
+}
+
+static PyObject *cursor_first_child_for_point(Cursor *c, PyObject *arg) {
+    long long row, col;
+    if (!PyArg_ParseTuple(arg, "LL", &row, &col)) return NULL;
+    if (row < 0 || col < 0) { PyErr_SetString(PyExc_OverflowError, "can't convert negative int to unsigned"); return NULL; }
+    uint64_t key;
+    if (point_keys(CT, &row, &col, 1, &key) < 0) return NULL;
+    return first_child_for(c, key, 1);
 }
 static PyObject *cursor_goto_descendant(Cursor *c, PyObject *arg) {
     Py_ssize_t d = PyLong_AsSsize_t(arg);
@@ -158,6 +198,7 @@ static PyMethodDef cursor_methods[] = {
     {"goto_previous_sibling", (PyCFunction)cursor_prev_sibling, METH_NOARGS, NULL},
     {"goto_parent", (PyCFunction)cursor_parent, METH_NOARGS, NULL},
     {"goto_first_child_for_byte", (PyCFunction)cursor_first_child_for_byte, METH_O, NULL},
+    {"goto_first_child_for_point", (PyCFunction)cursor_first_child_for_point, METH_O, NULL},
     {"goto_descendant", (PyCFunction)cursor_goto_descendant, METH_O, NULL},
     {"reset", (PyCFunction)cursor_reset, METH_O, NULL},
     {"reset_to", (PyCFunction)cursor_reset_to, METH_O, NULL},

@@ -16,12 +16,14 @@ typedef struct {
     size_t n_unexpected, unexpected_cap;
     uint32_t *status; /* (node, status field << 1 | later) pairs: see node_status */
     size_t n_status, status_cap;
+    uint32_t *tails;  /* (node, end) pairs: see the walk's hidden-group tails */
+    size_t n_tails, tails_cap;
 } Columns;
 
 static void columns_free(Columns *c) {
     free(c->kind); free(c->gram); free(c->field); free(c->flags);
     free(c->size); free(c->start); free(c->end); free(c->unexpected);
-    free(c->status);
+    free(c->status); free(c->tails);
 }
 
 static int grow(void **p, size_t elem, size_t cap) {
@@ -106,6 +108,7 @@ typedef struct {
     int64_t out;         /* the parent's preorder index when it is visible, else -1 */
     uint32_t at;         /* the parent's structural index in the frame below */
     int extra;           /* the parent is an extra */
+    int64_t last;        /* the last visible node emitted at this visible level, or -1 */
 } Frame;
 
 static int frame_push(Frame **stack, size_t *sp, size_t *cap, const TSLanguage *lang,
@@ -128,7 +131,34 @@ static int frame_push(Frame **stack, size_t *sp, size_t *cap, const TSLanguage *
     f->out = out;
     f->at = at;
     f->extra = ts_subtree_extra(s);
+    f->last = -1;
     return 0;
+}
+
+/* An invisible subtree with visible children (a "group", transparent in the visible tree)
+ * may end after its last visible child: hidden tokens (newlines, terminators) close it.
+ * ts_tree_cursor_goto_first_child_for_byte / _for_point descend into a group whose end is
+ * past the goal and fail when none of its visible children is, so a goal in such a tail
+ * gets no child, where the visible tree alone would offer the next one. Kept as (the last
+ * visible child, the group's end), the largest end per child. */
+static int tail_push(Columns *c, uint32_t node, uint32_t end) {
+    if (c->n_tails && c->tails[c->n_tails - 2] == node) {
+        if (end > c->tails[c->n_tails - 1]) c->tails[c->n_tails - 1] = end;
+        return 0;
+    }
+    if (c->n_tails + 2 > c->tails_cap) {
+        size_t cap = c->tails_cap ? 2 * c->tails_cap : 64;
+        if (grow((void **)&c->tails, 4, cap)) return -1;
+        c->tails_cap = cap;
+    }
+    c->tails[c->n_tails++] = node;
+    c->tails[c->n_tails++] = end;
+    return 0;
+}
+
+static int pair_cmp(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
 }
 
 /* What ts_tree_cursor_current_status reports of the child being visited at the top frame
@@ -234,6 +264,9 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
                 size_t j = (size_t)f->out;
                 c->size[j] = (uint32_t)(c->n - j);
                 if (c->n - j > 1) c->flags[j] |= HAS_CHILDREN;
+            } else if (f->last >= 0) { /* a group closes: its tail, and its last child */
+                if (f->pos > c->end[f->last] && tail_push(c, (uint32_t)f->last, f->pos)) { rc = -1; break; }
+                if (sp > 1) stack[sp - 2].last = f->last;
             }
             sp--;
             continue;
@@ -260,6 +293,7 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
         uint32_t kids = ts_subtree_child_count(ch);
         if (ts_subtree_visible(ch) || alias) {
             int64_t i = emit(c, tree, cs, at, alias, fid, has_errors);
+            f->last = i;
             uint32_t st = i < 0 ? 0 : node_status(stack, sp, at_index, is_extra);
             if (i < 0 || ((st & 1 || st >> 1 != fid) && status_push(c, (uint32_t)i, st)) ||
                 (kids && frame_push(&stack, &sp, &cap, lang, ch, at, 0, i, at_index))) {
@@ -271,6 +305,7 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
         }
     }
     free(stack);
+    if (rc == 0 && c->n_tails) qsort(c->tails, c->n_tails / 2, 2 * sizeof(uint32_t), pair_cmp);
     return rc;
 }
 
@@ -353,11 +388,11 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     PyObject *text = sexp ? PyUnicode_DecodeUTF8(sexp, strlen(sexp), "surrogateescape") : Py_NewRef(Py_None);
     PyMem_Free(sexp);
     PyObject *out = text ? Py_BuildValue(
-        "(nNNNNNNNNNN)", (Py_ssize_t)c.n,
+        "(nNNNNNNNNNNN)", (Py_ssize_t)c.n,
         bytes_of(c.kind, 2 * c.n), bytes_of(c.gram, 2 * c.n), bytes_of(c.flags, c.n),
         bytes_of(c.field, 2 * c.n), bytes_of(c.size, 4 * c.n), bytes_of(c.start, 4 * c.n),
         bytes_of(c.end, 4 * c.n), bytes_of(c.unexpected, 8 * c.n_unexpected), text,
-        bytes_of(c.status, 4 * c.n_status)) : NULL;
+        bytes_of(c.status, 4 * c.n_status), bytes_of(c.tails, 4 * c.n_tails)) : NULL;
     columns_free(&c);
     if (out && query) /* with a query: (columns, its matches as query_exec's record events) */
         out = Py_BuildValue("(NN)", out, bytes_of(ev.v, ev.n * sizeof(int32_t)));

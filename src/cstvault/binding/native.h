@@ -69,7 +69,7 @@ static inline uint16_t le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); re
 static inline int64_t le64s(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return v; }
 
 /* codec.c */
-#define NCOLS 13 /* the decoder's buffers (decode_body) */
+#define NCOLS 14 /* the decoder's buffers (decode_body) */
 const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, Py_ssize_t body,
                                   Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
                                   Py_ssize_t phantom_len, long long source_len,
@@ -81,6 +81,10 @@ PyObject *new_bytes(Py_ssize_t len, void **data);
 
 /* tree.c */
 PyObject *make_node(TreeBase *t, Py_ssize_t i);
+
+/* node.c: points as doubled byte offsets ordered as points are (2 * byte; past the end of a
+ * line, one more than twice its last byte) */
+int point_keys(TreeBase *t, const long long *rows, const long long *cols, int count, uint64_t *keys);
 
 /* query.c: growable int32 arrays; a compiled query's capsule; a query's matches as records */
 typedef struct {

@@ -219,25 +219,32 @@ static uint64_t point_key(const int64_t *lines, Py_ssize_t nlines, Py_ssize_t le
     return col <= last - start ? 2 * (start + col) : 2 * last + 1;
 }
 
-static PyObject *point_range(NodeBase *n, PyObject *args, int anon) {
-    long long r0, c0, r1, c1;
-    if (!PyArg_ParseTuple(args, "(LL)(LL)", &r0, &c0, &r1, &c1)) return NULL;
-    if (r0 > r1 || (r0 == r1 && c0 > c1) || r0 < 0 || c0 < 0 || r1 < 0 || c1 < 0) Py_RETURN_NONE;
-    if (!T->lines_mv) {
-        PyObject *made = PyObject_CallMethod((PyObject *)T, "_line_starts", NULL);
-        if (!made) return NULL;
+/* The keys (point_key) of points of a tree, from its line starts (made on first use) and
+ * its text's length. 0, or -1 with an exception set. */
+int point_keys(TreeBase *t, const long long *rows, const long long *cols, int count, uint64_t *keys) {
+    if (!t->lines_mv) {
+        PyObject *made = PyObject_CallMethod((PyObject *)t, "_line_starts", NULL);
+        if (!made) return -1;
         Py_DECREF(made);
     }
     Py_buffer lb, v;
-    if (PyObject_GetBuffer(T->lines_mv, &lb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (source_buffer(T, &v) < 0) { PyBuffer_Release(&lb); return NULL; }
-    const int64_t *lines = lb.buf;
-    Py_ssize_t nl = lb.len / 8;
-    uint64_t lo = point_key(lines, nl, v.len, (uint64_t)r0, (uint64_t)c0);
-    uint64_t hi = point_key(lines, nl, v.len, (uint64_t)r1, (uint64_t)c1);
+    if (PyObject_GetBuffer(t->lines_mv, &lb, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (source_buffer(t, &v) < 0) { PyBuffer_Release(&lb); return -1; }
+    for (int k = 0; k < count; k++)
+        keys[k] = point_key(lb.buf, lb.len / 8, v.len, (uint64_t)rows[k], (uint64_t)cols[k]);
     PyBuffer_Release(&v);
     PyBuffer_Release(&lb);
-    return make_node(T, descend(T, I, lo, hi, anon, 1));
+    return 0;
+}
+
+static PyObject *point_range(NodeBase *n, PyObject *args, int anon) {
+    long long r[2], c[2];
+    if (!PyArg_ParseTuple(args, "(LL)(LL)", &r[0], &c[0], &r[1], &c[1])) return NULL;
+    if (r[0] > r[1] || (r[0] == r[1] && c[0] > c[1]) || r[0] < 0 || c[0] < 0 || r[1] < 0 || c[1] < 0)
+        Py_RETURN_NONE;
+    uint64_t keys[2];
+    if (point_keys(T, r, c, 2, keys) < 0) return NULL;
+    return make_node(T, descend(T, I, keys[0], keys[1], anon, 1));
 }
 
 static PyObject *byte_range(NodeBase *n, PyObject *args, int anon) {

@@ -58,6 +58,7 @@ def encode(cols: Columns, source: bytes) -> bytes:
             languages.tables(cols.language).token_len,
             languages.identity(cols.language).encode("ascii"), phantoms, len(source),
             crc32c.crc32c(source), None if cols.status is None else _c(cols.status, np.uint32),
+            None if cols.tails is None else _c(cols.tails, np.uint32),
         )  # fmt: skip
     except _native.EncodeError as exc:
         raise EncodeError(str(exc)) from None
@@ -115,8 +116,8 @@ def decode_raw(
 ) -> tuple[str, tuple, tuple]:
     """Decode a record into (language, the decoder's buffers, phantoms); CorruptRecord on
     damage. Buffers: kind, grammar, flags, field, size, start, end, unexpected, phantom JSON,
-    parent, previous sibling, child count, query status (None in a format-1 record; see
-    `columns_of`)."""
+    parent, previous sibling, child count, query status and group tails (None in a format-1
+    record; see `columns_of`)."""
     if head is None:
         head = read_header(record)
     if verify_crc:
@@ -156,6 +157,7 @@ def columns_of(language: str, out: tuple, phantoms: tuple) -> Columns:
         phantoms=phantoms,
         structure=out[9:12],
         status=None if out[12] is None else np.frombuffer(out[12], dtype=np.uint32),
+        tails=None if out[13] is None else np.frombuffer(out[13], dtype=np.uint32),
     )
 
 

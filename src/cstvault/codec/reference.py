@@ -85,6 +85,7 @@ def encode(cols: Columns, source: bytes) -> bytes:
             varint.zigzag(cols.unexpected),
         ]
         + _status_stream(cols.status)
+        + _tail_stream(cols)
     )
     head = _HEAD.pack(
         MAGIC,
@@ -120,3 +121,14 @@ def _status_stream(status: np.ndarray | None) -> list[np.ndarray]:
     pairs = np.asarray(status, dtype=np.uint64).reshape(-1, 2).copy()
     pairs[1:, 0] -= pairs[:-1, 0].copy()
     return [np.array([len(pairs)], dtype=np.uint64), pairs.ravel()]
+
+
+def _tail_stream(cols: Columns) -> list[np.ndarray]:
+    """Format 2's tails: the pair count, then (node gap, end - the node's end) per pair."""
+    if cols.status is None:
+        return []
+    pairs = np.asarray(cols.tails if cols.tails is not None else [], dtype=np.int64).reshape(-1, 2)
+    out = pairs.copy()
+    out[1:, 0] -= pairs[:-1, 0]
+    out[:, 1] = pairs[:, 1] - cols.end[pairs[:, 0]]
+    return [np.array([len(pairs)], dtype=np.uint64), out.astype(np.uint64).ravel()]
