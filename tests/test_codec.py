@@ -131,7 +131,7 @@ def random_columns(draw):
                    np.zeros(0, dtype=np.int64))
     if draw(st.booleans()):  # a format-2 record: query-status pairs on random nodes
         nodes = sorted(draw(st.sets(st.integers(1, n - 1), max_size=8)) if n > 1 else [])
-        values = draw(st.lists(st.integers(0, 2 * (len(tables.fields) - 1) + 1),
+        values = draw(st.lists(st.integers(0, 4 * (len(tables.fields) - 1) + 3),
                                min_size=len(nodes), max_size=len(nodes)))  # fmt: skip
         cols.status = np.array([x for pair in zip(nodes, values, strict=True)
                                 for x in pair], dtype=np.uint32)

@@ -39,8 +39,9 @@ class Columns:
     phantoms: tuple[tuple[int, int, str], ...] = field(default=())
     # int32 buffers (parent, prev sibling, child count) when the decoder built them
     structure: tuple[bytes, ...] | None = None
-    # uint32 (node, status field << 1 | can-have-later) pairs: where the field tree-sitter's
-    # query cursor sees differs from `field`, or a later sibling may carry the same field
+    # uint32 (node, field << 2 | inherits << 1 | can-have-later) pairs: where the field
+    # tree-sitter's query cursor sees differs from `field`, where the parent's field map
+    # inherits fields through the node, or where a later sibling may carry the same field
     # (from the grammar's productions); None when unknown (a format-1 record, the Python walk)
     status: np.ndarray | None = None
     # uint32 (node, end) pairs: an invisible group's end past its last visible child `node`

@@ -229,7 +229,7 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
         for (uint64_t k = 0; k < n_status; k++) {
             uint64_t gap = take_varint(&pst, &sbad), v = take_varint(&pst, &sbad);
             node += gap;
-            if ((k && gap == 0) || node >= (uint64_t)n || v > ((uint64_t)field_limit << 1 | 1) || sbad) {
+            if ((k && gap == 0) || node >= (uint64_t)n || v > ((uint64_t)field_limit << 2 | 3) || sbad) {
                 err = "status entry out of range"; goto done;
             }
             st[2 * k] = (uint32_t)node;

@@ -37,7 +37,6 @@ typedef struct {
     size_t depth, cap;
     int oom;
     int named_later;        /* the query has last-child anchors: later named siblings matter */
-    const TSLanguage *lang;
 } ColView;
 
 static inline const ColView *view_of(const void *p) { return (const ColView *)p; }
@@ -62,25 +61,25 @@ static bool colq_node_is_named(TSNode n) { return (COL(n)->flags[n.context[0]] &
 static bool colq_node_is_missing(TSNode n) { return (COL(n)->flags[n.context[0]] & MISSING) != 0; }
 static const char *colq_node_type(TSNode n) { (void)n; return ""; } /* query.c logs with it */
 
-/* Was a node's grammar symbol a hidden rule in the grammar (so its parent's field map
- * inherits its fields)? Either it is still hidden (an alias names it at this place), or the
- * generator renamed it after the one alias it always has: a symbol of the alias's own name
- * that is not the public one. */
-static int hidden_rule(const TSLanguage *lang, TSSymbol gram, TSSymbol kind) {
-    if (ts_language_symbol_type(lang, gram) >= TSSymbolTypeSupertype) return 1;
-    const char *a = ts_language_symbol_name(lang, gram), *b = ts_language_symbol_name(lang, kind);
-    return a && b && strcmp(a, b) == 0;
+/* A node's query-status value (extract.c node_status), or 0 when it has no pair. */
+static uint32_t status_of(const ColView *v, uint32_t i) {
+    Py_ssize_t lo = 0, hi = v->n_status;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (v->status[2 * mid] < i) lo = mid + 1; else hi = mid;
+    }
+    return lo < v->n_status && v->status[2 * lo] == i ? v->status[2 * lo + 1] : 0;
 }
 
 /* ts_node_child_by_field_id over the columns: the first child with the field; a child
- * that was a hidden rule passes its children's fields up (the parent's field map inherits
- * them), so it is searched too. */
+ * through which its parent's field map inherits fields (a rule that was hidden: the status
+ * stream marks it) is searched too, as tree-sitter does. */
 static int64_t child_with_field(const ColView *v, uint32_t i, TSFieldId field) {
     const TreeBase *t = v->t;
     for (int64_t j = (int64_t)i + 1; j < (int64_t)i + t->size[i]; j += t->size[j]) {
         if (t->flags[j] & EXTRA) continue;
         if (t->field[j] == field) return j;
-        if (t->gram[j] != t->kind[j] && t->size[j] > 1 && hidden_rule(v->lang, t->gram[j], t->kind[j])) {
+        if (t->size[j] > 1 && (status_of(v, (uint32_t)j) & 2)) {
             int64_t got = child_with_field(v, (uint32_t)j, field);
             if (got >= 0) return got;
         }
@@ -166,7 +165,7 @@ static void colq_current_status(const TSTreeCursor *c, TSFieldId *field_id, bool
         if (v->status[2 * mid] < i) lo = mid + 1; else hi = mid;
     }
     if (lo < v->n_status && v->status[2 * lo] == i) {
-        *field_id = (TSFieldId)(v->status[2 * lo + 1] >> 1);
+        *field_id = (TSFieldId)(v->status[2 * lo + 1] >> 2);
         *can_have_later_siblings_with_this_field = v->status[2 * lo + 1] & 1;
     }
     int32_t p = t->parent[i];
@@ -340,7 +339,7 @@ static PyObject *colq_exec(PyObject *self, PyObject *args) {
         PyBuffer_Release(&st);
         return NULL;
     }
-    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0, 0, q->language};
+    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0, 0};
     for (uint32_t k = 0; k < q->steps.size && !v.named_later; k++)
         v.named_later = q->steps.contents[k].is_last_child;
     uint32_t *lines = NULL;

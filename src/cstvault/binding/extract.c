@@ -14,7 +14,7 @@ typedef struct {
     uint32_t *size, *start, *end;
     int64_t *unexpected;
     size_t n_unexpected, unexpected_cap;
-    uint32_t *status; /* (node, status field << 1 | later) pairs: see node_status */
+    uint32_t *status; /* (node, field << 2 | inherits << 1 | later) pairs: see node_status */
     size_t n_status, status_cap;
     uint32_t *tails;  /* (node, end) pairs: see the walk's hidden-group tails */
     size_t n_tails, tails_cap;
@@ -166,10 +166,15 @@ static int pair_cmp(const void *a, const void *b) {
  * stored field does not carry: the field walking up through invisible parents, which for an
  * extra inside an invisible parent with a field differs from the stored one (0), and
  * whether a later sibling can have that field (from the productions' field maps, so not
- * derivable from the visible tree). Returns field << 1 | can-have-later. */
+ * derivable from the visible tree), and whether its parent's field map inherits fields
+ * through it. Returns field << 2 | inherits << 1 | can-have-later. */
 static uint32_t node_status(const Frame *stack, size_t sp, uint32_t at, int extra) {
     TSFieldId fid = 0;
-    int later = 0;
+    int later = 0, inherits = 0;
+    if (!extra) /* its subtree parent's field map passes fields up through it (a rule that was
+                 * hidden): ts_node_child_by_field_id searches it for a field */
+        for (const TSFieldMapEntry *m = stack[sp - 1].fmap; m < stack[sp - 1].fmap_end; m++)
+            if (m->inherited && m->child_index == at) { inherits = 1; break; }
     for (size_t k = sp; k-- > 0;) {
         const Frame *f = &stack[k];
         if (k + 1 < sp) { /* the level of an invisible ancestor: the entry is stack[k + 1]'s parent */
@@ -185,7 +190,7 @@ static uint32_t node_status(const Frame *stack, size_t sp, uint32_t at, int extr
             for (const TSFieldMapEntry *m = f->fmap; m < f->fmap_end; m++)
                 if (m->field_id == fid && m->child_index > at) { later = 1; break; }
     }
-    return (uint32_t)fid << 1 | (uint32_t)later;
+    return (uint32_t)fid << 2 | (uint32_t)inherits << 1 | (uint32_t)later;
 }
 
 static int status_push(Columns *c, uint32_t node, uint32_t value) {
@@ -295,7 +300,7 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
             int64_t i = emit(c, tree, cs, at, alias, fid, has_errors);
             f->last = i;
             uint32_t st = i < 0 ? 0 : node_status(stack, sp, at_index, is_extra);
-            if (i < 0 || ((st & 1 || st >> 1 != fid) && status_push(c, (uint32_t)i, st)) ||
+            if (i < 0 || ((st & 3 || st >> 2 != fid) && status_push(c, (uint32_t)i, st)) ||
                 (kids && frame_push(&stack, &sp, &cap, lang, ch, at, 0, i, at_index))) {
                 rc = -1;
                 break;
