@@ -122,7 +122,7 @@ def test_bench_query_reports_every_key(tmp_path):
     for key in ("store_query_lines_per_s", "tree_sitter_lines_per_s", "ast_grep_lines_per_s",
                 "selective_store_lines_per_s", "selective_ast_grep_lines_per_s",
                 "definitions_p50_ms", "outline_cold_p50_ms", "cold_file_query_speedup",
-                "point_lookup_ratio_to_tree_sitter"):  # fmt: skip
+                "point_lookup_ratio_to_tree_sitter", "node_text_ratio_to_tree_sitter"):  # fmt: skip
         assert key in out
     assert out["files"] == 12 and out["store_query_matches"] == out["tree_sitter_matches"] > 0
     assert out["definitions_p50_ms"] > 0 and out["cold_file_query_speedup"] > 0

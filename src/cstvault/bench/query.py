@@ -10,7 +10,8 @@ stored tree opened, `QueryCursor.matches`) against py-tree-sitter's parse + the 
 and a cold `Store.tags` (those matches made into named, placed tags), each in a loop of its
 own over the same 300 files (and, as a second protocol, ours and theirs alternating file by
 file: `..._alternating`); point lookups against py-tree-sitter's on the same trees, the
-first one (which reads the tree's text and makes its line table) apart from the 20 timed.
+first one (which reads the tree's text and makes its line table) apart from the 20 timed;
+`node.text` of every node of those trees against py-tree-sitter's.
 ast-grep keys are null when it is not installed.
 """
 
@@ -35,6 +36,15 @@ from ..tags import unpack_definitions
 LANG = "python"
 SELECTIVE = "getattr"
 _KEEP: list = []
+
+
+def _preorder(root) -> list:
+    out, stack = [], [root]
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        stack.extend(reversed(n.children))
+    return out
 
 
 def _ts_chunk(task: tuple[str, list[str]]) -> int:
@@ -141,7 +151,7 @@ def run(store_dir: str | os.PathLike[str], samples: int = 300, seed: int = 1,
             out.append((time.perf_counter() - t0) * 1000)
         return out
 
-    point_ours, point_ts, point_first = [], [], []
+    point_ours, point_ts, point_first, text_ours, text_ts = [], [], [], [], []
     inter_ours, inter_theirs = [], []
     with Store.open(store_dir, CacheConfig(max_memory_mb=0)) as cold:
         sources = {p: cold.source(p) for p in sample}
@@ -175,6 +185,17 @@ def run(store_dir: str | os.PathLike[str], samples: int = 300, seed: int = 1,
             for pt in pts:
                 theirs.root_node.descendant_for_point_range(pt, pt)
             point_ts.append(time.perf_counter() - t0)
+            # node.text of every node, the nodes made beforehand (their text read already)
+            ours_nodes = [tree.node(k) for k in range(len(tree))]
+            theirs_nodes = _preorder(theirs.root_node)
+            t0 = time.perf_counter()
+            size = sum(len(n.text) for n in ours_nodes)
+            text_ours.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            theirs_size = sum(len(n.text) for n in theirs_nodes)
+            text_ts.append(time.perf_counter() - t0)
+            if size != theirs_size:
+                raise RuntimeError(f"{p}: node texts differ from py-tree-sitter's")
     out["outline_cold_p50_ms"] = round(float(np.median(cold_ms)), 4)
     out["query_cold_p50_ms"] = round(float(np.median(query_ms)), 4)
     out["tags_cold_p50_ms"] = round(float(np.median(tags_ms)), 4)
@@ -187,4 +208,6 @@ def run(store_dir: str | os.PathLike[str], samples: int = 300, seed: int = 1,
     out["point_lookup_p50_us"] = round(float(np.median(point_ours)) / 20 * 1e6, 3)
     out["point_lookup_tree_sitter_p50_us"] = round(float(np.median(point_ts)) / 20 * 1e6, 3)
     out["point_lookup_first_p50_us"] = round(float(np.median(point_first)) * 1e6, 1)
+    out["node_text_ratio_to_tree_sitter"] = round(float(np.median(text_ours)
+                                                        / np.median(text_ts)), 2)  # fmt: skip
     return out
