@@ -288,3 +288,89 @@ def test_goto_first_child_for_byte_and_point_as_tree_sitter(language, source):
                 break
     if source == GO_TAILS:
         assert stopped  # some goals fall in a group's tail
+
+
+def _shape(n) -> tuple | None:
+    if n is None:
+        return None
+    return (n.type, n.start_byte, n.end_byte, tuple(n.start_point), tuple(n.end_point), n.text)
+
+
+@pytest.mark.parametrize("offset", [(0, (0, 0)), (5, (2, 3)), (40, (0, 7)), (3, (1, 0))])
+@pytest.mark.parametrize("language", ["python", "rust", "javascript", "go"])
+def test_root_node_with_offset_as_tree_sitter(language, offset):
+    """Every node reached from an offset root, its positions, text, children, lookups, a
+    cursor's moves and a query's captures, as py-tree-sitter's Tree.root_node_with_offset
+    gives them. Parents and siblings carry no offset; tree-sitter finds an offset node's
+    parent by its shifted byte range in the unshifted tree, which can name another node:
+    cstvault answers the node's real parent and siblings (docs/architecture.md)."""
+    import random
+
+    import tree_sitter as ts
+
+    from cstvault import languages
+    from cstvault.query import Query, QueryCursor
+
+    source = SNIPPETS[language]["ok"]
+    expected = parse(source, language)
+    tree = cstvault.parse(source, language)
+    mine, theirs = tree.root_node_with_offset(*offset), expected.root_node_with_offset(*offset)
+    stack = [(mine, theirs)]
+    while stack:
+        a, b = stack.pop()
+        assert _shape(a) == _shape(b)
+        assert a.byte_range == b.byte_range and tuple(a.range.start_point) == tuple(
+            b.range.start_point)  # fmt: skip
+        for rel in ("parent", "next_sibling", "prev_sibling", "next_named_sibling"):
+            if offset[0] == 0 and offset[1] == (0, 0):
+                assert _shape(getattr(a, rel)) == _shape(getattr(b, rel)), rel
+            elif getattr(a, rel) is not None:  # the node's real kin, unshifted (see the docs)
+                kin = getattr(a, rel)
+                assert kin._offset is None and kin == getattr(tree.node(a._i), rel)
+        for k in range(b.child_count):
+            assert _shape(a.child(k)) == _shape(b.child(k))
+            name = b.field_name_for_child(k)
+            if name:
+                assert _shape(a.child_by_field_name(name)) == _shape(b.child_by_field_name(name))
+        for k in range(b.named_child_count):
+            assert _shape(a.named_child(k)) == _shape(b.named_child(k))
+        stack.extend(zip(a.children, b.children, strict=True))
+    rng = random.Random(offset[0])
+    end = len(source) + offset[0]
+    rows = source.count(b"\n") + offset[1][0] + 2
+    for _ in range(200):
+        lo = rng.randrange(end + 3)
+        hi = rng.randrange(lo, end + 4)
+        assert _shape(mine.descendant_for_byte_range(lo, hi)) == _shape(
+            theirs.descendant_for_byte_range(lo, hi))  # fmt: skip
+        p = (rng.randrange(rows), rng.randrange(30))
+        q = max(p, (rng.randrange(rows), rng.randrange(30)))
+        assert _shape(mine.named_descendant_for_point_range(p, q)) == _shape(
+            theirs.named_descendant_for_point_range(p, q))  # fmt: skip
+        c, d = mine.walk(), theirs.walk()
+        for _ in range(8):
+            got, want = c.goto_first_child_for_byte(lo), d.goto_first_child_for_byte(lo)
+            assert got == want and _shape(c.node) == _shape(d.node)
+            if got is None:
+                break
+        c, d = mine.walk(), theirs.walk()
+        for _ in range(8):
+            got, want = c.goto_first_child_for_point(p), d.goto_first_child_for_point(p)
+            assert got == want and _shape(c.node) == _shape(d.node)
+            if got is None:
+                break
+    text = "(identifier) @i (_ (_) @child) @parent"
+    ours = QueryCursor(Query(language, text)).matches(mine)
+    their_q = ts.Query(languages.language(language), text)
+    _KEEP_QUERIES.append(their_q)
+    want = ts.QueryCursor(their_q).matches(theirs)
+    assert [(p, {k: [_shape(n) for n in v] for k, v in caps.items()}) for p, caps in ours] == [
+        (p, {k: [_shape(n) for n in v] for k, v in caps.items()}) for p, caps in want]
+    cursor = QueryCursor(Query(language, text)).set_byte_range(offset[0] + 3, offset[0] + 40)
+    their_cursor = ts.QueryCursor(their_q)
+    their_cursor.set_byte_range(offset[0] + 3, offset[0] + 40)
+    assert sorted(_shape(n) for n in cursor.captures(mine).get("i", [])) == sorted(
+        _shape(n) for n in their_cursor.captures(theirs).get("i", []))  # fmt: skip
+
+
+_KEEP_QUERIES: list = []  # py-tree-sitter 0.26.1 frees some queries badly (see test_query.py)

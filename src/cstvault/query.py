@@ -356,20 +356,22 @@ class QueryCursor:
         self._containing_point_range = (tuple(start), tuple(end))  # type: ignore[assignment]
         return self
 
-    def _events(self, node: Node, captures: bool) -> tuple[Any, bytes]:
+    def _events(self, node: Node, captures: bool) -> tuple[Any, bytes, tuple[int, int, int]]:
         if not isinstance(node, Node):
             raise TypeError(f"expected a cstvault Node, not {type(node).__name__}")
         tree = node._t
         if tree._lang_name != self.query.language_name:
             raise ValueError(f"the query is for {self.query.language_name}, the tree is "
                              f"{tree._lang_name}")  # fmt: skip
-        raw = self._exec_columns(tree, node.id, captures)
+        off = node._offset  # root_node_with_offset: every position moves
+        raw = self._exec_columns(tree, node.id, captures, None, off[0] if off else 0)
         if raw is None:
-            raw = self._exec(bytes(tree._source), node.id, captures, False)
-        return tree, raw
+            raw = self._exec(bytes(tree._source), node.id, captures, False, off or (0, 0, 0))
+        return tree, raw, off or (0, 0, 0)
 
     def _exec_columns(self, tree: Any, node_index: int, captures: bool,
-                      source: bytes | memoryview | None = None) -> bytes | None:  # fmt: skip
+                      source: bytes | memoryview | None = None,
+                      offset: int = 0) -> bytes | None:  # fmt: skip
         """The query run over the stored columns (`_native.colq_exec`), or None when they
         cannot answer it (then the source is parsed again: `_exec`)."""
         if self._point_range is not None or self._containing_point_range is not None:
@@ -379,19 +381,21 @@ class QueryCursor:
             self._cursor = _native.colq_cursor()
         got = _native.colq_exec(
             self._cursor, self.query._q, tree, tree._status, node_index, captures, self._limit,
-            depth, self._byte_range, self._containing_byte_range, source)  # fmt: skip
+            depth, self._byte_range, self._containing_byte_range, source, offset)  # fmt: skip
         if got is None:
             return None
         raw, self._exceeded = got
         return raw
 
-    def _exec(self, source: bytes, node_index: int, captures: bool, records: bool) -> bytes:
+    def _exec(self, source: bytes, node_index: int, captures: bool, records: bool,
+              offset: tuple[int, int, int] = (0, 0, 0)) -> bytes:  # fmt: skip
         """`_native.query_exec` with this cursor's settings; the raw events."""
         depth = -1 if self._max_start_depth is None else self._max_start_depth
         raw, self._exceeded = _native.query_exec(
             self.query._q, languages.capsule(self.query.language_name), source, node_index,
             captures, self._limit, depth, self._byte_range, self._point_range,
-            self._containing_byte_range, self._containing_point_range, records)  # fmt: skip
+            self._containing_byte_range, self._containing_point_range, records,
+            offset)  # fmt: skip
         return raw
 
     def _accept(self, pattern: int, nodes: dict[int, list[Node]],
@@ -441,8 +445,8 @@ class QueryCursor:
         """Every match under `node`, in tree-sitter's order: (pattern index, capture name ->
         nodes)."""
         q = self.query
-        tree, raw = self._events(node, False)
-        out = _native.node_matches(tree, raw, False, q._names_t, q._c_checks, frozenset())
+        tree, raw, off = self._events(node, False)
+        out = _native.node_matches(tree, raw, False, q._names_t, q._c_checks, frozenset(), off)
         if q._py_checked:
             out = [m for m in out if m[0] not in q._py_checked
                    or self._accept(m[0], q._by_id(m[1]), predicate)]  # fmt: skip
@@ -453,9 +457,10 @@ class QueryCursor:
         """Every captured node under `node`, by capture name, in tree-sitter's capture
         order (each node once per name)."""
         q = self.query
-        tree, raw = self._events(node, True)
+        tree, raw, off = self._events(node, True)
         held_patterns = q._all_patterns if q._py_checked else frozenset()
-        got, held = _native.node_matches(tree, raw, True, q._names_t, q._c_checks, held_patterns)
+        got, held = _native.node_matches(tree, raw, True, q._names_t, q._c_checks, held_patterns,
+                                         off)  # fmt: skip
         if not held_patterns:
             return got
         out: dict[str, dict[Node, None]] = {}

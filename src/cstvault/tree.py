@@ -238,11 +238,20 @@ class Node(_native.NodeBase):
 
     @property
     def start_point(self) -> Point:
-        return self._t._point(self.start_byte)
+        return self._shifted(self.start_byte)
 
     @property
     def end_point(self) -> Point:
-        return self._t._point(self.end_byte)
+        return self._shifted(self.end_byte)
+
+    def _shifted(self, byte: int) -> Point:
+        """The point of a byte of this node: the tree's, moved by the node's offset
+        (`Tree.root_node_with_offset`) as tree-sitter adds extents."""
+        off = self._offset
+        if off is None:
+            return self._t._point(byte)
+        row, column = self._t._point(byte - off[0])
+        return Point(row + off[1], column if row else column + off[2])
 
     @property
     def range(self) -> Range:
@@ -275,10 +284,10 @@ class Node(_native.NodeBase):
         raise IndexError("child index out of range")
 
     def child(self, index: int) -> Node | None:
-        return self._t.node(self._nth(index, False))
+        return self._at(self._nth(index, False))
 
     def named_child(self, index: int) -> Node | None:
-        return self._t.node(self._nth(index, True))
+        return self._at(self._nth(index, True))
 
     def _field_id(self, name: str) -> int:
         return self._t.language.field_id_for_name(name) or 0
@@ -288,7 +297,7 @@ class Node(_native.NodeBase):
         fields = self._t._field
         for j in self._child_indexes():
             if fields[j] == field_id:
-                return self._t.node(j)
+                return self._at(j)
         return None
 
     def child_by_field_name(self, name: str) -> Node | None:
@@ -297,7 +306,7 @@ class Node(_native.NodeBase):
 
     def children_by_field_id(self, field_id: int) -> list[Node]:
         t = self._t
-        return [t.node(j) for j in self._child_indexes() if t._field[j] == field_id]
+        return [self._at(j) for j in self._child_indexes() if t._field[j] == field_id]
 
     def children_by_field_name(self, name: str) -> list[Node]:
         fid = self._field_id(name)
@@ -343,21 +352,24 @@ class Node(_native.NodeBase):
         return None
 
     def first_child_for_byte(self, byte: int) -> Node | None:
-        ends = self._t._end
+        ends, off = self._t._end, self._offset
+        byte -= off[0] if off else 0
         for j in self._child_indexes():
             if ends[j] > byte:
-                return self._t.node(j)
+                return self._at(j)
         return None
 
     def first_named_child_for_byte(self, byte: int) -> Node | None:
-        t = self._t
+        t, off = self._t, self._offset
+        byte -= off[0] if off else 0
         for j in self._child_indexes():
             if t._end[j] > byte and t._flags[j] & NAMED:
-                return t.node(j)
+                return self._at(j)
         return None
 
     def walk(self) -> TreeCursor:
-        return TreeCursor(self._t, self._i)
+        off = self._offset
+        return TreeCursor(self._t, self._i, off) if off else TreeCursor(self._t, self._i)
 
 
 TreeCursor = _native.TreeCursor

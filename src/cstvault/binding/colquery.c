@@ -37,6 +37,7 @@ typedef struct {
     size_t depth, cap;
     int oom;
     int named_later;        /* the query has last-child anchors: later named siblings matter */
+    uint32_t ob;            /* the node's offset bytes (root_node_with_offset): positions shift */
 } ColView;
 
 static inline const ColView *view_of(const void *p) { return (const ColView *)p; }
@@ -49,8 +50,8 @@ static inline TSNode colq_make(const ColView *v, uint32_t i) {
 static const TSNode NULL_NODE = {{0, 0, 0, 0}, NULL, NULL};
 
 #define COL(n) (view_of((n).tree)->t)
-static uint32_t colq_node_start_byte(TSNode n) { return COL(n)->start[n.context[0]]; }
-static uint32_t colq_node_end_byte(TSNode n) { return COL(n)->end[n.context[0]]; }
+static uint32_t colq_node_start_byte(TSNode n) { return COL(n)->start[n.context[0]] + view_of(n.tree)->ob; }
+static uint32_t colq_node_end_byte(TSNode n) { return COL(n)->end[n.context[0]] + view_of(n.tree)->ob; }
 /* Points stand in as (0, byte): only point ranges compare real points, and those are not
  * answered here; against the default ranges (0, byte) orders exactly as the real point. */
 static TSPoint colq_node_start_point(TSNode n) { return (TSPoint){0, colq_node_start_byte(n)}; }
@@ -309,9 +310,9 @@ static PyObject *colq_exec(PyObject *self, PyObject *args) {
     PyObject *cur_obj, *qcap, *tobj, *status_obj, *br, *cbr, *src_obj = Py_None;
     long long node_index, max_depth;
     int captures_mode;
-    unsigned int limit;
-    if (!PyArg_ParseTuple(args, "OOOOLpILOO|O", &cur_obj, &qcap, &tobj, &status_obj, &node_index,
-                          &captures_mode, &limit, &max_depth, &br, &cbr, &src_obj))
+    unsigned int limit, ob = 0;
+    if (!PyArg_ParseTuple(args, "OOOOLpILOO|OI", &cur_obj, &qcap, &tobj, &status_obj, &node_index,
+                          &captures_mode, &limit, &max_depth, &br, &cbr, &src_obj, &ob))
         return NULL;
     TSQuery *q = query_of(qcap);
     if (!q) return NULL;
@@ -339,7 +340,7 @@ static PyObject *colq_exec(PyObject *self, PyObject *args) {
         PyBuffer_Release(&st);
         return NULL;
     }
-    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0, 0};
+    ColView v = {t, st.buf, st.len / 8, (uint32_t)node_index, NULL, 0, 0, 0, 0, ob};
     for (uint32_t k = 0; k < q->steps.size && !v.named_later; k++)
         v.named_later = q->steps.contents[k].is_last_child;
     uint32_t *lines = NULL;
@@ -578,8 +579,9 @@ static PyObject *node_matches(PyObject *self, PyObject *args) {
     PyObject *tobj, *names, *checks, *pychecked;
     Py_buffer ev;
     int captures_mode;
-    if (!PyArg_ParseTuple(args, "Oy*pO!O!O", &tobj, &ev, &captures_mode, &PyTuple_Type, &names,
-                          &PyTuple_Type, &checks, &pychecked))
+    Offset off = {0, 0, 0};
+    if (!PyArg_ParseTuple(args, "Oy*pO!O!O|(III)", &tobj, &ev, &captures_mode, &PyTuple_Type, &names,
+                          &PyTuple_Type, &checks, &pychecked, &off.bytes, &off.row, &off.column))
         return NULL;
     if (!PyObject_TypeCheck(tobj, &TreeBaseType) || !((TreeBase *)tobj)->bound) {
         PyBuffer_Release(&ev);
@@ -624,12 +626,14 @@ static PyObject *node_matches(PyObject *self, PyObject *args) {
                 if (!g) { PyErr_NoMemory(); goto fail; }
                 rec = g;
             }
-            for (int32_t j = 0; j < count; j++) {
+            for (int32_t j = 0; j < count; j++) { /* the texts node.text gives (offset, clamped) */
                 int32_t i = c[2 * j + 1];
-                if ((Py_ssize_t)t->end[i] > src.len) goto bad;
+                Py_ssize_t e = (Py_ssize_t)t->end[i] + off.bytes, b = (Py_ssize_t)t->start[i] + off.bytes;
+                if (e > src.len) e = src.len;
+                if (b > e) b = e;
                 rec[8 * j] = c[2 * j];
-                rec[8 * j + 1] = (int32_t)t->start[i];
-                rec[8 * j + 2] = (int32_t)t->end[i];
+                rec[8 * j + 1] = (int32_t)b;
+                rec[8 * j + 2] = (int32_t)e;
             }
             if (!passes(check, rec, count, src.buf)) { if (PyErr_Occurred()) goto fail; continue; }
         }
@@ -653,7 +657,7 @@ static PyObject *node_matches(PyObject *self, PyObject *args) {
                 int has = PySet_Contains(set, idx);
                 if (has < 0) rc = -1;
                 else if (!has) {
-                    PyObject *node = make_node(t, c[2 * which + 1]);
+                    PyObject *node = make_node_off(t, c[2 * which + 1], off);
                     rc = node && PySet_Add(set, idx) == 0 ? PyList_Append(PyDict_GetItem(out, name), node) : -1;
                     Py_XDECREF(node);
                 }
@@ -668,7 +672,7 @@ static PyObject *node_matches(PyObject *self, PyObject *args) {
         PyObject *reported = NULL;
         for (int32_t j = 0; j < count; j++) {
             PyObject *name = PyTuple_GET_ITEM(names, c[2 * j]);
-            PyObject *node = make_node(t, c[2 * j + 1]);
+            PyObject *node = make_node_off(t, c[2 * j + 1], off);
             PyObject *list = node ? PyDict_GetItemWithError(caps, name) : NULL;
             int rc = -1;
             if (list) rc = PyList_Append(list, node);

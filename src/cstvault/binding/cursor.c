@@ -8,6 +8,7 @@ typedef struct {
     TreeBase *tree;
     Py_ssize_t root, i, sp, cap;
     Py_ssize_t *stack; /* ancestors of i below root (exclusive of i) */
+    Offset off;        /* the root node's (root_node_with_offset), kept by every node */
 } Cursor;
 
 static int cursor_push(Cursor *c, Py_ssize_t v) {
@@ -24,6 +25,7 @@ static int cursor_push(Cursor *c, Py_ssize_t v) {
 
 /* Make `dst` stand where `src` stands (same tree): root, node and ancestor stack. */
 static int cursor_assign(Cursor *dst, const Cursor *src) {
+    dst->off = src->off;
     dst->root = src->root;
     dst->i = src->i;
     dst->sp = 0;
@@ -35,13 +37,16 @@ static int cursor_assign(Cursor *dst, const Cursor *src) {
 static PyObject *cursor_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *tree;
     Py_ssize_t index = 0;
-    if (!PyArg_ParseTuple(args, "O!|n", &TreeBaseType, &tree, &index)) return NULL;
+    Offset off = {0, 0, 0};
+    if (!PyArg_ParseTuple(args, "O!|n(III)", &TreeBaseType, &tree, &index, &off.bytes, &off.row, &off.column))
+        return NULL;
     TreeBase *t = (TreeBase *)tree;
     if (!t->bound || index < 0 || index >= t->n) { PyErr_SetString(PyExc_IndexError, "node index out of range"); return NULL; }
     Cursor *c = (Cursor *)type->tp_alloc(type, 0);
     if (!c) return NULL;
     c->tree = (TreeBase *)Py_NewRef(tree);
     c->root = c->i = index;
+    c->off = off;
     return (PyObject *)c;
 }
 
@@ -52,7 +57,7 @@ static void cursor_dealloc(Cursor *c) {
 }
 
 #define CT (c->tree)
-static PyObject *cursor_node(Cursor *c, void *x) { return make_node(CT, c->i); }
+static PyObject *cursor_node(Cursor *c, void *x) { return make_node_off(CT, c->i, c->off); }
 static PyObject *cursor_field_id(Cursor *c, void *x) {
     if (!c->sp || !CT->field[c->i]) Py_RETURN_NONE;
     return PyLong_FromLong(CT->field[c->i]);
@@ -101,14 +106,14 @@ static PyObject *cursor_parent(Cursor *c, PyObject *u) {
  * invisible groups too, and fails when the goal lies in the tail of one (past its last
  * visible child, before its end): that can only happen when the goal falls in a gap before
  * the child found, and the record keeps those tails (Tree._tails). */
-static PyObject *first_child_for(Cursor *c, uint64_t goal, int shift) {
+static PyObject *first_child_for(Cursor *c, int64_t goal, int shift) {
     Py_ssize_t i = c->i;
     if (!(CT->flags[i] & HAS_CHILDREN)) Py_RETURN_NONE;
     Py_ssize_t end = i + CT->size[i], k = 0, j = i + 1;
     for (; j < end; j += CT->size[j], k++)
-        if (((uint64_t)CT->end[j] << shift) > goal && CT->end[j] > 0) break;
+        if (((int64_t)CT->end[j] << shift) > goal && (int64_t)CT->end[j] + c->off.bytes > 0) break;
     if (j >= end) Py_RETURN_NONE;
-    if (((uint64_t)CT->start[j] << shift) > goal) {
+    if (((int64_t)CT->start[j] << shift) > goal) {
         PyObject *tails = PyObject_GetAttrString((PyObject *)CT, "_tails");
         if (!tails) return NULL;
         if (tails != Py_None) {
@@ -123,8 +128,8 @@ static PyObject *first_child_for(Cursor *c, uint64_t goal, int shift) {
             int fails = 0;
             for (; lo < nt && (Py_ssize_t)t[2 * lo] < j && !fails; lo++) {
                 Py_ssize_t node = t[2 * lo];
-                fails = CT->parent[node] == i && ((uint64_t)CT->end[node] << shift) <= goal &&
-                        goal < ((uint64_t)t[2 * lo + 1] << shift);
+                fails = CT->parent[node] == i && ((int64_t)CT->end[node] << shift) <= goal &&
+                        goal < ((int64_t)t[2 * lo + 1] << shift);
             }
             PyBuffer_Release(&b);
             if (fails) { Py_DECREF(tails); Py_RETURN_NONE; }
@@ -140,15 +145,16 @@ static PyObject *cursor_first_child_for_byte(Cursor *c, PyObject *arg) {
     long long byte = PyLong_AsLongLong(arg);
     if (byte == -1 && PyErr_Occurred()) return NULL;
     if (byte < 0) { PyErr_SetString(PyExc_OverflowError, "can't convert negative int to unsigned"); return NULL; }
-    return first_child_for(c, (uint64_t)byte, 0);
+    byte -= c->off.bytes; /* the tree's own bytes (negative: before its start) */
+    return first_child_for(c, byte < 0 ? -1 : byte, 0);
 }
 
 static PyObject *cursor_first_child_for_point(Cursor *c, PyObject *arg) {
     long long row, col;
     if (!PyArg_ParseTuple(arg, "LL", &row, &col)) return NULL;
     if (row < 0 || col < 0) { PyErr_SetString(PyExc_OverflowError, "can't convert negative int to unsigned"); return NULL; }
-    uint64_t key;
-    if (point_keys(CT, &row, &col, 1, &key) < 0) return NULL;
+    int64_t key;
+    if (offset_point_key(CT, c->off, row, col, &key) < 0) return NULL;
     return first_child_for(c, key, 1);
 }
 static PyObject *cursor_goto_descendant(Cursor *c, PyObject *arg) {
@@ -171,6 +177,7 @@ static PyObject *cursor_reset(Cursor *c, PyObject *arg) {
         return NULL;
     }
     c->root = c->i = ((NodeBase *)arg)->i;
+    c->off = ((NodeBase *)arg)->off;
     c->sp = 0;
     Py_RETURN_NONE;
 }

@@ -47,10 +47,17 @@ typedef struct {
     PyObject *colcache, *decoded, *src, *lang_name, *structcache, *views, *lines, *lines_mv;
 } TreeBase;
 
+/* A position offset (Tree.root_node_with_offset): bytes, and the extent added to points
+ * (rows add; columns add on the first row only), as tree-sitter's Length addition. */
+typedef struct {
+    uint32_t bytes, row, column;
+} Offset;
+
 typedef struct {
     PyObject_HEAD
     TreeBase *tree;
     Py_ssize_t i;
+    Offset off;
 } NodeBase;
 
 extern PyTypeObject TreeBaseType, NodeBaseType, CursorType, CaptureType;
@@ -79,12 +86,16 @@ extern PyObject *Corrupt, *EncodeErr;
 PyObject *corrupt(const char *msg);
 PyObject *new_bytes(Py_ssize_t len, void **data);
 
-/* tree.c */
+/* tree.c: a node handle; make_node_off gives it an offset (descendants keep their
+ * ancestor's, parents and siblings are found from the root and have none, as in tree-sitter) */
 PyObject *make_node(TreeBase *t, Py_ssize_t i);
+PyObject *make_node_off(TreeBase *t, Py_ssize_t i, Offset off);
 
 /* node.c: points as doubled byte offsets ordered as points are (2 * byte; past the end of a
  * line, one more than twice its last byte) */
 int point_keys(TreeBase *t, const long long *rows, const long long *cols, int count, uint64_t *keys);
+/* a point of the offset space as a key of the tree's own (-1: before its start) */
+int offset_point_key(TreeBase *t, Offset off, long long row, long long col, int64_t *key);
 
 /* query.c: growable int32 arrays; a compiled query's capsule; a query's matches as records */
 typedef struct {

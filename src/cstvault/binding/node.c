@@ -25,9 +25,15 @@ static PyObject *node_is_extra(NodeBase *n, void *c) { return PyBool_FromLong(T-
 static PyObject *node_is_missing(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & MISSING); }
 static PyObject *node_has_error(NodeBase *n, void *c) { return PyBool_FromLong(T->flags[I] & HAS_ERROR); }
 static PyObject *node_is_error(NodeBase *n, void *c) { return PyBool_FromLong(T->kind[I] == ERROR_SYMBOL); }
-static PyObject *node_start(NodeBase *n, void *c) { return PyLong_FromLongLong(T->start[I]); }
-static PyObject *node_end(NodeBase *n, void *c) { return PyLong_FromLongLong(T->end[I]); }
-static PyObject *node_byte_range(NodeBase *n, void *c) { return Py_BuildValue("(LL)", (long long)T->start[I], (long long)T->end[I]); }
+static PyObject *node_start(NodeBase *n, void *c) { return PyLong_FromLongLong((long long)T->start[I] + n->off.bytes); }
+static PyObject *node_end(NodeBase *n, void *c) { return PyLong_FromLongLong((long long)T->end[I] + n->off.bytes); }
+static PyObject *node_byte_range(NodeBase *n, void *c) {
+    return Py_BuildValue("(LL)", (long long)T->start[I] + n->off.bytes, (long long)T->end[I] + n->off.bytes);
+}
+static PyObject *node_offset(NodeBase *n, void *c) {
+    if (!n->off.bytes && !n->off.row && !n->off.column) Py_RETURN_NONE;
+    return Py_BuildValue("(III)", n->off.bytes, n->off.row, n->off.column);
+}
 static PyObject *node_descendants(NodeBase *n, void *c) { return PyLong_FromLongLong(T->size[I]); }
 static PyObject *node_child_count(NodeBase *n, void *c) { return PyLong_FromLong(T->child_count[I]); }
 static PyObject *node_id(NodeBase *n, void *c) { return PyLong_FromSsize_t(I); }
@@ -59,7 +65,7 @@ static PyObject *children_list(NodeBase *n, int named_only) {
     Py_ssize_t end = I + T->size[I];
     for (Py_ssize_t j = I + 1; j < end; j += T->size[j]) {
         if (named_only && !(T->flags[j] & NAMED)) continue;
-        PyObject *c = make_node(T, j);
+        PyObject *c = make_node_off(T, j, n->off);
         if (!c || PyList_Append(list, c) < 0) { Py_XDECREF(c); Py_DECREF(list); return NULL; }
         Py_DECREF(c);
     }
@@ -114,7 +120,7 @@ static PyObject *node_richcompare(PyObject *a, PyObject *b, int op) {
  * starts past it (stop). Keys are a node's bytes shifted left by `shift`: 0 for byte ranges;
  * 1 for point ranges, whose ends the caller turns into doubled bytes (a point past the end of
  * its line falls between that line's last byte and the next line's first, an odd key). */
-static Py_ssize_t descend(TreeBase *t, Py_ssize_t i, uint64_t lo, uint64_t hi, int anon,
+static Py_ssize_t descend(TreeBase *t, Py_ssize_t i, int64_t lo, int64_t hi, int anon,
                           int shift) {
     Py_ssize_t node = i, found = i;
     for (int descended = 1; descended;) {
@@ -122,7 +128,7 @@ static Py_ssize_t descend(TreeBase *t, Py_ssize_t i, uint64_t lo, uint64_t hi, i
         if (!(t->flags[node] & HAS_CHILDREN)) break;
         Py_ssize_t end = node + t->size[node];
         for (Py_ssize_t j = node + 1; j < end; j += t->size[j]) {
-            uint64_t s = (uint64_t)t->start[j] << shift, e = (uint64_t)t->end[j] << shift;
+            int64_t s = (int64_t)t->start[j] << shift, e = (int64_t)t->end[j] << shift;
             if (e < hi || (s == e ? e < lo : e <= lo)) continue;
             if (lo < s) break;
             node = j;
@@ -152,10 +158,11 @@ static int source_buffer(TreeBase *t, Py_buffer *view) {
 static PyObject *node_text(NodeBase *n, void *c) {
     Py_buffer v;
     if (source_buffer(T, &v) < 0) return NULL;
-    uint32_t s = T->start[I], e = T->end[I];
-    PyObject *out = (Py_ssize_t)e <= v.len && s <= e
-        ? PyBytes_FromStringAndSize((const char *)v.buf + s, (Py_ssize_t)(e - s))
-        : PyErr_Format(PyExc_ValueError, "node range past the end of its source");
+    /* py-tree-sitter slices the source at the node's (possibly offset) bytes, clamped */
+    Py_ssize_t s = (Py_ssize_t)T->start[I] + n->off.bytes, e = (Py_ssize_t)T->end[I] + n->off.bytes;
+    if (e > v.len) e = v.len;
+    if (s > e) s = e;
+    PyObject *out = PyBytes_FromStringAndSize((const char *)v.buf + s, e - s);
     PyBuffer_Release(&v);
     return out;
 }
@@ -237,21 +244,41 @@ int point_keys(TreeBase *t, const long long *rows, const long long *cols, int co
     return 0;
 }
 
+int offset_point_key(TreeBase *t, Offset off, long long row, long long col, int64_t *key) {
+    if (row < off.row || (row == off.row && col < off.column)) { *key = -1; return 0; }
+    long long raw_row = row - off.row, raw_col = row == off.row ? col - off.column : col;
+    uint64_t k;
+    if (point_keys(t, &raw_row, &raw_col, 1, &k) < 0) return -1;
+    *key = (int64_t)k;
+    return 0;
+}
+
 static PyObject *point_range(NodeBase *n, PyObject *args, int anon) {
     long long r[2], c[2];
     if (!PyArg_ParseTuple(args, "(LL)(LL)", &r[0], &c[0], &r[1], &c[1])) return NULL;
     if (r[0] > r[1] || (r[0] == r[1] && c[0] > c[1]) || r[0] < 0 || c[0] < 0 || r[1] < 0 || c[1] < 0)
         Py_RETURN_NONE;
-    uint64_t keys[2];
-    if (point_keys(T, r, c, 2, keys) < 0) return NULL;
-    return make_node(T, descend(T, I, keys[0], keys[1], anon, 1));
+    int64_t lo, hi;
+    if (offset_point_key(T, n->off, r[0], c[0], &lo) < 0 || offset_point_key(T, n->off, r[1], c[1], &hi) < 0)
+        return NULL;
+    return make_node_off(T, descend(T, I, lo, hi, anon, 1), n->off);
 }
 
 static PyObject *byte_range(NodeBase *n, PyObject *args, int anon) {
     long long lo, hi;
     if (!PyArg_ParseTuple(args, "LL", &lo, &hi)) return NULL;
     if (lo > hi || lo < 0) Py_RETURN_NONE;
-    return make_node(T, descend(T, I, (uint64_t)lo, (uint64_t)hi, anon, 0));
+    lo -= n->off.bytes; /* the tree's own bytes; a start before the root's stays below all */
+    hi -= n->off.bytes;
+    return make_node_off(T, descend(T, I, lo < 0 ? -1 : lo, hi < 0 ? -1 : hi, anon, 0), n->off);
+}
+
+/* _at(index): the node at a preorder index with this node's offset (its descendants') */
+static PyObject *node_at(NodeBase *n, PyObject *arg) {
+    Py_ssize_t j = PyLong_AsSsize_t(arg);
+    if (j == -1 && PyErr_Occurred()) return NULL;
+    if (j < 0 || j >= T->n) { PyErr_SetString(PyExc_IndexError, "node index out of range"); return NULL; }
+    return make_node_off(T, j, n->off);
 }
 
 static PyObject *node_point_any(NodeBase *n, PyObject *a) { return point_range(n, a, 1); }
@@ -263,6 +290,7 @@ static PyObject *node_byte_named(NodeBase *n, PyObject *a) { return byte_range(n
 #undef I
 
 static PyMethodDef node_methods[] = {
+    {"_at", (PyCFunction)node_at, METH_O, "The node at a preorder index, with this node's offset."},
     {"descendant_for_point_range", (PyCFunction)node_point_any, METH_VARARGS,
      "The smallest node spanning the points (start_point, end_point), or None."},
     {"named_descendant_for_point_range", (PyCFunction)node_point_named, METH_VARARGS,
@@ -303,6 +331,7 @@ static PyGetSetDef node_getset[] = {
     {"next_named_sibling", (getter)node_next_named_sibling, NULL, NULL, NULL},
     {"prev_named_sibling", (getter)node_prev_named_sibling, NULL, NULL, NULL},
     {"id", (getter)node_id, NULL, NULL, NULL},
+    {"_offset", (getter)node_offset, NULL, "(bytes, row, column) of root_node_with_offset, or None", NULL},
     {"text", (getter)node_text, NULL, "The node's source bytes.", NULL},
     {"_t", (getter)node_tree, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -169,8 +169,9 @@ static int table_add(Table *t, TSNode n) {
 
 /* Number the nodes in preorder (tree-sitter's cursor order, as stored); stops at `stop`
  * (returning that node in *found) or, with a table, once every entry is numbered. */
-static void number_nodes(TSTree *tree, Table *t, int64_t stop, TSNode *found) {
-    TSTreeCursor c = ts_tree_cursor_new(ts_tree_root_node(tree));
+static void number_nodes(TSTree *tree, Table *t, int64_t stop, TSNode *found, Offset off) {
+    TSTreeCursor c = ts_tree_cursor_new(
+        ts_tree_root_node_with_offset(tree, off.bytes, (TSPoint){off.row, off.column}));
     int64_t index = 0;
     size_t left = t ? t->used : 0;
     for (;;) {
@@ -247,8 +248,10 @@ static PyObject *query_exec(PyObject *self, PyObject *args) {
     long long node_index, max_depth;
     int captures_mode, records = 0;
     unsigned int limit;
-    if (!PyArg_ParseTuple(args, "OOy*LpILOOOO|p", &qcap, &lcap, &src, &node_index, &captures_mode,
-                          &limit, &max_depth, &br, &pr, &cbr, &cpr, &records))
+    Offset off = {0, 0, 0};
+    if (!PyArg_ParseTuple(args, "OOy*LpILOOOO|p(III)", &qcap, &lcap, &src, &node_index, &captures_mode,
+                          &limit, &max_depth, &br, &pr, &cbr, &cpr, &records, &off.bytes, &off.row,
+                          &off.column))
         return NULL;
     TSQuery *q = query_of(qcap);
     const TSLanguage *lang = q ? PyCapsule_GetPointer(lcap, "tree_sitter.Language") : NULL;
@@ -273,7 +276,7 @@ static PyObject *query_exec(PyObject *self, PyObject *args) {
     TSQueryCursor *cur = ts_query_cursor_new();
     TSNode node = {{0}};
     if (!t.slots || !cur) { PyErr_NoMemory(); goto done; }
-    number_nodes(tree, NULL, node_index, &node);
+    number_nodes(tree, NULL, node_index, &node, off);
     if (ts_node_is_null(node)) { PyErr_SetString(PyExc_ValueError, "node not in the tree"); goto done; }
     ts_query_cursor_set_match_limit(cur, limit);
     if (max_depth >= 0) ts_query_cursor_set_max_start_depth(cur, (uint32_t)max_depth);
@@ -326,7 +329,7 @@ static PyObject *query_exec(PyObject *self, PyObject *args) {
                 goto nomem;
         }
     }
-    if (t.used) number_nodes(tree, &t, -1, &node);
+    if (t.used) number_nodes(tree, &t, -1, &node, off);
     for (size_t k = 0; k < nn; k++)
         ev.v[keys.v[k]] = t.slots[slot_of(&t, nodes[k].id, ts_node_start_byte(nodes[k]))].index;
     out = Py_BuildValue("(NO)", PyBytes_FromStringAndSize((const char *)ev.v, ev.n * sizeof(int32_t)),

@@ -8,14 +8,20 @@
  * ------------------------------------------------------------------------------------- */
 
 
-PyObject *make_node(TreeBase *t, Py_ssize_t i) {
+PyObject *make_node_off(TreeBase *t, Py_ssize_t i, Offset off) {
     if (i < 0) Py_RETURN_NONE;
     NodeBase *n = (NodeBase *)t->node_type->tp_alloc(t->node_type, 0);
     if (!n) return NULL;
     Py_INCREF(t);
     n->tree = t;
     n->i = i;
+    n->off = off;
     return (PyObject *)n;
+}
+
+PyObject *make_node(TreeBase *t, Py_ssize_t i) {
+    Offset none = {0, 0, 0};
+    return make_node_off(t, i, none);
 }
 
 static void tree_release(TreeBase *t) {
@@ -120,6 +126,15 @@ static PyObject *tree_root_get(TreeBase *t, void *c) {
     return make_node(t, 0);
 }
 
+/* root_node_with_offset(offset_bytes, (row, column)): the root, its positions (and its
+ * descendants') shifted as tree-sitter's ts_tree_root_node_with_offset shifts them */
+static PyObject *tree_root_offset(TreeBase *t, PyObject *args) {
+    Offset off;
+    if (!PyArg_ParseTuple(args, "I(II)", &off.bytes, &off.row, &off.column)) return NULL;
+    if (!t->bound) { PyErr_SetString(PyExc_ValueError, "tree not bound"); return NULL; }
+    return make_node_off(t, 0, off);
+}
+
 static PyObject *tree_node(TreeBase *t, PyObject *arg) {
     Py_ssize_t i = PyLong_AsSsize_t(arg);
     if (i == -1 && PyErr_Occurred()) return NULL;
@@ -132,6 +147,8 @@ static Py_ssize_t tree_length(TreeBase *t) { return t->n; }
 static PyMethodDef tree_methods[] = {
     {"_bind", (PyCFunction)tree_bind, METH_VARARGS, "Bind column buffers (internal)."},
     {"node", (PyCFunction)tree_node, METH_O, "The node at a preorder index."},
+    {"root_node_with_offset", (PyCFunction)tree_root_offset, METH_VARARGS,
+     "root_node_with_offset(offset_bytes, offset_extent): the root node, shifted."},
     {NULL, NULL, 0, NULL},
 };
 static PyGetSetDef tree_getset[] = {
