@@ -347,18 +347,14 @@ def test_root_node_with_offset_as_tree_sitter(language, offset):
         q = max(p, (rng.randrange(rows), rng.randrange(30)))
         assert _shape(mine.named_descendant_for_point_range(p, q)) == _shape(
             theirs.named_descendant_for_point_range(p, q))  # fmt: skip
-        c, d = mine.walk(), theirs.walk()
-        for _ in range(8):
-            got, want = c.goto_first_child_for_byte(lo), d.goto_first_child_for_byte(lo)
-            assert got == want and _shape(c.node) == _shape(d.node)
-            if got is None:
-                break
-        c, d = mine.walk(), theirs.walk()
-        for _ in range(8):
-            got, want = c.goto_first_child_for_point(p), d.goto_first_child_for_point(p)
-            assert got == want and _shape(c.node) == _shape(d.node)
-            if got is None:
-                break
+        for kind, goal in (("byte", lo), ("point", p)):
+            c, d = mine.walk(), theirs.walk()
+            for _ in range(8):
+                got = getattr(c, f"goto_first_child_for_{kind}")(goal)
+                assert got == getattr(d, f"goto_first_child_for_{kind}")(goal)
+                assert _shape(c.node) == _shape(d.node)
+                if got is None:
+                    break
     text = "(identifier) @i (_ (_) @child) @parent"
     ours = QueryCursor(Query(language, text)).matches(mine)
     their_q = ts.Query(languages.language(language), text)

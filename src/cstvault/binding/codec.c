@@ -126,6 +126,21 @@ static const uint8_t *skip_varints(const uint8_t *p, const uint8_t *end, Py_ssiz
     return p;
 }
 
+/* `count` (node gap, value) pairs of a stream whose bounds are established -> (node, value)
+ * u32 pairs; 0, or -1 unless the nodes ascend strictly below n and the values fit. */
+static int read_pairs(const uint8_t **pp, uint64_t count, Py_ssize_t n, uint32_t *out) {
+    int bad = 0;
+    uint64_t node = 0;
+    for (uint64_t k = 0; k < count; k++) {
+        uint64_t gap = take_varint(pp, &bad), v = take_varint(pp, &bad);
+        node += gap;
+        if ((k && gap == 0) || node >= (uint64_t)n || v > UINT32_MAX || bad) return -1;
+        out[2 * k] = (uint32_t)node;
+        out[2 * k + 1] = (uint32_t)v;
+    }
+    return 0;
+}
+
 /* decode_body(record, body, n, kinds, wide_kind, wide_field, phantom_len, source_len,
  *             token_len[65536] int16, kind_limit, field_limit)
  * -> (kind u16, grammar u16, flags u8, field u16, size i32, start u32, end u32,
@@ -222,19 +237,11 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     int64_t *unexp = ptr[7];
     int32_t *parent = ptr[9], *prev = ptr[10], *child_count = ptr[11];
     memcpy(ptr[8], phant, (size_t)phantom_len);
-    if (version == 2) { /* (node gap, value) -> (node, value); nodes ascend, values fit */
+    if (version == 2) { /* status values: field << 2 | inherits << 1 | later */
         uint32_t *st = ptr[12];
-        int sbad = 0;
-        uint64_t node = 0;
-        for (uint64_t k = 0; k < n_status; k++) {
-            uint64_t gap = take_varint(&pst, &sbad), v = take_varint(&pst, &sbad);
-            node += gap;
-            if ((k && gap == 0) || node >= (uint64_t)n || v > ((uint64_t)field_limit << 2 | 3) || sbad) {
-                err = "status entry out of range"; goto done;
-            }
-            st[2 * k] = (uint32_t)node;
-            st[2 * k + 1] = (uint32_t)v;
-        }
+        if (read_pairs(&pst, n_status, n, st)) { err = "status entry out of range"; goto done; }
+        for (uint64_t k = 0; k < n_status; k++)
+            if (st[2 * k + 1] > ((uint64_t)field_limit << 2 | 3)) { err = "status entry out of range"; goto done; }
     }
 
     table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
@@ -359,19 +366,13 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     while (sp) CLOSE_SUBTREE(end[n - 1]);
     if (span_bad) { err = "span exception out of range"; goto done; }
 #undef CLOSE_SUBTREE
-    if (version == 2) { /* (node gap, end past the node's) -> (node, end), checked */
+    if (version == 2) { /* tails: how far past the node's end; made absolute */
         uint32_t *tl = ptr[13];
-        int tbad = 0;
-        uint64_t node = 0;
+        if (read_pairs(&ptl, n_tails, n, tl)) { err = "tail entry out of range"; goto done; }
         for (uint64_t k = 0; k < n_tails; k++) {
-            uint64_t gap = take_varint(&ptl, &tbad), past = take_varint(&ptl, &tbad);
-            node += gap;
-            if ((k && gap == 0) || node >= (uint64_t)n || past == 0 || tbad ||
-                past > (uint64_t)source_len - end[node]) {
-                err = "tail entry out of range"; goto done;
-            }
-            tl[2 * k] = (uint32_t)node;
-            tl[2 * k + 1] = end[node] + (uint32_t)past;
+            uint32_t node = tl[2 * k], past = tl[2 * k + 1];
+            if (past == 0 || past > (uint64_t)source_len - end[node]) { err = "tail entry out of range"; goto done; }
+            tl[2 * k + 1] = end[node] + past;
         }
     }
 done:
