@@ -4,7 +4,8 @@ Python files of the store (the language every tool here handles alike), timed si
 the grammar's tags query over the whole store with 2 workers (`Store.query`) against
 py-tree-sitter parse + `QueryCursor.matches` in 2 processes and against `ast-grep` (the
 `bench` extra, `--threads 2`) with a rule matching the same function definitions; a
-selective query (calls of one identifier) both ways; `Store.definitions`, a cold
+selective query (calls of one identifier) both ways; these whole-store runs are repeated in
+3 rounds and reported by their medians, with the ratios per round; `Store.definitions`, a cold
 `Store.outline` (stored definitions: nothing parsed), the tags query on a cold file (its
 stored tree opened, `QueryCursor.matches`) against py-tree-sitter's parse + the same query,
 and a cold `Store.tags` (those matches made into named, placed tags), each in a loop of its
@@ -35,6 +36,7 @@ from ..tags import unpack_definitions
 
 LANG = "python"
 SELECTIVE = "getattr"
+ROUNDS = 3
 _KEEP: list = []
 
 
@@ -99,23 +101,33 @@ def run(store_dir: str | os.PathLike[str], samples: int = 300, seed: int = 1,
         files = [os.path.join(root, p) for p in paths]
         tags = query_text(LANG, "tags")
         assert tags is not None
-        out: dict = {"language": LANG, "files": len(paths), "lines": lines, "jobs": jobs}
-        secs, n = _store(store, tags, jobs)
-        out["store_query_lines_per_s"] = round(lines / secs)
-        out["store_query_matches"] = n
-        secs, n = _tree_sitter(tags, files, jobs)
-        out["tree_sitter_lines_per_s"] = round(lines / secs)
-        out["tree_sitter_matches"] = n
-        ag = _ast_grep("def $F($$$ARGS): $$$BODY", root)
-        out["ast_grep_lines_per_s"] = round(lines / ag[0]) if ag else None
-        out["ast_grep_matches"] = ag[1] if ag else None
+        out: dict = {"language": LANG, "files": len(paths), "lines": lines, "jobs": jobs,
+                     "rounds": ROUNDS}  # fmt: skip
         selective = f'(call function: (identifier) @f (#eq? @f "{SELECTIVE}"))'
-        secs, n = _store(store, selective, jobs)
-        out["selective_store_lines_per_s"] = round(lines / secs)
-        out["selective_store_matches"] = n
-        ag = _ast_grep(f"{SELECTIVE}($$$A)", root)
-        out["selective_ast_grep_lines_per_s"] = round(lines / ag[0]) if ag else None
-        out["selective_ast_grep_matches"] = ag[1] if ag else None
+        runs: dict[str, list] = {}
+        # the whole-store measures, round after round (the VM's speed drifts: each figure is
+        # the median of its rounds, and the ratios are taken within each round)
+        for _ in range(ROUNDS):
+            for key, measure in (
+                ("store_query", lambda: _store(store, tags, jobs)),
+                ("tree_sitter", lambda: _tree_sitter(tags, files, jobs)),
+                ("ast_grep", lambda: _ast_grep("def $F($$$ARGS): $$$BODY", root)),
+                ("selective_store", lambda: _store(store, selective, jobs)),
+                ("selective_ast_grep", lambda: _ast_grep(f"{SELECTIVE}($$$A)", root)),
+            ):  # fmt: skip
+                got = measure()
+                runs.setdefault(key, []).append(got)
+        for key, got in runs.items():
+            if got[0] is None:
+                out[f"{key}_lines_per_s"] = out[f"{key}_matches"] = None
+                continue
+            out[f"{key}_lines_per_s"] = round(lines / float(np.median([s for s, _ in got])))
+            out[f"{key}_matches"] = got[0][1]
+        if runs["ast_grep"][0] is not None:
+            for mine, theirs in (("store_query", "ast_grep"),
+                                 ("selective_store", "selective_ast_grep")):  # fmt: skip
+                out[f"{mine}_vs_ast_grep_by_round"] = [
+                    round(t[0] / m[0], 2) for m, t in zip(runs[mine], runs[theirs], strict=True)]
 
         # definitions of names defined somewhere, drawn from the stored definitions
         sample = [paths[int(k)] for k in rng.choice(len(paths), min(samples, len(paths)),

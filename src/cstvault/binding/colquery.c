@@ -518,6 +518,7 @@ static PyObject *record_matches(PyObject *self, PyObject *args) {
     const int32_t *e = ev.buf;
     Py_ssize_t ne = ev.len / 4, k = 0, nn = PyTuple_GET_SIZE(names), nk = PyTuple_GET_SIZE(kinds);
     PyObject *out = PyList_New(0);
+    int gc_was = PyGC_Disable(); /* many small containers: no collection halfway */
     while (out && k + 2 <= ne) {
         int32_t pattern = e[k], count = e[k + 1];
         k += 2;
@@ -555,12 +556,14 @@ static PyObject *record_matches(PyObject *self, PyObject *args) {
         Py_DECREF(m);
     }
     if (out && k != ne) goto bad;
+    if (gc_was) PyGC_Enable();
     PyBuffer_Release(&src);
     PyBuffer_Release(&ev);
     return out;
 bad:
     PyErr_SetString(PyExc_ValueError, "malformed record events");
 fail:
+    if (gc_was) PyGC_Enable();
     Py_XDECREF(out);
     PyBuffer_Release(&src);
     PyBuffer_Release(&ev);
