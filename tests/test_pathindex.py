@@ -225,3 +225,28 @@ def test_lookups_map_no_entry_page_and_keep_hash_pages(tmp_path):
             assert _mapped_rss(pathindex.INDEX) <= kept  # entries are read, never mapped in
         assert _mapped_rss(pathindex.INDEX) > 0  # the hash pages the searches walk stay
     assert len(os.listdir("/proc/self/fd")) == fds  # the index's descriptor is closed too
+
+
+def test_reindexing_an_unchanged_tree_writes_nothing(tmp_path):
+    """Nothing changed: no transaction, so the path index stays current (not rebuilt) and
+    the catalog file is not touched; one file changed: it alone is indexed again."""
+    from cstvault import indexer
+    from cstvault.bench.reliability import make_repo
+
+    make_repo(tmp_path, files=30)
+    indexer.index(tmp_path, jobs=1)
+    store = tmp_path / ".cstvault"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in store.iterdir()
+              if p.is_file() and p.name != "writer.lock"}  # fmt: skip
+    report = indexer.index(tmp_path, jobs=2)
+    assert report.unchanged == 30 and report.files == 0 and report.removed == 0
+    from cstvault.freeze import freeze
+
+    assert freeze(store, jobs=2).blobs == 0  # as `cstvault index` runs it: nothing to do
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in store.iterdir()
+             if p.is_file() and p.name in before}  # fmt: skip
+    assert after == before
+    victim = sorted(p for p in tmp_path.rglob("*.py") if ".cstvault" not in p.parts)[0]
+    victim.write_text(victim.read_text() + "\nx = 1\n")
+    report = indexer.index(tmp_path, jobs=1)
+    assert report.files == 1 and report.unchanged == 29

@@ -100,12 +100,13 @@ def train_dictionaries(store: Store, rows: list[BlobRow], jobs: int) -> int:
             trained = list(pool.map(_train_one, todo))
     else:
         trained = list(map(_train_one, todo))
-    cat.begin()
-    for (lang, _, _), dicts in zip(todo, trained, strict=True):
-        if dicts is not None:
-            cat.add_dictionary(lang, "tree", dicts[0])
-            cat.add_dictionary(lang, "source", dicts[1])
-    cat.commit()
+    if any(d is not None for d in trained):  # no write when there is nothing to keep
+        cat.begin()
+        for (lang, _, _), dicts in zip(todo, trained, strict=True):
+            if dicts is not None:
+                cat.add_dictionary(lang, "tree", dicts[0])
+                cat.add_dictionary(lang, "source", dicts[1])
+        cat.commit()
     faults.point("freeze.dictionaries")
     return sum(d is not None for d in trained)
 
@@ -151,7 +152,8 @@ def freeze(store_dir: str | Path, jobs: int = 2,
         have = cat.dictionaries()
         dicts = {did: data for (did, data) in have.values()}
         target = {key: did for key, (did, _) in have.items()}
-        pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(dicts,)) if jobs > 1 else None
+        pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(dicts,)) \
+            if jobs > 1 and rows else None  # fmt: skip
         if pool is None:
             _init(dicts)
         try:
@@ -189,8 +191,8 @@ def freeze(store_dir: str | Path, jobs: int = 2,
                 pool.shutdown()
         if rows:
             store.gc()  # drops what the batches left behind; compacts symbols and catalog
-        else:
-            cat.compact_symbols()  # e.g. after `index(compact=False)` that stored no new blob
+        elif cat.symbols.pending():  # e.g. after `index(compact=False)` stored no new blob
+            cat.compact_symbols()
     except BaseException:
         store.abort()  # the failed batch's frames go; every committed one stays
         raise

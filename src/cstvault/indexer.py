@@ -29,7 +29,7 @@ from .store import Store
 from .store.segments import SEGMENT_LIMIT
 from .symbols import symbol_texts
 from .tags import pack_definitions, tags_of, tags_query
-from .walk import iter_files
+from .walk import walk_files
 
 INDEX_LEVEL = 1  # frames are written fast; `freeze` recompresses them to FROZEN_LEVEL
 FROZEN_LEVEL = 19
@@ -199,11 +199,15 @@ def index(
     store = Store.create(Path(store_dir) if store_dir else root / ".cstvault", wait=wait)
     report = IndexReport()
     try:
-        store.catalog.begin()
-        store.catalog.set_meta("root", str(root))
+        want = {"root": str(root)}
         if disk_quota_mb is not None:
-            store.catalog.set_meta("disk_quota_bytes", str(quota_bytes(disk_quota_mb)))
-        store.catalog.commit()
+            want["disk_quota_bytes"] = str(quota_bytes(disk_quota_mb))
+        have = store.catalog.meta()
+        if any(have.get(k) != v for k, v in want.items()):  # no write when nothing differs
+            store.catalog.begin()
+            for key, value in want.items():
+                store.catalog.set_meta(key, value)
+            store.catalog.commit()
         quota = store.catalog.disk_quota()
         dicts = _store_dictionaries(store)
         fresh = not store.catalog.has_files()  # nothing stored: no file can be unchanged
@@ -215,34 +219,44 @@ def index(
             links.append((path.relative_to(root).as_posix(), reason))
 
         def tasks() -> Iterator[tuple[str, str, str]]:
-            for path, language in iter_files([root], skipped):
-                rel = path.relative_to(root).as_posix()
+            known = {} if fresh else store.catalog.file_stats()  # one statement, not one a file
+            top = os.fspath(root).rstrip(os.sep) or os.sep
+            for path, language, st in walk_files([root], skipped):
+                rel = path[len(top) + 1 :]
+                if os.sep != "/":
+                    rel = rel.replace(os.sep, "/")
                 if only is not None and rel not in only:
                     continue
                 present.add(rel)
-                known = None if fresh else store.catalog.file_stat(rel)
-                if known is not None:
-                    try:
-                        st = path.stat()
-                    except OSError:
+                was = known.get(rel)
+                if was is not None:
+                    if st is None:  # vanished or unreadable since listed: left as stored
                         continue
-                    if known == (st.st_size, st.st_mtime_ns):
+                    if was == (st.st_size, st.st_mtime_ns):
                         report.unchanged += 1
                         continue
                 found[language] = found.get(language, 0) + 1
                 yield (str(root), rel, language)
 
         def walked() -> None:
-            """Once the walk is complete, before the first batch commits."""
-            store.catalog.begin()
-            report.removed = store.catalog.remove_missing(present, {p for p, _ in links})
-            for path, reason in links:
-                if only is None or path in only:
-                    store.catalog.put_skipped(path, reason)
-                    report.skip(path, reason)
+            """Once the walk is complete, before the first batch commits: drop what is gone,
+            record the links not followed; no write at all when nothing changed (a write
+            would make readers wait for a new path index)."""
+            cat = store.catalog
+            mine = [(p, r) for p, r in links if only is None or p in only]
+            for path, reason in mine:
+                report.skip(path, reason)
+            known = cat.skipped()
+            if not (found or cat.has_missing(present, {p for p, _ in links})
+                    or any(known.get(p) != r for p, r in mine)):  # fmt: skip
+                return
+            cat.begin()
+            report.removed = cat.remove_missing(present, {p for p, _ in links})
+            for path, reason in mine:
+                cat.put_skipped(path, reason)
             for language in sorted(found):
-                store.catalog.put_grammar(language)
-            store.catalog.commit()
+                cat.put_grammar(language)
+            cat.commit()
 
         # with workers, the walk feeds them as it goes: `Executor.map` collects its iterable
         # immediately (documented), so the walk is complete, and the total known, before
@@ -263,7 +277,7 @@ def index(
             batch.flush()
         finally:
             store.catalog.symbols.end_bulk()
-        if compact:
+        if compact and (report.new_blobs or report.removed):  # else nothing to fold
             store.catalog.compact_symbols()
             if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
                 store.catalog.compact()  # a bulk load: pack the catalog's pages

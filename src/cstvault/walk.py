@@ -15,22 +15,25 @@ from . import languages
 ALWAYS_SKIPPED = {".git", ".hg", ".svn", ".cstvault", ".venv", "__pycache__", "node_modules"}
 
 
-def _load_ignore(directory: Path) -> pathspec.GitIgnoreSpec | None:
+def _load_ignore(directory: str) -> pathspec.GitIgnoreSpec | None:
     lines: list[str] = []
     for name in (".gitignore", os.path.join(".git", "info", "exclude")):
-        p = directory / name
-        if p.is_file():
+        p = os.path.join(directory, name)
+        if os.path.isfile(p):
             try:
-                lines += p.read_text(encoding="utf-8", errors="replace").splitlines()
+                with open(p, encoding="utf-8", errors="replace") as f:
+                    lines += f.read().splitlines()
             except OSError:
                 continue
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
-def _ignored(specs: list[tuple[Path, pathspec.GitIgnoreSpec]], path: Path, is_dir: bool) -> bool:
+def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], path: str, is_dir: bool) -> bool:
     for base, spec in specs:
-        rel = path.relative_to(base).as_posix() + ("/" if is_dir else "")
-        if spec.match_file(rel):
+        rel = path[len(base) + 1 :]  # below `base` (a prefix of `path` by construction)
+        if os.sep != "/":
+            rel = rel.replace(os.sep, "/")
+        if spec.match_file(rel + "/" if is_dir else rel):
             return True
     return False
 
@@ -48,15 +51,24 @@ def iter_files(paths: Iterable[str | os.PathLike[str]],
     back to a directory being walked, or to one already walked, is not followed again);
     every other link is passed to `skipped(path, reason)`.
     """
+    for path, language, _ in walk_files(paths, skipped):
+        yield Path(path), language
+
+
+def walk_files(paths: Iterable[str | os.PathLike[str]], skipped: Skip | None = None
+               ) -> Iterator[tuple[str, str, os.stat_result | None]]:  # fmt: skip
+    """`iter_files` as plain strings, with each walked file's `stat` (following a link to
+    it; None when it could not be read): what `index` compares with the catalog."""
+    report = skipped or (lambda p, r: None)
     for raw in paths:
-        root = Path(raw)
-        if root.is_file():
+        root = os.fspath(raw)
+        if os.path.isfile(root):
             lang = languages.detect(root)
             if lang:
-                yield root, lang
+                yield root, lang, None
             continue
         real = os.path.realpath(root)
-        yield from _walk(root, [], _Walk(real, skipped or (lambda p, r: None)))
+        yield from _walk(root.rstrip(os.sep) or os.sep, real, [], _Walk(real, report))
 
 
 class _Walk:
@@ -88,8 +100,10 @@ def _link(entry: os.DirEntry, walk: _Walk) -> tuple[str, str | None]:
 
 
 def _walk(
-    directory: Path, specs: list[tuple[Path, pathspec.GitIgnoreSpec]], walk: _Walk
-) -> Iterator[tuple[Path, str]]:
+    directory: str, real_dir: str, specs: list[tuple[str, pathspec.GitIgnoreSpec]], walk: _Walk
+) -> Iterator[tuple[str, str, os.stat_result | None]]:
+    """The files under `directory`, whose real path is `real_dir` (a subdirectory that is
+    not a link is its parent's real path and its name: no `realpath` per directory)."""
     spec = _load_ignore(directory)
     if spec is not None:
         specs = [*specs, (directory, spec)]
@@ -98,18 +112,19 @@ def _walk(
     except OSError:
         return
     for entry in entries:
-        path = Path(entry.path)
+        path = entry.path
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
             is_file = entry.is_file(follow_symlinks=False)
-            if entry.is_symlink():
+            link = entry.is_symlink()
+            if link:
                 kind, reason = _link(entry, walk)
                 if reason is not None:
                     wanted = kind == "dir" or languages.detect(entry.name) is not None
                     if wanted and entry.name not in ALWAYS_SKIPPED and not _ignored(
                         specs, path, kind == "dir"
                     ):
-                        walk.skipped(path, reason)
+                        walk.skipped(Path(path), reason)
                     continue
                 is_dir, is_file = kind == "dir", kind == "file"
         except OSError:
@@ -117,9 +132,14 @@ def _walk(
         if is_dir:
             if entry.name in ALWAYS_SKIPPED or _ignored(specs, path, True):
                 continue
-            walk.seen.add(os.path.realpath(path))
-            yield from _walk(path, specs, walk)
+            real = os.path.realpath(path) if link else os.path.join(real_dir, entry.name)
+            walk.seen.add(real)
+            yield from _walk(path, real, specs, walk)
         elif is_file:
             lang = languages.detect(entry.name)
             if lang and not _ignored(specs, path, False):
-                yield path, lang
+                try:
+                    st = entry.stat()  # follows a link; cached by the entry
+                except OSError:
+                    st = None
+                yield path, lang, st

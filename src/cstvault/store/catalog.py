@@ -249,10 +249,13 @@ class Catalog:
         self.wrote = False  # a write transaction was begun through this connection
         self._any_skipped = self.db.execute("SELECT 1 FROM skipped LIMIT 1").fetchone() is not None
         self._kinds_table = False  # known to exist (a store made before kinds were kept lacks it)
-        if create:
-            self.set_meta("format_version", str(FORMAT_VERSION))
-            for name in languages.names():
-                self.set_meta(f"grammar:{name}", languages.identity(name))
+        if create:  # what this cstvault writes (only what differs: an unchanged store stays so)
+            want = {"format_version": str(FORMAT_VERSION),
+                    **{f"grammar:{n}": languages.identity(n) for n in languages.names()}}
+            have = self.meta()
+            for key, value in want.items():
+                if have.get(key) != value:
+                    self.set_meta(key, value)
 
     def _schema_version(self) -> str | None:
         try:
@@ -293,6 +296,16 @@ class Catalog:
 
     def has_files(self) -> bool:
         return self.db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+
+    def file_stats(self) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every stored file by path, in one statement; a damaged row is
+        left out (the file is indexed again)."""
+        out = {}
+        for path, size, mtime, blob, check in self.db.execute(
+                f'SELECT {PATH}, f.size, f.mtime_ns, f.blob, f."check" FROM {FILE}'):  # fmt: skip
+            if row_check(path, blob, size, mtime) == check:
+                out[path] = (size, mtime)
+        return out
 
     def file_stat(self, path: str) -> tuple[int, int] | None:
         row = self.db.execute(
@@ -554,6 +567,12 @@ class Catalog:
             "INSERT OR REPLACE INTO skipped(path, reason) VALUES (?, ?)", (db_text(path), reason)
         )
         self._delete_file(path)
+
+    def has_missing(self, present: set[str], also_skipped: set[str] = frozenset()) -> bool:
+        """Would `remove_missing` delete anything?"""
+        if any(p not in present for (p,) in self.db.execute(f"SELECT {PATH} FROM {FILE}")):
+            return True
+        return any(p not in present and p not in also_skipped for p in self.skipped())
 
     def remove_missing(self, present: set[str], also_skipped: set[str] = frozenset()) -> int:
         """Delete the files not `present`, and the skip records of paths neither present

@@ -339,6 +339,12 @@ class SymbolTable:
                             (pack_run(sid[order], blob[order]),))  # fmt: skip
         return blobs, sid, sizes
 
+    def pending(self) -> bool:
+        """Is there anything for `compact` to fold?"""
+        return bool(self._new_texts()) or any(
+            self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+            for table in ("symbols", "symbol_runs"))  # fmt: skip
+
     def compact(self) -> int:
         """Fold the recent layer into the sorted blocks (call inside a transaction): blocks a
         recent text falls in are rewritten with it, cut into runs of BLOCK. Returns texts folded."""
