@@ -233,15 +233,16 @@ def test_reindexing_an_unchanged_tree_writes_nothing(tmp_path):
     from cstvault import indexer
     from cstvault.bench.reliability import make_repo
 
+    from cstvault.freeze import freeze
+
     make_repo(tmp_path, files=30)
     indexer.index(tmp_path, jobs=1)
     store = tmp_path / ".cstvault"
+    freeze(store, jobs=1)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in store.iterdir()
               if p.is_file() and p.name != "writer.lock"}  # fmt: skip
     report = indexer.index(tmp_path, jobs=2)
     assert report.unchanged == 30 and report.files == 0 and report.removed == 0
-    from cstvault.freeze import freeze
-
     assert freeze(store, jobs=2).blobs == 0  # as `cstvault index` runs it: nothing to do
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in store.iterdir()
              if p.is_file() and p.name in before}  # fmt: skip
