@@ -232,7 +232,6 @@ def test_reindexing_an_unchanged_tree_writes_nothing(tmp_path):
     the catalog file is not touched; one file changed: it alone is indexed again."""
     from cstvault import indexer
     from cstvault.bench.reliability import make_repo
-
     from cstvault.freeze import freeze
 
     make_repo(tmp_path, files=30)
