@@ -247,11 +247,11 @@ def index(
             for path, reason in mine:
                 report.skip(path, reason)
             known = cat.skipped()
-            if not (found or cat.has_missing(present, {p for p, _ in links})
-                    or any(known.get(p) != r for p, r in mine)):  # fmt: skip
+            gone, stale = cat.missing(present, {p for p, _ in links})
+            if not (found or gone or stale or any(known.get(p) != r for p, r in mine)):
                 return
             cat.begin()
-            report.removed = cat.remove_missing(present, {p for p, _ in links})
+            report.removed = cat.remove_missing(gone, stale)
             for path, reason in mine:
                 cat.put_skipped(path, reason)
             for language in sorted(found):

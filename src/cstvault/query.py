@@ -11,16 +11,15 @@ assertions, `#set!` settings, and any other predicate goes to the caller's `pred
 from __future__ import annotations
 
 import re
-from array import array
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import tree_sitter as ts
 
 from . import _native, languages
 from .tree import Node
 
-__all__ = ["Capture", "Query", "QueryCursor", "QueryError", "QueryPredicate"]
+__all__ = ["Capture", "Query", "QueryCursor", "QueryError", "QueryPredicate", "StoreMatch"]
 
 QueryPredicate = Callable[[str, list[tuple[str, str]], int, dict[str, list[Node]]], bool]
 
@@ -29,6 +28,14 @@ _CAPTURE, _STRING = 1, 2  # TSQueryPredicateStepType
 
 
 Capture = _native.Capture  # (type, start_byte, end_byte, start_point, end_point, text)
+
+
+class StoreMatch(NamedTuple):
+    """A match in a stored file, its captured nodes as `Capture`s."""
+
+    path: str
+    pattern_index: int
+    captures: dict[str, list[Capture]]
 
 
 class QueryError(ValueError):
@@ -420,25 +427,21 @@ class QueryCursor:
                        ) -> list[tuple[int, dict[str, list[Capture]]]]:  # fmt: skip
         """The accepted matches among record events (`_native.query_exec(..., records=True)`
         or `extract.parse_extract_matches`) of this cursor's query on `source`."""
-        ev = array("i")
-        ev.frombytes(raw)
-        names = self.query._names
-        kinds = languages.tables(self.query.language_name).names
-        out = []
-        k = 0
-        while k < len(ev):
-            pattern, count = ev[k], ev[k + 1]
-            k += 2
-            nodes: dict[int, list[Capture]] = {}
-            for _ in range(count):
-                cap, sb, eb, sr, sc, er, ec, sym = ev[k : k + 8]
-                k += 8
-                kind = "ERROR" if sym == 0xFFFF else kinds[sym]
-                nodes.setdefault(cap, []).append(
-                    Capture(kind, sb, eb, (sr, sc), (er, ec), source[sb:eb]))  # type: ignore[call-arg]
-            if self._accept(pattern, nodes, predicate):  # type: ignore[arg-type]
-                out.append((pattern, {names[c]: ns for c, ns in nodes.items()}))
-        return out
+        return [(m.pattern_index, m.captures) for m in self._records("", source, raw, predicate)]
+
+    def _records(self, path: str, source: bytes, raw: bytes,
+                 predicate: QueryPredicate | None = None) -> list[StoreMatch]:  # fmt: skip
+        """Record events as `StoreMatch`es of `Capture`s, made in C (which applies the text
+        comparisons), the patterns with other predicates then checked here."""
+        q = self.query
+        matches = _native.record_matches(
+            path, bytes(source), raw, q._names_t, languages.tables(q.language_name).names,
+            StoreMatch, q._c_checks)  # fmt: skip
+        rest = q._py_checked
+        if rest:
+            matches = [m for m in matches if m.pattern_index not in rest
+                       or self._accept(m.pattern_index, q._by_id(m.captures), predicate)]
+        return matches
 
     def matches(self, node: Node, predicate: QueryPredicate | None = None
                 ) -> list[tuple[int, dict[str, list[Node]]]]:  # fmt: skip

@@ -22,22 +22,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from functools import cache
 from typing import NamedTuple
 
-import crc32c
 import pathspec
 
-from . import _native, kinds, languages
-from .codec.errors import CorruptRecord
-from .query import Capture, Query, QueryCursor
-from .tree import tree_from_record
+from . import kinds, languages
+from .query import Query, QueryCursor, StoreMatch
 
 CHUNK = 64  # paths per task
 IN_FLIGHT = 4  # tasks per worker submitted ahead
-
-
-class StoreMatch(NamedTuple):
-    path: str
-    pattern_index: int
-    captures: dict[str, list[Capture]]
 
 
 class Plan(NamedTuple):
@@ -128,28 +119,17 @@ def _match_files(store, query: Query, paths: list[str]) -> list[tuple[str, bytes
 
 
 def _store_matches(query: Query, found: list[tuple[str, bytes, bytes]]) -> Iterator[StoreMatch]:
-    """The matches of `_match_files`' answer, as `StoreMatch`es, predicates applied (the
-    text comparisons in C, regexes and the rest here)."""
-    kinds = languages.tables(query.language_name).names
-    rest = query._py_checked
+    """The matches of `_match_files`' answer, as `StoreMatch`es, predicates applied."""
     cursor = QueryCursor(query)
     for path, source, raw in found:
-        matches = _native.record_matches(path, bytes(source), raw, query._names_t, kinds,
-                                         StoreMatch, query._c_checks)  # fmt: skip
-        if rest:
-            matches = [m for m in matches if m.pattern_index not in rest or cursor._accept(
-                m.pattern_index, query._by_id(m.captures), None)]  # fmt: skip
-        yield from matches
+        yield from cursor._records(path, source, raw)
 
 
 def _file_matches(store, cursor: QueryCursor, path: str) -> tuple[bytes, bytes]:
     """(stored source, record events) of one file: the query over its stored tree's
     columns, or over a parse of its source when they cannot answer it."""
     blob, _ = store._located(path)
-    record, source = store.read_blob(blob, path)
-    tree, length, crc, _ = tree_from_record(record)
-    if length != len(source) or crc != crc32c.crc32c(source):
-        raise CorruptRecord(f"{path}: source does not match its tree record")
+    tree, _, source = store._build(path, *store.read_blob(blob, path))  # checked as a pair
     raw = cursor._exec_columns(tree, 0, False, source)
     if raw is None:
         raw = cursor._exec(source, 0, False, True)

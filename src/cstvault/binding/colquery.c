@@ -62,14 +62,17 @@ static bool colq_node_is_named(TSNode n) { return (COL(n)->flags[n.context[0]] &
 static bool colq_node_is_missing(TSNode n) { return (COL(n)->flags[n.context[0]] & MISSING) != 0; }
 static const char *colq_node_type(TSNode n) { (void)n; return ""; } /* query.c logs with it */
 
-/* A node's query-status value (extract.c node_status), or 0 when it has no pair. */
-static uint32_t status_of(const ColView *v, uint32_t i) {
+/* A node's query-status pair (extract.c node_status): 1 and its value, or 0 when it has
+ * none (then: the stored field, nothing inherited, no later sibling with the field). */
+static int status_of(const ColView *v, uint32_t i, uint32_t *value) {
     Py_ssize_t lo = 0, hi = v->n_status;
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
         if (v->status[2 * mid] < i) lo = mid + 1; else hi = mid;
     }
-    return lo < v->n_status && v->status[2 * lo] == i ? v->status[2 * lo + 1] : 0;
+    if (lo == v->n_status || v->status[2 * lo] != i) return 0;
+    *value = v->status[2 * lo + 1];
+    return 1;
 }
 
 /* ts_node_child_by_field_id over the columns: the first child with the field; a child
@@ -80,7 +83,8 @@ static int64_t child_with_field(const ColView *v, uint32_t i, TSFieldId field) {
     for (int64_t j = (int64_t)i + 1; j < (int64_t)i + t->size[i]; j += t->size[j]) {
         if (t->flags[j] & EXTRA) continue;
         if (t->field[j] == field) return j;
-        if (t->size[j] > 1 && (status_of(v, (uint32_t)j) & 2)) {
+        uint32_t st;
+        if (t->size[j] > 1 && status_of(v, (uint32_t)j, &st) && (st & 2)) {
             int64_t got = child_with_field(v, (uint32_t)j, field);
             if (got >= 0) return got;
         }
@@ -159,15 +163,12 @@ static void colq_current_status(const TSTreeCursor *c, TSFieldId *field_id, bool
     *field_id = 0;
     *has_later_siblings = *has_later_named_siblings = *can_have_later_siblings_with_this_field = false;
     if (i == v->root || !v->depth) return; /* the cursor's root: no level above it */
-    *field_id = t->field[i];
-    Py_ssize_t lo = 0, hi = v->n_status; /* the status pair of node i, if any */
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        if (v->status[2 * mid] < i) lo = mid + 1; else hi = mid;
-    }
-    if (lo < v->n_status && v->status[2 * lo] == i) {
-        *field_id = (TSFieldId)(v->status[2 * lo + 1] >> 2);
-        *can_have_later_siblings_with_this_field = v->status[2 * lo + 1] & 1;
+    uint32_t st;
+    if (status_of(v, i, &st)) {
+        *field_id = (TSFieldId)(st >> 2);
+        *can_have_later_siblings_with_this_field = st & 1;
+    } else {
+        *field_id = t->field[i];
     }
     int32_t p = t->parent[i];
     int64_t next = (int64_t)i + t->size[i], end = (int64_t)p + t->size[p];
@@ -442,6 +443,17 @@ static PyObject *query_required_kinds(PyObject *self, PyObject *capsule) {
     return out;
 }
 
+/* Append `item` to the list `dict[key]`, made when missing; 0, or -1 with an exception. */
+static int add_to(PyObject *dict, PyObject *key, PyObject *item) {
+    PyObject *list = PyDict_GetItemWithError(dict, key); /* borrowed */
+    if (list) return PyList_Append(list, item);
+    if (PyErr_Occurred() || !(list = PyList_New(1))) return -1;
+    PyList_SET_ITEM(list, 0, Py_NewRef(item));
+    int rc = PyDict_SetItem(dict, key, list);
+    Py_DECREF(list);
+    return rc;
+}
+
 /* A tuple-subclass instance (a NamedTuple's) from `n` new references (stolen). */
 static PyObject *named(PyTypeObject *type, Py_ssize_t n, PyObject **items) {
     PyObject *t = type->tp_alloc(type, n);
@@ -539,14 +551,7 @@ static PyObject *record_matches(PyObject *self, PyObject *args) {
             const int32_t *r = e + k; /* capture, start, end, start row, col, end row, col, symbol */
             PyObject *kind = PyTuple_GET_ITEM(kinds, (uint16_t)r[7] == 0xFFFF || r[7] >= nk ? nk - 1 : r[7]);
             PyObject *cap = capture_new(kind, source, r + 1);
-            PyObject *name = PyTuple_GET_ITEM(names, r[0]);
-            PyObject *list = cap ? PyDict_GetItemWithError(caps, name) : NULL;
-            int rc = -1;
-            if (list) rc = PyList_Append(list, cap);
-            else if (cap && !PyErr_Occurred()) {
-                list = PyList_New(1);
-                if (list) { PyList_SET_ITEM(list, 0, Py_NewRef(cap)); rc = PyDict_SetItem(caps, name, list); Py_DECREF(list); }
-            }
+            int rc = cap ? add_to(caps, PyTuple_GET_ITEM(names, r[0]), cap) : -1;
             Py_XDECREF(cap);
             if (rc < 0) { Py_DECREF(caps); goto fail; }
         }
@@ -674,15 +679,8 @@ static PyObject *node_matches(PyObject *self, PyObject *args) {
         if (!caps) { Py_DECREF(pat); goto fail; }
         PyObject *reported = NULL;
         for (int32_t j = 0; j < count; j++) {
-            PyObject *name = PyTuple_GET_ITEM(names, c[2 * j]);
             PyObject *node = make_node_off(t, c[2 * j + 1], off);
-            PyObject *list = node ? PyDict_GetItemWithError(caps, name) : NULL;
-            int rc = -1;
-            if (list) rc = PyList_Append(list, node);
-            else if (node && !PyErr_Occurred()) {
-                list = PyList_New(1);
-                if (list) { PyList_SET_ITEM(list, 0, Py_NewRef(node)); rc = PyDict_SetItem(caps, name, list); Py_DECREF(list); }
-            }
+            int rc = node ? add_to(caps, PyTuple_GET_ITEM(names, c[2 * j]), node) : -1;
             if (j == which) reported = Py_XNewRef(node);
             Py_XDECREF(node);
             if (rc < 0) { Py_DECREF(caps); Py_DECREF(pat); Py_XDECREF(reported); goto fail; }

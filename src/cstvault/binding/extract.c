@@ -141,19 +141,24 @@ static int frame_push(Frame **stack, size_t *sp, size_t *cap, const TSLanguage *
  * past the goal and fail when none of its visible children is, so a goal in such a tail
  * gets no child, where the visible tree alone would offer the next one. Kept as (the last
  * visible child, the group's end), the largest end per child. */
+/* Append (a, b) to a growable u32 pair array; 0, or -1 on allocation failure. */
+static int pair_push(uint32_t **v, size_t *n, size_t *cap, uint32_t a, uint32_t b) {
+    if (*n + 2 > *cap) {
+        size_t k = *cap ? 2 * *cap : 64;
+        if (grow((void **)v, 4, k)) return -1;
+        *cap = k;
+    }
+    (*v)[(*n)++] = a;
+    (*v)[(*n)++] = b;
+    return 0;
+}
+
 static int tail_push(Columns *c, uint32_t node, uint32_t end) {
-    if (c->n_tails && c->tails[c->n_tails - 2] == node) {
+    if (c->n_tails && c->tails[c->n_tails - 2] == node) { /* an outer group of the same child */
         if (end > c->tails[c->n_tails - 1]) c->tails[c->n_tails - 1] = end;
         return 0;
     }
-    if (c->n_tails + 2 > c->tails_cap) {
-        size_t cap = c->tails_cap ? 2 * c->tails_cap : 64;
-        if (grow((void **)&c->tails, 4, cap)) return -1;
-        c->tails_cap = cap;
-    }
-    c->tails[c->n_tails++] = node;
-    c->tails[c->n_tails++] = end;
-    return 0;
+    return pair_push(&c->tails, &c->n_tails, &c->tails_cap, node, end);
 }
 
 static int pair_cmp(const void *a, const void *b) {
@@ -191,17 +196,6 @@ static uint32_t node_status(const Frame *stack, size_t sp, uint32_t at, int extr
                 if (m->field_id == fid && m->child_index > at) { later = 1; break; }
     }
     return (uint32_t)fid << 2 | (uint32_t)inherits << 1 | (uint32_t)later;
-}
-
-static int status_push(Columns *c, uint32_t node, uint32_t value) {
-    if (c->n_status + 2 > c->status_cap) {
-        size_t cap = c->status_cap ? 2 * c->status_cap : 64;
-        if (grow((void **)&c->status, 4, cap)) return -1;
-        c->status_cap = cap;
-    }
-    c->status[c->n_status++] = node;
-    c->status[c->n_status++] = value;
-    return 0;
 }
 
 /* Append one visible node; returns its preorder index, or -1 on allocation failure. */
@@ -300,7 +294,7 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
             int64_t i = emit(c, tree, cs, at, alias, fid, has_errors);
             f->last = i;
             uint32_t st = i < 0 ? 0 : node_status(stack, sp, at_index, is_extra);
-            if (i < 0 || ((st & 3 || st >> 2 != fid) && status_push(c, (uint32_t)i, st)) ||
+            if (i < 0 || ((st & 3 || st >> 2 != fid) && pair_push(&c->status, &c->n_status, &c->status_cap, (uint32_t)i, st)) ||
                 (kids && frame_push(&stack, &sp, &cap, lang, ch, at, 0, i, at_index))) {
                 rc = -1;
                 break;

@@ -568,19 +568,18 @@ class Catalog:
         )
         self._delete_file(path)
 
-    def has_missing(self, present: set[str], also_skipped: set[str] = frozenset()) -> bool:
-        """Would `remove_missing` delete anything?"""
-        if any(p not in present for (p,) in self.db.execute(f"SELECT {PATH} FROM {FILE}")):
-            return True
-        return any(p not in present and p not in also_skipped for p in self.skipped())
-
-    def remove_missing(self, present: set[str], also_skipped: set[str] = frozenset()) -> int:
-        """Delete the files not `present`, and the skip records of paths neither present
-        nor in `also_skipped`; returns the files deleted."""
+    def missing(self, present: set[str],
+                also_skipped: set[str] = frozenset()) -> tuple[list[str], list[str]]:  # fmt: skip
+        """(stored files not `present`, skip records of paths neither present nor in
+        `also_skipped`): what `remove_missing` deletes."""
         gone = [p for (p,) in self.db.execute(f"SELECT {PATH} FROM {FILE}") if p not in present]
+        stale = [p for p in self.skipped() if p not in present and p not in also_skipped]
+        return gone, stale
+
+    def remove_missing(self, gone: list[str], stale: list[str]) -> int:
+        """Delete the files and skip records `missing` found; returns the files deleted."""
         for p in gone:
             self._delete_file(p)
-        stale = [p for p in self.skipped() if p not in present and p not in also_skipped]
         self.db.executemany("DELETE FROM skipped WHERE path = ?", [(db_text(p),) for p in stale])
         return len(gone)
 
