@@ -54,12 +54,18 @@ def parse(source: bytes, language: str) -> Tree:
 
 def open(  # noqa: A001 - the documented entry point
     path: str | os.PathLike[str], config: CacheConfig | None = None, *,
-    write: bool = False, wait: float = 0.0,
+    write: bool = False, wait: float = 0.0, durability: str = "commit",
+    batch_entries: int = 64, batch_ms: float = 20.0, keep_versions: int | None = None,
+    keep_version_bytes: int | None = None,
 ) -> Store:  # fmt: skip
     """Open a store (a store directory, or a root holding `.cstvault`) with a cache budget;
     `write=True` takes the store's writer lock (waiting up to `wait` seconds for another
-    writer, else `StoreLocked`)."""
-    return Store.open(path, config, write=write, wait=wait)
+    writer, else `StoreLocked`) and allows per-file writes (`Store.update`, `remove`,
+    `apply_edit`; `durability`, `batch_*`, `keep_versions`: see `Store.open`)."""
+    return Store.open(path, config, write=write, wait=wait, durability=durability,
+                      batch_entries=batch_entries, batch_ms=batch_ms,
+                      keep_versions=keep_versions,
+                      keep_version_bytes=keep_version_bytes)  # fmt: skip
 
 
 def detect_language(path: str) -> str | None:

@@ -500,21 +500,34 @@ def languages_names() -> list[str]:
     return languages.names()
 
 
+def _file_version(target: str) -> tuple[str, int | None, str]:
+    """FILE[@VERSION][:ROW:COL] -> (file, version or None, position text)."""
+    path, _, pos = target.partition(":")
+    name, at, version = path.rpartition("@")
+    if at and version.isdigit():
+        return name, int(version), pos
+    return path, None, pos
+
+
 @main.command()
 @click.argument("target")
 @click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
 def show(target: str, store_dir: str) -> None:
-    """S-expression of a stored FILE, or the node at FILE:ROW:COL (1-based) and its ancestors."""
+    """S-expression of a stored FILE (FILE@VERSION: a kept version), or the node at
+    FILE[@VERSION]:ROW:COL (1-based) and its ancestors."""
     from .store import Store
 
-    path, _, pos = target.partition(":")
+    path, version, pos = _file_version(target)
     with Store.open(store_dir) as store:
         try:
+            tree = store.tree(path, version=version)
             if not pos:
-                click.echo(str(store.tree(path).root_node))
+                click.echo(str(tree.root_node))
                 return
             row_s, _, col_s = pos.partition(":")
-            node = store.node_at(path, int(row_s) - 1, int(col_s or 1) - 1)
+            row, col = int(row_s) - 1, int(col_s or 1) - 1
+            node = tree.root_node.descendant_for_point_range((row, col), (row, col))
+            node = node if node is not None else tree.root_node
         except KeyError as exc:
             raise click.ClickException(str(exc.args[0])) from exc
         except ValueError as exc:
@@ -528,6 +541,105 @@ def show(target: str, store_dir: str) -> None:
             click.echo(f"{'  ' * depth}{n.type} [{sr + 1}:{sc + 1}-{er + 1}:{ec + 1}]")
         text = chain[0].text.decode("utf-8", "replace")
         click.echo(f"text: {text[:200]!r}")
+
+
+@main.command()
+@click.argument("file")
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--json", "as_json", is_flag=True)
+def history(file: str, store_dir: str, as_json: bool) -> None:
+    """The kept versions of FILE, newest first (read one with `show FILE@VERSION`)."""
+    from .store import Store
+
+    with Store.open(store_dir) as store:
+        try:
+            rows = [v.__dict__ for v in store.versions(file)]
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from exc
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"history of {printable(file)}")
+    for col in ("version", "written", "lines", "bytes", "kept as", "delta bytes", "made by"):
+        table.add_column(col)
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["made_ms"] / 1000)) \
+            if r["made_ms"] else "(indexed)"  # fmt: skip
+        how = f"edit {r['edit'][0]}..{r['edit'][1]} -> ..{r['edit'][2]}" if r["edit"] else ""
+        table.add_row(str(r["version"]), when, f"{r['lines']:,}", f"{r['size']:,}", r["kind"],
+                      f"{r['delta_bytes']:,}", how)  # fmt: skip
+    Console().print(table)
+
+
+@main.command()
+@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_WAIT
+def checkpoint(store_dir: str, jobs: int, as_json: bool, wait: float) -> None:
+    """Fold the journal of per-file writes into frozen (zstd-19) segments."""
+    from .store import Store
+
+    with Store.open(store_dir, write=True, wait=wait) as store:
+        out = store.checkpoint(jobs)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(f"checkpoint: {out['blobs_frozen']:,} blobs frozen, "
+                   f"{out['segments_removed']} segments removed in {out['seconds']} s")  # fmt: skip
+
+
+@main.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False), default=".")
+@click.option("--store", "store_dir", type=click.Path(), default=None,
+              help="Store directory (default ROOT/.cstvault; it must exist: run `index` first).")
+@click.option("--debounce-ms", type=int, default=50, show_default=True,
+              help="Collect events this long before writing them as one batch.")
+@click.option("--keep-versions", type=int, default=None,
+              help="Versions kept per file (kept in the store; default 16).")
+@click.option("--keep-version-bytes", type=int, default=None,
+              help="Delta bytes kept per file before the oldest versions go.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per batch.")
+@_WAIT
+def watch(root: str, store_dir: str | None, debounce_ms: int, keep_versions: int | None,
+          keep_version_bytes: int | None, as_json: bool, wait: float) -> None:  # fmt: skip
+    """Keep the store of ROOT current as files are saved, created, deleted or renamed
+    (one group commit per batch of events); Ctrl-C leaves it consistent."""
+    from .store import Store
+    from .watch import watch as watch_root
+
+    directory = Path(store_dir) if store_dir else Path(root) / ".cstvault"
+    if keep_versions is not None or keep_version_bytes is not None:
+        with Store.open(directory, write=True, wait=wait, keep_versions=keep_versions,
+                        keep_version_bytes=keep_version_bytes) as store:  # fmt: skip
+            store.live_writer()  # records the retention in the store
+    totals = {"batches": 0, "updated": 0, "removed": 0}
+
+    def line(b) -> None:
+        totals["batches"] += 1
+        totals["updated"] += b.updated
+        totals["removed"] += b.removed
+        if as_json:
+            click.echo(json.dumps({"updated": b.updated, "removed": b.removed,
+                                   "skipped": b.skipped, "ms": round(b.seconds * 1000, 3)}),
+                       nl=True)  # fmt: skip
+            sys.stdout.flush()
+            return
+        stamp = time.strftime("%H:%M:%S")
+        console.print(f"{stamp} {b.updated} updated, {b.removed} removed"
+                      f"{f', {len(b.skipped)} skipped' if b.skipped else ''} "
+                      f"in {b.seconds * 1000:.1f} ms")  # fmt: skip
+        for rel, reason in b.skipped[:SHOW_SKIPPED]:
+            console.print(f"  skipped {printable(rel)}: {reason}", style="dim")
+
+    def ready() -> None:
+        if not as_json:
+            console.print(f"watching {root} (Ctrl-C to stop)")
+
+    watch_root(root, directory, debounce_ms=debounce_ms, on_batch=line, wait=wait, ready=ready)
+    if not as_json:
+        console.print(f"stopped: {totals['batches']} batches, {totals['updated']} updated, "
+                      f"{totals['removed']} removed; the store is committed")  # fmt: skip
 
 
 def _print_verify(r: dict) -> None:

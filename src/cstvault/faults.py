@@ -34,6 +34,13 @@ POINTS = (
     "pathindex.tmp_written",  # the new path index written and fsynced, not yet renamed
     "pathindex.renamed",  # renamed into place, the generation file not yet stamped
 )
+# per-file writes (live.py), exercised by `bench live`'s crash trials
+LIVE_POINTS = (
+    "live.journal_written",  # a commit's journal entries written, not yet fsynced
+    "live.journaled",  # journal fsynced, its catalog transaction not yet committed
+    "live.committed",  # the catalog transaction committed
+    "live.rotated",  # checkpoint: a new journal begun, the old one not yet folded
+)
 
 
 def _parse(spec: str | None) -> tuple[str, int, str] | None:
@@ -41,8 +48,9 @@ def _parse(spec: str | None) -> tuple[str, int, str] | None:
         return None
     name, _, rest = spec.partition(":")
     count, _, action = rest.partition(":")
-    if name not in POINTS:
-        raise ValueError(f"{ENV}: unknown point {name!r} (known: {', '.join(POINTS)})")
+    if name not in POINTS + LIVE_POINTS:
+        raise ValueError(f"{ENV}: unknown point {name!r} "
+                         f"(known: {', '.join(POINTS + LIVE_POINTS)})")  # fmt: skip
     if action not in ("", "kill", "enospc"):
         raise ValueError(f"{ENV}: unknown action {action!r} (kill or enospc)")
     return name, int(count or 1), action or "kill"

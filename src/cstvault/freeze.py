@@ -141,65 +141,75 @@ def freeze(store_dir: str | Path, jobs: int = 2,
     else the store's) raises indexer.DiskQuotaExceeded before it is written; the batches
     before it stay frozen, the rest stay readable at their fast level. Holds the store's
     writer lock throughout (waiting up to `wait` seconds for another writer)."""
-    t0 = time.perf_counter()
-    report = FreezeReport()
     store = Store.open(store_dir, write=True, wait=wait)
     try:
-        cat = store.catalog
-        rows = cat.blobs_below(FROZEN_LEVEL)
-        quota = quota_bytes(disk_quota_mb) if disk_quota_mb is not None else cat.disk_quota()
-        train_dictionaries(store, rows, jobs)
-        have = cat.dictionaries()
-        dicts = {did: data for (did, data) in have.values()}
-        target = {key: did for key, (did, _) in have.items()}
-        pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(dicts,)) \
-            if jobs > 1 and rows else None  # fmt: skip
-        if pool is None:
-            _init(dicts)
-        try:
-            for batch in _batches(rows, by_segment=quota is not None):
-                tasks = [_task(store, b, target) for b in batch]
-                done = list(pool.map(recompress, tasks, chunksize=8) if pool
-                            else map(recompress, tasks))  # fmt: skip
-                if quota is not None:
-                    need = sum(len(t) + len(s) for t, s in done)
-                    check_quota(quota, store.segment_bytes(), need,
-                                f"freezing {len(batch)} blobs")  # fmt: skip
-                writer = store.writer()
-                moved = []
-                for b, task, (tree19, src19) in zip(batch, tasks, done, strict=True):
-                    moved.append((b.id, writer.append(tree19), writer.append(src19),
-                                  (task[2], task[5])))  # fmt: skip
-                    report.bytes_before += len(task[0]) + len(task[3])
-                    report.bytes_after += len(tree19) + len(src19)
-                faults.point("freeze.frames_written")
-                writer.sync()  # frames durable before the catalog points at them
-                faults.point("freeze.frames_synced")
-                cat.begin()
-                for blob, tree_loc, src_loc, dicts_to in moved:
-                    cat.relocate(blob, tree_loc, src_loc, FROZEN_LEVEL, dicts_to)
-                faults.point("freeze.txn_begun")
-                cat.commit()
-                faults.point("freeze.committed")
-                store.committed()
-                report.blobs += len(batch)
-                report.segments_removed += store.drop_dead_segments()
-                if progress:
-                    progress(report.blobs, len(rows))
-        finally:
-            if pool is not None:
-                pool.shutdown()
-        if rows:
-            store.gc()  # drops what the batches left behind; compacts symbols and catalog
-        elif cat.symbols.pending():  # e.g. after `index(compact=False)` stored no new blob
-            cat.compact_symbols()
+        return freeze_store(store, jobs, progress, disk_quota_mb)
     except BaseException:
         store.abort()  # the failed batch's frames go; every committed one stays
         raise
     finally:
         store.close()
+
+
+def freeze_store(store: Store, jobs: int = 2,
+                 progress: Callable[[int, int], None] | None = None,
+                 disk_quota_mb: float | None = None, gc: bool = True) -> FreezeReport:  # fmt: skip
+    """`freeze` on a store opened for writing: the journal of per-file writes is folded in
+    too (a checkpoint: a new journal begins, the old one's frames are recompressed and it
+    goes once nothing points into it). `gc=False`: leave the final gc to the caller."""
+    t0 = time.perf_counter()
+    report = FreezeReport()
+    cat = store.catalog
+    store.rotate_journal()
+    rows = cat.blobs_below(FROZEN_LEVEL)
+    quota = quota_bytes(disk_quota_mb) if disk_quota_mb is not None else cat.disk_quota()
+    train_dictionaries(store, rows, jobs)
+    have = cat.dictionaries()
+    dicts = {did: data for (did, data) in have.values()}
+    target = {key: did for key, (did, _) in have.items()}
+    pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(dicts,)) \
+        if jobs > 1 and rows else None  # fmt: skip
+    if pool is None:
+        _init(dicts)
+    try:
+        for batch in _batches(rows, by_segment=quota is not None):
+            tasks = [_task(store, b, target) for b in batch]
+            done = list(pool.map(recompress, tasks, chunksize=8) if pool
+                        else map(recompress, tasks))  # fmt: skip
+            if quota is not None:
+                need = sum(len(t) + len(s) for t, s in done)
+                check_quota(quota, store.segment_bytes(), need,
+                            f"freezing {len(batch)} blobs")  # fmt: skip
+            writer = store.writer()
+            moved = []
+            for b, task, (tree19, src19) in zip(batch, tasks, done, strict=True):
+                moved.append((b.id, writer.append(tree19), writer.append(src19),
+                              (task[2], task[5])))  # fmt: skip
+                report.bytes_before += len(task[0]) + len(task[3])
+                report.bytes_after += len(tree19) + len(src19)
+            faults.point("freeze.frames_written")
+            writer.sync()  # frames durable before the catalog points at them
+            faults.point("freeze.frames_synced")
+            cat.begin()
+            for blob, tree_loc, src_loc, dicts_to in moved:
+                cat.relocate(blob, tree_loc, src_loc, FROZEN_LEVEL, dicts_to)
+            faults.point("freeze.txn_begun")
+            cat.commit()
+            faults.point("freeze.committed")
+            store.committed()
+            report.blobs += len(batch)
+            report.segments_removed += store.drop_dead_segments()
+            if progress:
+                progress(report.blobs, len(rows))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    if rows and gc:
+        store.gc()  # drops what the batches left behind; compacts symbols and catalog
+    elif cat.symbols.pending():  # e.g. after `index(compact=False)` stored no new blob
+        cat.compact_symbols()
     report.seconds = time.perf_counter() - t0
     return report
 
 
-__all__ = ["FreezeReport", "freeze", "recompress", "train_dictionaries"]
+__all__ = ["FreezeReport", "freeze", "freeze_store", "recompress", "train_dictionaries"]

@@ -81,10 +81,12 @@ class IndexReport:
 _DICTS: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]] = {}
 _COMPRESSORS: dict[int, zstandard.ZstdCompressor] = {}
 _LEVEL = [FROZEN_LEVEL]
+_OWNER: list[object] = [None]  # who set them up in this process (a live writer re-inits)
 
 
 def _init_worker(dicts: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]],
                  level: int = FROZEN_LEVEL) -> None:  # fmt: skip
+    _OWNER[0] = None
     _DICTS.clear()
     _DICTS.update(dicts)
     _COMPRESSORS.clear()
@@ -109,25 +111,36 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
             source = f.read()
     except OSError as exc:
         return Encoded(rel, language, 0, 0, skipped=f"unreadable: {exc.strerror}")
-    out = Encoded(rel, language, len(source), st.st_mtime_ns)
+    return encode_source(rel, language, source, st.st_mtime_ns)[0]
+
+
+def encode_source(rel: str, language: str, source: bytes, mtime_ns: int,
+                  parsed: tuple | None = None) -> tuple[Encoded, bytes]:  # fmt: skip
+    """Check, parse, encode and compress one file's text: (what the catalog needs, the
+    uncompressed tree record). `parsed`: its columns (and tags-query events, when the
+    language has a tags query) from a parse already made (a live tree)."""
+    out = Encoded(rel, language, len(source), mtime_ns)
     reason = check_source(source)
     if reason:
         out.skipped = reason
-        return out
+        return out, b""
     try:
         tq = tags_query(language)
-        if tq is None:
-            cols = parse_extract(source, language)
+        if parsed is not None:
+            cols, events = parsed
+        elif tq is None:
+            cols, events = parse_extract(source, language), None
         else:  # the tags query on the same parse: the file's definitions
             cols, events = parse_extract_matches(source, language, tq._q)
+        if tq is not None and events is not None:
             matches = QueryCursor(tq).record_matches(source, events)
             out.definitions = pack_definitions(tags_of(matches))
         record = encode(cols, source)
     except (EncodeError, ValueError, RuntimeError) as exc:
         out.skipped = f"unencodable: {exc}"
-        return out
+        return out, b""
     (tree_did, tree_dict), (src_did, src_dict) = _DICTS.get(language, ((0, b""), (0, b"")))
-    out.digest = hashlib.sha256(language.encode() + b"\0" + source).digest()[:DIGEST_BYTES]
+    out.digest = content_digest(language, source)
     out.lines = count_lines(source)
     out.nodes = len(cols)
     out.tree = _compressor(tree_did, tree_dict).compress(record)
@@ -136,7 +149,12 @@ def encode_file(task: tuple[str, str, str]) -> Encoded:
     out.level = _LEVEL[0]
     out.symbols = symbol_texts(cols, source)
     out.kinds = kind_bits(language, cols.kind)
-    return out
+    return out, record
+
+
+def content_digest(language: str, source: bytes) -> bytes:
+    """A blob's dedup key."""
+    return hashlib.sha256(language.encode() + b"\0" + source).digest()[:DIGEST_BYTES]
 
 
 class DiskQuotaExceeded(RuntimeError):

@@ -237,6 +237,19 @@ class Node(_native.NodeBase):
         return False
 
     @property
+    def stable_id(self) -> int:
+        """An id equal across a file's versions for the node matched as the same (its
+        subtree unchanged, or its children mostly so; moves included): see
+        `cstvault.stable`. A tree made outside a store numbers its nodes in preorder."""
+        t = self._t
+        ids = t._ids
+        if ids is None:
+            return self._i
+        if not isinstance(ids, np.ndarray):
+            ids = t._ids = ids(t)
+        return int(ids[self._i])
+
+    @property
     def start_point(self) -> Point:
         return self._shifted(self.start_byte)
 

@@ -143,3 +143,42 @@ def _walk(
                 except OSError:
                     st = None
                 yield path, lang, st
+
+
+class Ignored:
+    """Would the walk skip this path? (`watch` asks it of each changed file.) The
+    .gitignore files of the root and of each directory down to the path apply, as in the
+    walk; they are read once and kept (`forget` drops them, e.g. after a .gitignore
+    changes)."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = os.path.abspath(root)
+        self._specs: dict[str, pathspec.GitIgnoreSpec | None] = {}
+
+    def forget(self) -> None:
+        self._specs.clear()
+
+    def _spec(self, directory: str) -> pathspec.GitIgnoreSpec | None:
+        if directory not in self._specs:
+            self._specs[directory] = _load_ignore(directory)
+        return self._specs[directory]
+
+    def __call__(self, path: str | os.PathLike[str]) -> bool:
+        p = os.path.abspath(path)
+        rel = os.path.relpath(p, self.root)
+        if rel.startswith(os.pardir):
+            return True
+        parts = rel.split(os.sep)
+        if any(part in ALWAYS_SKIPPED for part in parts):
+            return True
+        specs = []
+        base = self.root
+        for k, part in enumerate(parts):
+            spec = self._spec(base)
+            if spec is not None:
+                specs.append((base, spec))
+            sub = os.path.join(base, part)
+            if specs and _ignored(specs, sub, k < len(parts) - 1):
+                return True
+            base = sub
+        return False

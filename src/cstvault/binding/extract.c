@@ -337,52 +337,21 @@ static PyObject *bytes_of(const void *p, size_t len) {
     return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
 }
 
-PyObject *parse_extract(PyObject *self, PyObject *args) {
-    Py_buffer src;
-    PyObject *capsule, *qcap = Py_None;
-    if (!PyArg_ParseTuple(args, "y*O|O", &src, &capsule, &qcap)) return NULL;
-    const TSLanguage *lang = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
-    const TSQuery *query = lang && qcap != Py_None ? query_of(qcap) : NULL;
-    if (!lang || (qcap != Py_None && !query)) { PyBuffer_Release(&src); return NULL; }
+/* A parsed tree's columns (and, with a query, its matches as record events): the tuple
+ * parse_extract returns. The tree is only read. */
+PyObject *extract_tree(TSTree *tree, const TSQuery *query) {
     Ints ev = {0};
-    if (src.len > (Py_ssize_t)UINT32_MAX) {
-        PyBuffer_Release(&src);
-        PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
-        return NULL;
-    }
     Columns c;
     memset(&c, 0, sizeof c);
-    TSTree *tree = NULL;
-    int ok_lang = 1, rc = 0, has_errors = 0;
     char *sexp = NULL;
-    TSParser *parser = take_parser(lang);
-    if (!parser) ok_lang = 0;
-    /* The GIL stays held: the runtime allocates through pymalloc (see PyInit__native),
-     * which is markedly faster than malloc for tree-sitter's many small subtrees. */
-    if (parser) tree = ts_parser_parse_string(parser, NULL, src.buf, (uint32_t)src.len);
-    if (tree) {
-        has_errors = ts_node_has_error(ts_tree_root_node(tree));
-        rc = walk(tree, &c, has_errors);
-        if (rc == 0 && query) rc = query_records(query, ts_tree_root_node(tree), &ev);
-        if (has_errors && rc == 0) {
-            int hidden = has_hidden_missing(tree);
-            if (hidden < 0) rc = -1;
-            else if (hidden) sexp = ts_node_string(ts_tree_root_node(tree));
-        }
-        ts_tree_delete(tree);
+    int has_errors = ts_node_has_error(ts_tree_root_node(tree));
+    int rc = walk(tree, &c, has_errors);
+    if (rc == 0 && query) rc = query_records(query, ts_tree_root_node(tree), &ev);
+    if (has_errors && rc == 0) {
+        int hidden = has_hidden_missing(tree);
+        if (hidden < 0) rc = -1;
+        else if (hidden) sexp = ts_node_string(ts_tree_root_node(tree));
     }
-    if (parser) {
-        ts_parser_reset(parser);
-        give_parser(lang, parser);
-    }
-    PyBuffer_Release(&src);
-    if (!ok_lang) {
-        columns_free(&c);
-        PyMem_Free(ev.v);
-        PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
-        return NULL;
-    }
-    if (!tree) { columns_free(&c); PyMem_Free(ev.v); PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
     if (rc) { columns_free(&c); PyMem_Free(ev.v); PyMem_Free(sexp); return PyErr_NoMemory(); }
     PyObject *text = sexp ? PyUnicode_DecodeUTF8(sexp, strlen(sexp), "surrogateescape") : Py_NewRef(Py_None);
     PyMem_Free(sexp);
@@ -396,5 +365,35 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     if (out && query) /* with a query: (columns, its matches as query_exec's record events) */
         out = Py_BuildValue("(NN)", out, bytes_of(ev.v, ev.n * sizeof(int32_t)));
     PyMem_Free(ev.v);
+    return out;
+}
+
+PyObject *parse_extract(PyObject *self, PyObject *args) {
+    Py_buffer src;
+    PyObject *capsule, *qcap = Py_None;
+    if (!PyArg_ParseTuple(args, "y*O|O", &src, &capsule, &qcap)) return NULL;
+    const TSLanguage *lang = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
+    const TSQuery *query = lang && qcap != Py_None ? query_of(qcap) : NULL;
+    if (!lang || (qcap != Py_None && !query)) { PyBuffer_Release(&src); return NULL; }
+    if (src.len > (Py_ssize_t)UINT32_MAX) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
+        return NULL;
+    }
+    TSParser *parser = take_parser(lang);
+    if (!parser) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
+        return NULL;
+    }
+    /* The GIL stays held: the runtime allocates through pymalloc (see PyInit__native),
+     * which is markedly faster than malloc for tree-sitter's many small subtrees. */
+    TSTree *tree = ts_parser_parse_string(parser, NULL, src.buf, (uint32_t)src.len);
+    ts_parser_reset(parser);
+    give_parser(lang, parser);
+    PyBuffer_Release(&src);
+    if (!tree) { PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
+    PyObject *out = extract_tree(tree, query);
+    ts_tree_delete(tree);
     return out;
 }

@@ -45,6 +45,7 @@ typedef struct {
     PyTypeObject *node_type;
     /* attributes of cstvault.Tree (None until set): see tree_members */
     PyObject *colcache, *decoded, *src, *lang_name, *structcache, *views, *lines, *lines_mv;
+    PyObject *ids; /* stable node ids: None, an int32 array, or where to fetch them */
 } TreeBase;
 
 /* A position offset (Tree.root_node_with_offset): bytes, and the extent added to points
@@ -69,6 +70,8 @@ PyObject *capture_new(PyObject *type, PyObject *source, const int32_t r[6]);
 /* extract.c: a pool of parsers per grammar, taken and given back with the GIL held */
 TSParser *take_parser(const TSLanguage *lang);
 void give_parser(const TSLanguage *lang, TSParser *p);
+/* a parsed tree's columns (and with a query its record events), as parse_extract returns */
+PyObject *extract_tree(TSTree *tree, const TSQuery *query);
 
 /* little-endian reads */
 static inline uint32_t le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -119,6 +122,6 @@ PyObject *find_path(PyObject *self, PyObject *args);
 PyObject *line_starts(PyObject *self, PyObject *arg);
 PyObject *points(PyObject *self, PyObject *args);
 PyObject *definition_rows(PyObject *self, PyObject *args);
-extern PyMethodDef query_methods[], colquery_methods[];
+extern PyMethodDef query_methods[], colquery_methods[], live_methods[];
 
 #endif

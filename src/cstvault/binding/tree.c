@@ -35,13 +35,13 @@ static void tree_release(TreeBase *t) {
 
 static int tree_traverse(TreeBase *t, visitproc visit, void *arg) {
     Py_VISIT(t->colcache); Py_VISIT(t->decoded); Py_VISIT(t->src); Py_VISIT(t->lang_name);
-    Py_VISIT(t->structcache); Py_VISIT(t->views); Py_VISIT(t->lines); Py_VISIT(t->lines_mv);
+    Py_VISIT(t->structcache); Py_VISIT(t->views); Py_VISIT(t->lines); Py_VISIT(t->lines_mv); Py_VISIT(t->ids);
     return 0;
 }
 
 static int tree_clear(TreeBase *t) {
     Py_CLEAR(t->colcache); Py_CLEAR(t->decoded); Py_CLEAR(t->src); Py_CLEAR(t->lang_name);
-    Py_CLEAR(t->structcache); Py_CLEAR(t->views); Py_CLEAR(t->lines); Py_CLEAR(t->lines_mv);
+    Py_CLEAR(t->structcache); Py_CLEAR(t->views); Py_CLEAR(t->lines); Py_CLEAR(t->lines_mv); Py_CLEAR(t->ids);
     return 0;
 }
 
@@ -168,6 +168,7 @@ static PyMemberDef tree_members[] = {
     {"_views", T_OBJECT, offsetof(TreeBase, views), 0, NULL},
     {"_lines", T_OBJECT, offsetof(TreeBase, lines), 0, NULL},
     {"_lines_mv", T_OBJECT, offsetof(TreeBase, lines_mv), 0, NULL},
+    {"_ids", T_OBJECT, offsetof(TreeBase, ids), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

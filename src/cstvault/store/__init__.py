@@ -23,8 +23,11 @@ from ..sources import DeferredSource
 from ..tree import Node, Tree, tree_from_record
 from . import pathindex
 from .catalog import Catalog, FileRow, IncompleteStore, StoreVersionError
+from .history import IdsLoader
+from .journal import JOURNAL_BASE, journal_position, needs_replay
 from .lock import LOCK, StoreLocked, WriterLock
-from .segments import SegmentReader, SegmentWriter
+from .segments import SegmentReader, SegmentWriter, segment_name
+from .versions import size_bytes as versions_bytes
 
 __all__ = ["FileRow", "IncompleteStore", "Store", "StoreLocked", "StoreVersionError",
            "open_store"]
@@ -53,7 +56,7 @@ class Store:
 
     def __init__(self, directory: Path, catalog: Catalog, config: CacheConfig | None = None,
                  *, segment_lru: bool = True, working_tree: bool = True,
-                 lock: WriterLock | None = None):  # fmt: skip
+                 lock: WriterLock | None = None, live: dict | None = None):  # fmt: skip
         self.directory = directory
         self.catalog = catalog
         self._lock = lock
@@ -66,9 +69,33 @@ class Store:
         catalog.before_write = self._before_write
         self._invalidate = pathindex.Invalidator(directory)
         self.closed = False
-        root = catalog.meta().get("root") if working_tree else None
+        meta = catalog.meta()
+        root = meta.get("root") if working_tree else None
         self._root = root or None
+        self._live = None
+        self._live_options = live or {}
+        self.recovery: dict | None = None  # what replaying the journal at open did
+        if needs_replay(directory, meta):
+            self._recover()
 
+    def _recover(self) -> None:
+        """Replay the journal's unapplied entries (a crash came between a write's journal
+        entry and its catalog commit, or left a torn tail). A writer always does; a reader
+        does when no writer holds the store (else the writer is live and applies them)."""
+        mine = self._lock
+        if mine is None:
+            try:
+                self._lock = WriterLock(self.directory, 0.0)
+            except StoreLocked:
+                return
+        try:
+            self.recovery = self.live_writer().replay()
+        finally:
+            if mine is None:
+                self._live.close()
+                self._live = None
+                self._close_writer()
+                self._lock = None
     @classmethod
     def create(cls, directory: Path, *, wait: float = 0.0) -> Store:
         """Open for writing, creating the store if needed (holds the writer lock, waiting
@@ -83,12 +110,20 @@ class Store:
     @classmethod
     def open(cls, path: str | os.PathLike[str], config: CacheConfig | None = None, *,
              segment_lru: bool = True, working_tree: bool = True, write: bool = False,
-             wait: float = 0.0) -> Store:  # fmt: skip
+             wait: float = 0.0, durability: str = "commit", batch_entries: int = 64,
+             batch_ms: float = 20.0, keep_versions: int | None = None,
+             keep_version_bytes: int | None = None) -> Store:  # fmt: skip
         """Open for reading, or with `write=True` for writing (holding the writer lock,
         waiting up to `wait` seconds for another writer: else StoreLocked).
         `segment_lru=False` opens and closes a segment for every frame read instead of
         keeping segments open (LRU); `working_tree=False` serves text from the store's own
-        frames."""
+        frames. Per-file writes (`update`, `remove`, `apply_edit`) are durable when they
+        return with `durability="commit"`; with "batch" edits are committed as a group
+        (`batch_entries`, `batch_ms`, `sync()`, close). `keep_versions`, `keep_version_bytes`:
+        versions kept per file, by count and by delta bytes (kept in the store once given)."""
+        live = {"durability": durability, "batch_entries": batch_entries,
+                "batch_ms": batch_ms, "keep_versions": keep_versions,
+                "keep_version_bytes": keep_version_bytes}  # fmt: skip
         directory = resolve(path)
         lock = WriterLock(directory, wait) if write else None
         try:
@@ -96,7 +131,7 @@ class Store:
             for name, version, data in catalog.grammars():
                 languages.offer(name, version, data)
             return cls(directory, catalog, config, segment_lru=segment_lru,
-                       working_tree=working_tree, lock=lock)  # fmt: skip
+                       working_tree=working_tree, lock=lock, live=live)  # fmt: skip
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -116,6 +151,92 @@ class Store:
         if self._writer is None:
             self._writer = SegmentWriter(self.directory / SEGMENTS, self.catalog.next_segment())
         return self._writer
+
+    # per-file writes (live.py)
+    def live_writer(self):
+        """The per-file writer (needs the writer lock: `Store.open(..., write=True)`)."""
+        if self._lock is None or not self._lock.held:
+            raise StoreLocked(f"store {self.directory} was opened for reading: per-file writes "
+                              "need cstvault.open(path, write=True)")  # fmt: skip
+        if self._live is None:
+            from ..live import LiveWriter
+
+            opts = dict(self._live_options)
+            meta = self.catalog.meta()
+            want = {k: str(int(opts[k])) for k in ("keep_versions", "keep_version_bytes")
+                    if opts.get(k) is not None and meta.get(k) != str(int(opts[k]))}  # fmt: skip
+            if want:  # retention is kept in the store once given
+                self.catalog.begin()
+                for key, value in want.items():
+                    self.catalog.set_meta(key, value)
+                self.catalog.commit()
+            self._live = LiveWriter(self, **opts)
+        return self._live
+
+    def update(self, path: str | os.PathLike[str], source: bytes | None = None) -> int:
+        """Store a file's new text (None: read the working file); returns its version."""
+        return self.live_writer().update(path, source)
+
+    def remove(self, path: str | os.PathLike[str]) -> int:
+        """Drop a file (its history stays readable); returns its last version."""
+        return self.live_writer().remove(path)
+
+    def apply_edit(self, path: str | os.PathLike[str], start_byte: int, old_end_byte: int,
+                   new_end_byte: int, new_text: bytes | str) -> int:  # fmt: skip
+        """Apply an incremental change (LSP style: replace [start_byte, old_end_byte) by
+        `new_text`, ending at `new_end_byte`) to the stored text; returns the new version."""
+        return self.live_writer().apply_edit(path, start_byte, old_end_byte, new_end_byte,
+                                             new_text)  # fmt: skip
+
+    def sync(self) -> None:
+        """Commit pending batched edits (durable and visible to readers when it returns)."""
+        if self._live is not None:
+            self._live.sync()
+
+    def checkpoint(self, jobs: int = 1) -> dict:
+        """Fold the journal into frozen segments (see LiveWriter.checkpoint)."""
+        return self.live_writer().checkpoint(jobs)
+
+    def versions(self, path: str) -> list:
+        """The kept versions of a file (`versions.Version`), newest first."""
+        from . import versions as vs
+
+        listed = vs.listing(self.catalog.db, path) if vs.exists(self.catalog.db) else []
+        current = self.catalog.file_version(path)
+        if current and not any(v.version == current for v in listed):
+            blob, _ = self._located(path)
+            listed.insert(0, vs.Version(current, 0, blob.size, blob.lines, True, "current",
+                                        None, 0))  # fmt: skip
+        if not listed:
+            raise KeyError(f"{path} is not in the store and has no kept versions")
+        return listed
+
+    def rotate_journal(self) -> bool:
+        """Begin a new journal if the current one holds entries (all applied: a live
+        writer's pending group is committed first); the old one's frames stay readable
+        until `freeze` relocates them and it is deleted. False if there was nothing to do."""
+        seg, _, seq = journal_position(self.catalog.meta())
+        try:
+            if os.stat(self.directory / SEGMENTS / segment_name(seg)).st_size == 0:
+                return False
+        except FileNotFoundError:
+            return False
+        if self._live is not None:
+            self._live.sync()
+            seq = max(seq, self._live.seq)
+        self.catalog.begin()
+        self.catalog.set_meta("journal", f"{seg + 1} 0 {seq}")
+        self.catalog.commit()
+        if self._live is not None:
+            self._live.reopen_journal(seg + 1)
+        faults.point("live.rotated")
+        return True
+
+    def rebuild_path_index(self) -> None:
+        """Rebuild the path index now (a long-lived writer; otherwise done at close)."""
+        if self.catalog.wrote and self._lock is not None and self._lock.held:
+            pathindex.build(self.catalog, self.directory)
+            self.catalog.wrote = False
 
     # reading
     def files(self) -> Iterator[FileRow]:
@@ -149,7 +270,12 @@ class Store:
         return (self._frame(blob.tree, "tree record", name, blob.tree_dict),
                 self._frame(blob.src, "source", name, blob.src_dict))  # fmt: skip
 
-    def source(self, path: str) -> bytes:
+    def source(self, path: str, version: int | None = None) -> bytes:
+        """A stored file's text; `version`: one of its kept versions."""
+        if version is not None:
+            from .history import version_source
+
+            return version_source(self, path, version)
         return self._retrying(path, self._stored_source)
 
     def _stored_source(self, path: str, blob, _: tuple[int, int]) -> bytes:
@@ -204,14 +330,19 @@ class Store:
             os.close(fd)
         return data if len(data) == length and crc32c.crc32c(data) == crc else None
 
-    def tree(self, path: str) -> Tree:
-        """The full tree of a stored file, served by the tiered cache.
+    def tree(self, path: str, version: int | None = None) -> Tree:
+        """The full tree of a stored file, served by the tiered cache (`version`: one of
+        its kept versions, rebuilt from deltas).
 
         Its text is read when first asked for: from the working-tree file when that is
         unchanged (size and mtime as indexed, then its length and CRC32C those of the
         record), else from the store. Either way the tree then holds its own copy, counted
         in the cache budget, so it only ever returns the bytes it was parsed from.
         """
+        if version is not None:
+            from .history import version_tree
+
+            return version_tree(self, path, version)
         return self._retrying(path, self._tree)
 
     def _tree(self, path: str, blob, indexed: tuple[int, int]) -> Tree:
@@ -223,11 +354,29 @@ class Store:
                 lambda record, source: self._build(path, record, source),
             )  # fmt: skip
             if tree is not None:
+                tree._ids = IdsLoader(self, path, None, blob.id)
                 return tree
         t0 = time.perf_counter()  # the frozen tier: a cold open
         record = self._frame(blob.tree, "tree record", path, blob.tree_dict)
         tree, nbytes, source = self._build(path, record, self._text(path, blob, indexed))
+        tree._ids = IdsLoader(self, path, None, blob.id)
         return self.cache.admit(key, tree, record, source, nbytes, t0)
+
+    def stable_ids(self, path: str, version: int | None = None):
+        """Stable node ids of a file's version (default: current), by node index: equal
+        across versions for nodes matched as unchanged (see `stable`)."""
+        from .history import stable_ids
+
+        return stable_ids(self, path, version)
+
+    def changed_ranges(self, path: str, old: int, new: int) -> list:
+        """The ranges whose syntactic structure differs between two versions: what
+        tree-sitter's `Tree.changed_ranges` answers after `old.edit(...)` with the edits that
+        made `new` (the recorded ones when every version between was an `apply_edit`,
+        else the line hunks of a diff) and a parse of `new` from the edited `old`."""
+        from .history import changed_ranges
+
+        return changed_ranges(self, path, old, new)
 
     def _text(self, path: str, blob, indexed: tuple[int, int]) -> object:
         """A tree's text: the working-tree file, checked when first read, or the stored copy."""
@@ -328,6 +477,10 @@ class Store:
             self._close_writer()
 
     def _gc(self) -> dict:
+        if self.rotate_journal():  # fold the journal first (a checkpoint)
+            from ..freeze import freeze_store
+
+            freeze_store(self, jobs=1, gc=False)
         cat = self.catalog
         cat.begin()
         dropped = cat.drop_orphan_blobs()
@@ -351,9 +504,12 @@ class Store:
     def _reclaim(self, truncate: bool) -> tuple[int, int, int]:
         ends = self.catalog.referenced_segment_ends()
         active = self._writer.seg_id if self._writer is not None else None
+        journal = journal_position(self.catalog.meta())[0]
         removed = truncated = freed = 0
         for seg in self._segment_files():
             seg_id = int(seg.stem)
+            if seg_id == journal:
+                continue  # the journal: its entries past the frames are not referenced
             size = seg.stat().st_size
             end = ends.get(seg_id)
             if end is None and seg_id != active:
@@ -362,7 +518,7 @@ class Store:
                 faults.point("segments.deleted")
                 removed += 1
                 freed += size
-            elif truncate and end is not None and end < size:
+            elif truncate and end is not None and end < size and seg_id < JOURNAL_BASE:
                 with open(seg, "r+b") as f:
                     f.truncate(end)
                     os.fsync(f.fileno())
@@ -386,6 +542,7 @@ class Store:
         return {
             **counts,
             "segments": len(segments),
+            "version_delta_bytes": versions_bytes(self.catalog.db),
             "disk_bytes": {"segments": seg_bytes, "catalog": cat_bytes,
                            "path_index": idx_bytes, "total": total},  # fmt: skip
             "disk_bytes_per_line": {
@@ -432,6 +589,9 @@ class Store:
             return
         self.closed = True
         try:
+            if self._live is not None:
+                self._live.close()
+                self._live = None
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None

@@ -21,6 +21,7 @@ from ..codec.bytecode import FORMAT_VERSION
 from ..codec.errors import CorruptRecord
 from ..symbols import pack_many, unpack_ids
 from . import symtab
+from .journal import JOURNAL_BASE
 
 SCHEMA_VERSION = "8"
 # a file's path from files f JOIN dirs d
@@ -249,6 +250,8 @@ class Catalog:
         self.wrote = False  # a write transaction was begun through this connection
         self._any_skipped = self.db.execute("SELECT 1 FROM skipped LIMIT 1").fetchone() is not None
         self._kinds_table = False  # known to exist (a store made before kinds were kept lacks it)
+        self._versions_table = False  # known to exist (made by the first per-file write)
+        self._grammars: set[str] | None = None  # languages with stored kind tables
         if create:  # what this cstvault writes (only what differs: an unchanged store stays so)
             want = {"format_version": str(FORMAT_VERSION),
                     **{f"grammar:{n}": languages.identity(n) for n in languages.names()}}
@@ -284,8 +287,9 @@ class Catalog:
 
     def next_segment(self) -> int:
         row = self.db.execute(
-            "SELECT max(m) FROM (SELECT max(tree_seg) AS m FROM blobs "
-            "UNION ALL SELECT max(src_seg) FROM blobs)"
+            "SELECT max(m) FROM (SELECT max(tree_seg) AS m FROM blobs WHERE tree_seg < ? "
+            "UNION ALL SELECT max(src_seg) FROM blobs WHERE src_seg < ?)",
+            (JOURNAL_BASE, JOURNAL_BASE),
         ).fetchone()
         return (row[0] or 0) + 1
 
@@ -426,14 +430,46 @@ class Catalog:
         self._write_digests()
         self.db.execute("COMMIT")
 
-    def _file_row(self, directory: str | bytes, name: str | bytes, sign: int) -> None:
-        """Count a files row out (sign -1, before it changes) or in (+1) of the digests."""
+    def _file_row(self, directory: str | bytes, name: str | bytes, sign: int) -> int | None:
+        """Count a files row out (sign -1, before it changes) or in (+1) of the digests;
+        returns its blob (None: no such row)."""
         row = self.db.execute(
             'SELECT f.blob, f."check" FROM files f JOIN dirs d ON d.id = f.dir '
             "WHERE d.path = ? AND f.name = ?", (directory, name)).fetchone()  # fmt: skip
-        if row is not None:
-            for key in (row[0], 0):
-                self._digests[key] = self._digests.get(key, 0) + sign * row[1]
+        if row is None:
+            return None
+        for key in (row[0], 0):
+            self._digests[key] = self._digests.get(key, 0) + sign * row[1]
+        return row[0]
+
+    def _has_versions(self) -> bool:
+        if not self._versions_table:
+            self._versions_table = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'versions'").fetchone() is not None
+        return self._versions_table
+
+    def _retire(self, path: str, blob: int) -> None:
+        """A file's current version is replaced or removed by `index`: a history row that
+        stood for it keeps its blob (kind 3, full) so that the version stays readable."""
+        if self._has_versions():
+            self.db.execute("UPDATE versions SET kind = 3, blob = ? WHERE path = ? AND kind = 0",
+                            (blob, db_text(path)))  # fmt: skip
+
+    def remove_file(self, path: str) -> None:
+        self._delete_file(path)
+
+    def file_version(self, path: str) -> int:
+        row = self.db.execute(f"SELECT f.version FROM {FILE} WHERE {BY_PATH}",
+                              split(path)).fetchone()  # fmt: skip
+        return int(row[0]) if row else 0
+
+    def blob_row(self, blob: int) -> BlobRow | None:
+        row = self.db.execute(f"SELECT {BLOB_COLUMNS} FROM blobs WHERE id = ?", (blob,)).fetchone()
+        return _blob(row) if row else None
+
+    def blob_digest(self, blob: int) -> bytes | None:
+        row = self.db.execute("SELECT hash FROM blobs WHERE id = ?", (blob,)).fetchone()
+        return row[0] if row else None
 
     def _write_digests(self) -> None:
         digests = getattr(self, "_digests", None)
@@ -500,11 +536,16 @@ class Catalog:
     # grammar tables
     def put_grammar(self, language: str) -> None:
         """Keep a language's kind tables, so that readers need not load its grammar."""
+        if self._grammars is None:
+            self._grammars = {r[0] for r in self.db.execute("SELECT language FROM grammars")}
+        if language in self._grammars:
+            return
         self.db.execute(
             "INSERT OR IGNORE INTO grammars(language, version, tables) VALUES (?, ?, ?)",
             (language, languages.wheel_version(language),
              languages.to_bytes(languages.grammar_tables(language))),
         )  # fmt: skip
+        self._grammars = None  # known once committed (a rollback would take it back)
 
     def grammars(self) -> list[tuple[str, str, bytes]]:
         return self.db.execute("SELECT language, version, tables FROM grammars").fetchall()
@@ -538,16 +579,23 @@ class Catalog:
             self._dirs[directory] = did
         return did
 
-    def put_file(self, path: str, blob: int, size: int, mtime_ns: int) -> None:
+    def put_file(self, path: str, blob: int, size: int, mtime_ns: int,
+                 version: int | None = None) -> None:  # fmt: skip
+        """Store a file row; `version`: its number (per-file writes), else one more than
+        before when the blob changed (`index`, which keeps a replaced version that has a
+        history row as a full blob: `_retire`)."""
         directory, name = split(path)
-        self._file_row(directory, name, -1)
+        old = self._file_row(directory, name, -1)
+        if version is None and old is not None and old != blob:
+            self._retire(path, old)
         self.db.execute(
-            'INSERT INTO files(dir, name, blob, size, mtime_ns, "check") VALUES (?,?,?,?,?,?) '
+            'INSERT INTO files(dir, name, blob, size, mtime_ns, version, "check") '
+            "VALUES (?,?,?,?,?,coalesce(?, 1),?) "
             "ON CONFLICT(dir, name) DO UPDATE SET blob=excluded.blob, size=excluded.size, "
-            "mtime_ns=excluded.mtime_ns, version=files.version + (files.blob != excluded.blob), "
-            '"check"=excluded."check"',
-            (self._dir(directory), name, blob, size, mtime_ns,
-             row_check(path, blob, size, mtime_ns)),
+            "mtime_ns=excluded.mtime_ns, version=coalesce(?, files.version + "
+            '(files.blob != excluded.blob)), "check"=excluded."check"',
+            (self._dir(directory), name, blob, size, mtime_ns, version,
+             row_check(path, blob, size, mtime_ns), version),
         )  # fmt: skip
         self._file_row(directory, name, +1)
         if self._any_skipped:
@@ -555,7 +603,9 @@ class Catalog:
 
     def _delete_file(self, path: str) -> None:
         directory, name = split(path)
-        self._file_row(directory, name, -1)
+        old = self._file_row(directory, name, -1)
+        if old is not None:
+            self._retire(path, old)
         self.db.execute(
             "DELETE FROM files WHERE name = ? AND dir = (SELECT id FROM dirs WHERE path = ?)",
             (name, directory),
@@ -584,7 +634,9 @@ class Catalog:
         return len(gone)
 
     def drop_orphan_blobs(self) -> int:
-        cur = self.db.execute("DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files)")
+        kept = " AND id NOT IN (SELECT blob FROM versions WHERE blob IS NOT NULL)" \
+            if self._has_versions() else ""  # fmt: skip
+        cur = self.db.execute(f"DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files){kept}")
         self.db.execute("DELETE FROM blob_symbols WHERE blob NOT IN (SELECT id FROM blobs)")
         self.db.execute("DELETE FROM definitions WHERE blob NOT IN (SELECT id FROM blobs)")
         if self._has_kinds():

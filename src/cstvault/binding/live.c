@@ -1,0 +1,113 @@
+/* Live trees: a writer's tree-sitter trees of recently edited files, held as capsules so that
+ * an edit re-parses incrementally (ts_tree_edit, then a parse given the old tree), and the
+ * ranges tree-sitter reports as changed between two such trees. */
+#include "native.h"
+
+#define LIVE_CAPSULE "cstvault.TSTree"
+
+/* the runtime's allocator (pymalloc here, PyInit__native): changed ranges are freed with it */
+extern void (*ts_current_free)(void *ptr);
+
+static void live_free(PyObject *capsule) {
+    TSTree *t = PyCapsule_GetPointer(capsule, LIVE_CAPSULE);
+    if (t) ts_tree_delete(t);
+}
+
+static TSTree *live_of(PyObject *capsule) { return PyCapsule_GetPointer(capsule, LIVE_CAPSULE); }
+
+/* live_parse(source, language_capsule, old=None, query=None, extract=True) -> (tree capsule,
+ * extract tuple or None). `old` must have been edited to match `source` (live_edit); it is
+ * left unchanged. */
+static PyObject *live_parse(PyObject *self, PyObject *args) {
+    Py_buffer src;
+    PyObject *capsule, *oldcap = Py_None, *qcap = Py_None;
+    int extract = 1;
+    if (!PyArg_ParseTuple(args, "y*O|OOp", &src, &capsule, &oldcap, &qcap, &extract)) return NULL;
+    const TSLanguage *lang = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
+    TSTree *old = lang && oldcap != Py_None ? live_of(oldcap) : NULL;
+    const TSQuery *query = lang && qcap != Py_None ? query_of(qcap) : NULL;
+    if (!lang || (oldcap != Py_None && !old) || (qcap != Py_None && !query)) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (src.len > (Py_ssize_t)UINT32_MAX) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
+        return NULL;
+    }
+    TSParser *parser = take_parser(lang);
+    if (!parser) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
+        return NULL;
+    }
+    TSTree *tree = ts_parser_parse_string(parser, old, src.buf, (uint32_t)src.len);
+    ts_parser_reset(parser);
+    give_parser(lang, parser);
+    PyBuffer_Release(&src);
+    if (!tree) { PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
+    PyObject *cap = PyCapsule_New(tree, LIVE_CAPSULE, live_free);
+    if (!cap) { ts_tree_delete(tree); return NULL; }
+    if (!extract) return Py_BuildValue("(NO)", cap, Py_None);
+    PyObject *cols = extract_tree(tree, query);
+    if (!cols) { Py_DECREF(cap); return NULL; }
+    return Py_BuildValue("(NN)", cap, cols);
+}
+
+/* live_extract(tree, query=None) -> parse_extract tuple of a live tree */
+static PyObject *live_extract(PyObject *self, PyObject *args) {
+    PyObject *capsule, *qcap = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O", &capsule, &qcap)) return NULL;
+    TSTree *t = live_of(capsule);
+    const TSQuery *query = t && qcap != Py_None ? query_of(qcap) : NULL;
+    if (!t || (qcap != Py_None && !query)) return NULL;
+    return extract_tree(t, query);
+}
+
+/* live_edit(tree, start_byte, old_end_byte, new_end_byte, start_row, start_col, old_end_row,
+ * old_end_col, new_end_row, new_end_col): ts_tree_edit, in place */
+static PyObject *live_edit(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    unsigned int v[9];
+    if (!PyArg_ParseTuple(args, "OIIIIIIIII", &capsule, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                          &v[6], &v[7], &v[8]))
+        return NULL;
+    TSTree *t = live_of(capsule);
+    if (!t) return NULL;
+    TSInputEdit e = {v[0], v[1], v[2], {v[3], v[4]}, {v[5], v[6]}, {v[7], v[8]}};
+    ts_tree_edit(t, &e);
+    Py_RETURN_NONE;
+}
+
+/* live_changed_ranges(old, new) -> [(start_byte, end_byte, start_row, start_col, end_row,
+ * end_col)], tree-sitter's ts_tree_get_changed_ranges (old edited, new parsed from it) */
+static PyObject *live_changed_ranges(PyObject *self, PyObject *args) {
+    PyObject *a, *b;
+    if (!PyArg_ParseTuple(args, "OO", &a, &b)) return NULL;
+    TSTree *old = live_of(a), *new = old ? live_of(b) : NULL;
+    if (!old || !new) return NULL;
+    uint32_t n = 0;
+    TSRange *r = ts_tree_get_changed_ranges(old, new, &n);
+    PyObject *out = PyList_New(n);
+    for (uint32_t k = 0; out && k < n; k++) {
+        PyObject *item = Py_BuildValue("(IIIIII)", r[k].start_byte, r[k].end_byte,
+                                       r[k].start_point.row, r[k].start_point.column,
+                                       r[k].end_point.row, r[k].end_point.column);
+        if (!item) { Py_CLEAR(out); break; }
+        PyList_SET_ITEM(out, k, item);
+    }
+    ts_current_free(r);
+    return out;
+}
+
+PyMethodDef live_methods[] = {
+    {"live_parse", live_parse, METH_VARARGS,
+     "live_parse(source, language, old=None, query=None, extract=True) -> (tree capsule, "
+     "parse_extract tuple or None)"},
+    {"live_extract", live_extract, METH_VARARGS,
+     "live_extract(tree, query=None) -> parse_extract tuple of a live tree"},
+    {"live_edit", live_edit, METH_VARARGS, "live_edit(tree, 9 edit ints): ts_tree_edit in place"},
+    {"live_changed_ranges", live_changed_ranges, METH_VARARGS,
+     "live_changed_ranges(old, new) -> [(start, end, srow, scol, erow, ecol)]"},
+    {NULL, NULL, 0, NULL},
+};

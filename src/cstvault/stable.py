@@ -1,0 +1,193 @@
+"""Stable node ids across versions: structural subtree hashes and top-down matching.
+
+A file's first version numbers its nodes in preorder (id = index). A later version's node
+keeps the id of the old node it is matched to; unmatched nodes get fresh ids, above every id
+used so far. Matching, in the manner of GumTree: (1) top-down, the largest subtrees whose
+structural hash (kinds, shapes and leaf texts, not positions) occurs in the old tree are
+matched, whole, to an unused occurrence (the one nearest its expected place: moves are found);
+(2) bottom-up, an unmatched node whose matched children mostly came from one old parent of
+its kind is matched to that parent, round after round up the tree. All of it is numpy over
+the columns: no Python object per node.
+
+Ids are stored per version as runs (`pack_runs`): a one-line edit keeps a handful.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .columns import HAS_CHILDREN, Columns
+
+_B = np.uint64(0x100000001B3)  # odd: invertible modulo 2^64
+_BINV = np.uint64(pow(int(_B), -1, 1 << 64))
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _powers(base: np.uint64, n: int) -> np.ndarray:
+    out = np.empty(n + 1, dtype=np.uint64)
+    out[0] = 1
+    if n:
+        out[1:] = base
+        with np.errstate(over="ignore"):
+            np.cumprod(out[1:], out=out[1:])
+    return out
+
+
+def _prefix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Polynomial prefix hashes P[k] = sum_{j<k} v[j] B^(k-1-j) (mod 2^64), and B^k."""
+    n = len(values)
+    with np.errstate(over="ignore"):
+        inv = _powers(_BINV, n)[:n]
+        acc = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum(values.astype(np.uint64) * inv, out=acc[1:])
+        pw = _powers(_B, n)
+        prefix = np.zeros(n + 1, dtype=np.uint64)
+        prefix[1:] = acc[1:] * pw[:n]
+    return prefix, pw
+
+
+def _span(prefix: np.ndarray, pw: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return prefix[end] - prefix[start] * pw[end - start]
+
+
+def subtree_hashes(cols: Columns, source: bytes) -> np.ndarray:
+    """Per node, a 64-bit hash of its subtree: kinds, fields, shape and leaf texts in preorder
+    (equal subtrees hash equal wherever they are)."""
+    n = len(cols)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    text = np.frombuffer(source, dtype=np.uint8)
+    tprefix, tpw = _prefix(text + np.uint64(1) if len(text) else text)
+    leaf = (cols.flags & HAS_CHILDREN) == 0
+    start = cols.start.astype(np.int64)
+    end = cols.end.astype(np.int64)
+    with np.errstate(over="ignore"):
+        leaf_text = np.where(leaf, _span(tprefix, tpw, start, np.maximum(start, end)),
+                             np.uint64(0))  # fmt: skip
+        token = (cols.kind.astype(np.uint64) * _MIX
+                 ^ (cols.field.astype(np.uint64) << np.uint64(20))
+                 ^ (cols.size.astype(np.uint64) << np.uint64(40))
+                 ^ leaf_text * np.uint64(31)) + np.uint64(1)  # fmt: skip
+    prefix, pw = _prefix(token)
+    idx = np.arange(n, dtype=np.int64)
+    return _span(prefix, pw, idx, idx + cols.size.astype(np.int64))
+
+
+def _parents(size: np.ndarray) -> np.ndarray:
+    """Each node's parent index (-1 for the root), from the subtree sizes."""
+    from . import _native
+
+    parent = _native.structure(np.ascontiguousarray(size, dtype=np.int64))[0]
+    return np.frombuffer(parent, dtype=np.int32).astype(np.int64)
+
+
+def match(old: Columns, old_src: bytes, new: Columns, new_src: bytes) -> np.ndarray:
+    """For each node of `new`, the index of its matched node in `old`, or -1."""
+    n, m = len(new), len(old)
+    out = np.full(n, -1, dtype=np.int64)
+    if not n or not m:
+        return out
+    ho, hn = subtree_hashes(old, old_src), subtree_hashes(new, new_src)
+    so, sn = old.size.astype(np.int64), new.size.astype(np.int64)
+    po, pn = _parents(so), _parents(sn)
+    # top-down: candidate roots are new nodes whose subtree occurs in old and whose parent's
+    # does not (a parent that occurs takes its whole subtree with it)
+    present = np.isin(hn, ho)
+    roots = np.flatnonzero(present & ~np.where(pn >= 0, present[np.maximum(pn, 0)], False))
+    order = np.argsort(ho, kind="stable")
+    sorted_h = ho[order]
+    used = np.zeros(m, dtype=bool)
+    lo = np.searchsorted(sorted_h, hn[roots], "left")
+    hi = np.searchsorted(sorted_h, hn[roots], "right")
+    scale = m / n
+    # biggest subtrees first, so that a large moved block wins over its own pieces
+    for k in np.argsort(-sn[roots], kind="stable").tolist():
+        r = int(roots[k])
+        if out[r] >= 0:
+            continue
+        cands = order[lo[k] : hi[k]]
+        cands = cands[~used[cands]]
+        if cands.size == 0:
+            continue
+        pick = int(cands[np.argmin(np.abs(cands - r * scale))]) if cands.size > 1 else int(cands[0])
+        size = int(sn[r])
+        if out[r : r + size].max() >= 0 or used[pick : pick + size].any():
+            continue  # overlaps a block already matched
+        out[r : r + size] = np.arange(pick, pick + size)
+        used[pick : pick + size] = True
+    out[0] = out[0] if out[0] >= 0 else 0  # the roots always correspond
+    used[out[0]] = True
+    # bottom-up: an unmatched parent follows the old parent most of its matched children had
+    for _ in range(64):
+        child = np.flatnonzero((out >= 0) & (pn >= 0))
+        child = child[out[pn[child]] < 0]
+        if child.size == 0:
+            break
+        want_old = po[out[child]]
+        keep = want_old >= 0
+        child, want_old = child[keep], want_old[keep]
+        newp = pn[child]
+        pairs = np.unique(np.stack([newp, want_old], axis=1), axis=0, return_counts=True)
+        (pairs_np, counts) = pairs
+        if not len(pairs_np):
+            break
+        # per new parent, its most voted old parent (ties: the first)
+        best = np.lexsort((-counts, pairs_np[:, 0]))
+        pairs_np = pairs_np[best]
+        first = np.ones(len(pairs_np), dtype=bool)
+        first[1:] = pairs_np[1:, 0] != pairs_np[:-1, 0]
+        cand = pairs_np[first]
+        ok = (~used[cand[:, 1]]) & (old.kind[cand[:, 1]] == new.kind[cand[:, 0]])
+        cand = cand[ok]
+        _, once = np.unique(cand[:, 1], return_index=True)  # one new parent per old one
+        cand = cand[np.sort(once)]
+        if not len(cand):
+            break
+        out[cand[:, 0]] = cand[:, 1]
+        used[cand[:, 1]] = True
+    return out
+
+
+def assign(old_ids: np.ndarray, matched: np.ndarray, next_id: int) -> tuple[np.ndarray, int]:
+    """New ids: the old id of a matched node, else fresh ones from `next_id` in preorder."""
+    ids = np.where(matched >= 0, old_ids[np.maximum(matched, 0)], -1).astype(np.int64)
+    fresh = ids < 0
+    count = int(fresh.sum())
+    ids[fresh] = np.arange(next_id, next_id + count)
+    return ids, next_id + count
+
+
+def pack_runs(ids: np.ndarray) -> bytes:
+    """Ids as runs of consecutive values: LEB128 (count, then per run: length, zigzag
+    start delta from the previous run's end)."""
+    from .codec import varint
+
+    if len(ids) == 0:
+        return b""
+    ids = ids.astype(np.int64)
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.concatenate((starts, [len(ids)])))
+    first = ids[starts]
+    prev_end = np.concatenate(([0], first[:-1] + lengths[:-1]))
+    body = np.stack([lengths, varint.zigzag(first - prev_end).astype(np.int64)], axis=1).ravel()
+    return varint.encode(np.concatenate(([len(starts)], body)).astype(np.uint64))
+
+
+def unpack_runs(data: bytes) -> np.ndarray:
+    from .codec import varint
+
+    if not data:
+        return np.zeros(0, dtype=np.int64)
+    from .store.journal import _read_leb
+
+    count, pos = _read_leb(data, 0)
+    vals = varint.decode(data[pos:], 2 * count).astype(np.int64)
+    lengths = vals[0::2]
+    deltas = varint.unzigzag(vals[1::2].astype(np.uint64))
+    ends = np.cumsum(lengths)
+    # firsts[k] = prev_end + delta, prev_end = firsts[k-1] + lengths[k-1]: a prefix sum
+    firsts = np.cumsum(deltas + np.concatenate(([0], lengths[:-1])))
+    offsets = np.arange(int(ends[-1])) - np.repeat(ends - lengths, lengths)
+    return np.repeat(firsts, lengths) + offsets
