@@ -201,6 +201,7 @@ class LiveWriter:
         self.seq = seq
         self.root = meta.get("root") or ""
         self.dicts = indexer._store_dictionaries(store)
+        self.cat.symbols.begin_bulk()  # text -> id of the recent symbols kept in memory
         self._checkpointing = False
         self.stats = {"updates": 0, "edits": 0, "removes": 0, "commits": 0, "checkpoints": 0}
 
@@ -689,3 +690,4 @@ class LiveWriter:
         finally:
             self.journal.close()
             self.live.clear()
+            self.cat.symbols.end_bulk()

@@ -16,62 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .columns import HAS_CHILDREN, Columns
-
-_B = np.uint64(0x100000001B3)  # odd: invertible modulo 2^64
-_BINV = np.uint64(pow(int(_B), -1, 1 << 64))
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _powers(base: np.uint64, n: int) -> np.ndarray:
-    out = np.empty(n + 1, dtype=np.uint64)
-    out[0] = 1
-    if n:
-        out[1:] = base
-        with np.errstate(over="ignore"):
-            np.cumprod(out[1:], out=out[1:])
-    return out
-
-
-def _prefix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Polynomial prefix hashes P[k] = sum_{j<k} v[j] B^(k-1-j) (mod 2^64), and B^k."""
-    n = len(values)
-    with np.errstate(over="ignore"):
-        inv = _powers(_BINV, n)[:n]
-        acc = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(values.astype(np.uint64) * inv, out=acc[1:])
-        pw = _powers(_B, n)
-        prefix = np.zeros(n + 1, dtype=np.uint64)
-        prefix[1:] = acc[1:] * pw[:n]
-    return prefix, pw
-
-
-def _span(prefix: np.ndarray, pw: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return prefix[end] - prefix[start] * pw[end - start]
+from .columns import Columns
 
 
 def subtree_hashes(cols: Columns, source: bytes) -> np.ndarray:
     """Per node, a 64-bit hash of its subtree: kinds, fields, shape and leaf texts in preorder
-    (equal subtrees hash equal wherever they are)."""
-    n = len(cols)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint64)
-    text = np.frombuffer(source, dtype=np.uint8)
-    tprefix, tpw = _prefix(text + np.uint64(1) if len(text) else text)
-    leaf = (cols.flags & HAS_CHILDREN) == 0
-    start = cols.start.astype(np.int64)
-    end = cols.end.astype(np.int64)
-    with np.errstate(over="ignore"):
-        leaf_text = np.where(leaf, _span(tprefix, tpw, start, np.maximum(start, end)),
-                             np.uint64(0))  # fmt: skip
-        token = (cols.kind.astype(np.uint64) * _MIX
-                 ^ (cols.field.astype(np.uint64) << np.uint64(20))
-                 ^ (cols.size.astype(np.uint64) << np.uint64(40))
-                 ^ leaf_text * np.uint64(31)) + np.uint64(1)  # fmt: skip
-    prefix, pw = _prefix(token)
-    idx = np.arange(n, dtype=np.int64)
-    return _span(prefix, pw, idx, idx + cols.size.astype(np.int64))
+    (equal subtrees hash equal wherever they are); one C pass."""
+    from . import _native
+
+    c = np.ascontiguousarray
+    out = _native.subtree_hashes(
+        c(cols.kind, np.uint16), c(cols.field, np.uint16), c(cols.flags, np.uint8),
+        c(cols.size, np.int64), c(cols.start, np.uint32), c(cols.end, np.uint32), source)
+    return np.frombuffer(out, dtype=np.uint64)
 
 
 def _parents(size: np.ndarray) -> np.ndarray:
@@ -84,40 +41,21 @@ def _parents(size: np.ndarray) -> np.ndarray:
 
 def match(old: Columns, old_src: bytes, new: Columns, new_src: bytes) -> np.ndarray:
     """For each node of `new`, the index of its matched node in `old`, or -1."""
+    from . import _native
+
     n, m = len(new), len(old)
-    out = np.full(n, -1, dtype=np.int64)
     if not n or not m:
-        return out
+        return np.full(n, -1, dtype=np.int64)
     ho, hn = subtree_hashes(old, old_src), subtree_hashes(new, new_src)
     so, sn = old.size.astype(np.int64), new.size.astype(np.int64)
     po, pn = _parents(so), _parents(sn)
-    # top-down: candidate roots are new nodes whose subtree occurs in old and whose parent's
-    # does not (a parent that occurs takes its whole subtree with it)
-    present = np.isin(hn, ho)
-    roots = np.flatnonzero(present & ~np.where(pn >= 0, present[np.maximum(pn, 0)], False))
-    order = np.argsort(ho, kind="stable")
-    sorted_h = ho[order]
+    # top-down (C): largest identical subtrees first, each to the nearest unused occurrence
+    out = np.frombuffer(_native.match_top(hn, sn, pn, ho, so), dtype=np.int64).copy()
     used = np.zeros(m, dtype=bool)
-    lo = np.searchsorted(sorted_h, hn[roots], "left")
-    hi = np.searchsorted(sorted_h, hn[roots], "right")
-    scale = m / n
-    # biggest subtrees first, so that a large moved block wins over its own pieces
-    for k in np.argsort(-sn[roots], kind="stable").tolist():
-        r = int(roots[k])
-        if out[r] >= 0:
-            continue
-        cands = order[lo[k] : hi[k]]
-        cands = cands[~used[cands]]
-        if cands.size == 0:
-            continue
-        pick = int(cands[np.argmin(np.abs(cands - r * scale))]) if cands.size > 1 else int(cands[0])
-        size = int(sn[r])
-        if out[r : r + size].max() >= 0 or used[pick : pick + size].any():
-            continue  # overlaps a block already matched
-        out[r : r + size] = np.arange(pick, pick + size)
-        used[pick : pick + size] = True
-    out[0] = out[0] if out[0] >= 0 else 0  # the roots always correspond
-    used[out[0]] = True
+    used[out[out >= 0]] = True
+    if out[0] < 0 and not used[0]:  # the roots correspond
+        out[0] = 0
+        used[0] = True
     # bottom-up: an unmatched parent follows the old parent most of its matched children had
     for _ in range(64):
         child = np.flatnonzero((out >= 0) & (pn >= 0))
@@ -127,11 +65,10 @@ def match(old: Columns, old_src: bytes, new: Columns, new_src: bytes) -> np.ndar
         want_old = po[out[child]]
         keep = want_old >= 0
         child, want_old = child[keep], want_old[keep]
-        newp = pn[child]
-        pairs = np.unique(np.stack([newp, want_old], axis=1), axis=0, return_counts=True)
-        (pairs_np, counts) = pairs
-        if not len(pairs_np):
+        keys, counts = np.unique(pn[child] * m + want_old, return_counts=True)
+        if not len(keys):
             break
+        pairs_np = np.stack([keys // m, keys % m], axis=1)
         # per new parent, its most voted old parent (ties: the first)
         best = np.lexsort((-counts, pairs_np[:, 0]))
         pairs_np = pairs_np[best]

@@ -253,6 +253,43 @@ def register(group: click.Group) -> None:
             click.echo(phases_mod.markdown(result))
 
     @group.command()
+    @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path, exists=True),
+                  default=None, help="The bench corpus (default ~/.cache/cstvault/corpus).")
+    @click.option("--store", "store_dir", type=click.Path(path_type=Path), default=None,
+                  help="The corpus's store, for the unchanged re-index (else not measured).")
+    @click.option("--work", type=click.Path(path_type=Path), default=None,
+                  help="Scratch directory (default: a temporary one, removed).")
+    @click.option("--edits", type=int, default=400, show_default=True)
+    @click.option("--updates", type=int, default=200, show_default=True)
+    @click.option("--trials", type=int, default=100, show_default=True,
+                  help="Crash trials (SIGKILL at random moments and at fault points).")
+    @click.option("--memory-edits", type=int, default=10_000, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def live(corpus_dir: Path | None, store_dir: Path | None, work: Path | None, edits: int,
+             updates: int, trials: int, memory_edits: int, as_json: bool) -> None:  # fmt: skip
+        """Per-file writes on real edits: release replays, updates seen by a reader, a typed
+        stream (group commit and fsync per edit), watch latency, crash trials, re-index of
+        an unchanged tree, RSS with live trees."""
+        import tempfile
+
+        from . import corpus as corpus_mod
+        from . import live as live_mod
+
+        corpus = corpus_dir or corpus_mod.DEFAULT_DIR / "corpus"
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="cstvault-live-") as tmp:
+            result = live_mod.run(work or Path(tmp) / "work", corpus, store_dir, edits=edits,
+                                  updates=updates, trials=trials, memory_edits=memory_edits,
+                                  log=lambda m: err.print(m, style="dim"))  # fmt: skip
+        _stamp(result, "live", t0)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            for k, v in result.items():
+                if k != "machine":
+                    click.echo(f"{k:38s} {v}")
+
+    @group.command()
     @click.argument("paths", nargs=-1, type=click.Path(exists=True), required=True)
     @click.option("--json", "as_json", is_flag=True)
     def codec(paths: tuple[str, ...], as_json: bool) -> None:

@@ -122,6 +122,6 @@ PyObject *find_path(PyObject *self, PyObject *args);
 PyObject *line_starts(PyObject *self, PyObject *arg);
 PyObject *points(PyObject *self, PyObject *args);
 PyObject *definition_rows(PyObject *self, PyObject *args);
-extern PyMethodDef query_methods[], colquery_methods[], live_methods[];
+extern PyMethodDef query_methods[], colquery_methods[], live_methods[], stable_methods[];
 
 #endif

@@ -267,7 +267,8 @@ class SymbolTable:
             marks = ",".join("?" * len(chunk))
             info.update(self.db.execute(
                 f"SELECT text, id FROM symbols WHERE text IN ({marks})", chunk))  # fmt: skip
-        if len(info) < len(texts) and self.db.execute(
+        # in a bulk run the cache already holds every recent text (begin_bulk loaded them)
+        if len(info) < len(texts) and self._cache is None and self.db.execute(
             "SELECT 1 FROM symbol_texts LIMIT 1"
         ).fetchone():
             fresh = self._new_texts()
