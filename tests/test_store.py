@@ -354,3 +354,29 @@ def test_segment_reader_reopens_a_segment_whose_id_was_reused(tmp_path):
     with pytest.raises(CorruptRecord, match="truncated"):
         reader.read(b[0], b[1], b[2] + 100, b[3])
     reader.close()
+
+
+def test_native_crc32c_is_the_crc32c_packages_both_ways():
+    import os as _os
+
+    import crc32c as _crc
+
+    from cstvault import _native
+
+    for n in (0, 1, 3, 7, 8, 9, 63, 64, 65, 1000, 4097):
+        data = _os.urandom(n)
+        want = _crc.crc32c(data)
+        assert _native.crc32c(data) == want == _native.crc32c_table(data)
+        half = n // 2
+        assert _native.crc32c(data[half:], _native.crc32c(data[:half])) == want
+        assert _native.crc32c_table(data[half:], _native.crc32c_table(data[:half])) == want
+
+
+def test_checked_stats_leaves_out_a_damaged_row():
+    from cstvault import _native
+    from cstvault.store.catalog import row_check
+
+    rows = [("a.py", 10, 5, 1, row_check("a.py", 1, 10, 5)),
+            ("b\udcff.py", 3, 4, 2, row_check("b\udcff.py", 2, 3, 4)),
+            ("c.py", 7, 8, 3, row_check("c.py", 3, 7, 8) ^ 1)]  # fmt: skip
+    assert _native.checked_stats(rows) == {"a.py": (10, 5), "b\udcff.py": (3, 4)}

@@ -75,8 +75,11 @@ def names() -> list[str]:
 
 def detect(path: str | os.PathLike[str]) -> str | None:
     """Language name for a path by its extension, or None when unsupported."""
-    ext = os.path.splitext(os.fspath(path))[1].lower()
-    return BY_EXTENSION.get(ext)
+    p = path if isinstance(path, str) else os.fspath(path)
+    dot = p.rfind(".")
+    if dot <= 0 or "/" in p[dot:] or p[dot - 1] == "/":  # no extension, or a dotfile
+        return None
+    return BY_EXTENSION.get(p[dot:].lower())
 
 
 @cache

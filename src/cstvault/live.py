@@ -61,11 +61,15 @@ class LiveFile:
     pending: list = field(default_factory=list)  # versions journaled, not yet committed
     nodes: int = 0
     newlines: np.ndarray | None = None  # offsets of the text's newlines (points of edits)
+    ids: tuple | None = None  # (stable.Side, ids, next id) of `record_version`
 
     @property
     def nbytes(self) -> int:
         nl = self.newlines.nbytes if self.newlines is not None else 0
-        return len(self.source) + len(self.record) + self.nodes * LIVE_NODE_BYTES + nl
+        ids = 0
+        if self.ids is not None:  # hashes, sizes, parents, kinds and ids: 34 bytes a node
+            ids = sum(a.nbytes for a in (*self.ids[0].__getstate__(), self.ids[1]))
+        return len(self.source) + len(self.record) + self.nodes * LIVE_NODE_BYTES + nl + ids
 
     def lines(self) -> np.ndarray:
         if self.newlines is None:
@@ -182,6 +186,8 @@ class LiveWriter:
         self.live_bytes = live_bytes if live_bytes is not None else \
             int(store.config.max_memory_mb * 1024 * 1024 * 0.25)  # fmt: skip
         self.live: OrderedDict[str, LiveFile] = OrderedDict()
+        self._live_sizes: dict[str, int] = {}
+        self._live_total = 0
         self.dirty: dict[str, LiveFile] = {}
         self.unsynced: list[jn.Entry] = []
         self.first_pending = 0.0
@@ -254,7 +260,6 @@ class LiveWriter:
         """The file's live state, made from the store (one full parse) when not held."""
         lf = self.live.get(rel)
         if lf is not None:
-            self.live.move_to_end(rel)
             return lf
         cur = self._current(rel)
         if cur is None:
@@ -269,18 +274,23 @@ class LiveWriter:
         return lf
 
     def _hold(self, lf: LiveFile) -> None:
+        """Keep `lf` (most recent last), letting the least recent go past the live budget;
+        the total is kept as files come and go (each file's size taken when it is held)."""
+        self._live_total -= self._live_sizes.pop(lf.path, 0)
+        self.live.pop(lf.path, None)
+        size = lf.nbytes
         self.live[lf.path] = lf
-        self.live.move_to_end(lf.path)
-        total = sum(f.nbytes for f in self.live.values())
-        while total > self.live_bytes and len(self.live) > 1:
-            path, old = next(iter(self.live.items()))
+        self._live_sizes[lf.path] = size
+        self._live_total += size
+        while self._live_total > self.live_bytes and len(self.live) > 1:
+            path = next(iter(self.live))
             if path in self.dirty:  # commit before letting its tree go
                 self._commit_group()
             self.live.pop(path)
-            total -= old.nbytes
+            self._live_total -= self._live_sizes.pop(path)
 
     def live_summary(self) -> dict:
-        return {"files": len(self.live), "bytes": sum(f.nbytes for f in self.live.values()),
+        return {"files": len(self.live), "bytes": self._live_total,
                 "budget_bytes": self.live_bytes}  # fmt: skip
 
     # the three writes
@@ -317,14 +327,16 @@ class LiveWriter:
             prev["prev_version"] = version
             prev["prev_text"] = lf.source if lf is not None and lf.version == version else \
                 self.store._source(blob, rel)  # fmt: skip
-            prev["prev_record"] = lf.record if lf is not None and lf.record_version == version \
-                else self.store._frame(blob.tree, "tree record", rel, blob.tree_dict)  # fmt: skip
+            held = lf is not None and lf.record_version == version
+            prev["prev_record"] = lf.record if held else \
+                self.store._frame(blob.tree, "tree record", rel, blob.tree_dict)  # fmt: skip
+            prev["prev_ids"] = lf.ids if held else None
         version = self._next_version(rel, cur)
         entry_args = self._materialize(rel, language, source, size, mtime, parsed, version,
                                        **prev)  # fmt: skip
         self._write(jn.UPDATE, entry_args)
         new = LiveFile(rel, language, source, cap, version, entry_args[2], version, source,
-                       (size, mtime), nodes=len(parsed[0]))  # fmt: skip
+                       (size, mtime), nodes=len(parsed[0]), ids=entry_args[3])  # fmt: skip
         self._hold(new)
         self.stats["updates"] += 1
         self._commit_if_due(force=self.durability == "commit")
@@ -337,7 +349,9 @@ class LiveWriter:
         cur = self._current(rel)
         if cur is None:
             raise KeyError(f"{rel} is not in the store")
-        self.live.pop(rel, None)
+        if rel in self.live:
+            self.live.pop(rel)
+            self._live_total -= self._live_sizes.pop(rel)
         self._write(jn.REMOVE, ((cur[1], now_ms()), (rel.encode("utf-8", "surrogateescape"),)))
         self.stats["removes"] += 1
         self._commit_if_due(force=self.durability == "commit")
@@ -372,9 +386,11 @@ class LiveWriter:
             args = self._materialize(
                 rel, lf.language, new, len(new), -1, parsed, version, prev_version=lf.version,
                 prev_text=old, prev_record=lf.record if lf.record_version == lf.version else None,
-                edit=(start_byte, old_end_byte, new_end_byte), old_text=old_text)
+                edit=(start_byte, old_end_byte, new_end_byte), old_text=old_text,
+                prev_ids=lf.ids if lf.record_version == lf.version else None)
             self._write(jn.UPDATE, args)
             lf.record, lf.record_version, lf.record_source = args[2], version, new
+            lf.ids = args[3]
         else:
             lines = len(after) + (1 if new and new[-1] != 10 else 0)
             ints = (version, start_byte, old_end_byte, new_end_byte, len(new), lines,
@@ -408,7 +424,8 @@ class LiveWriter:
     def _materialize(self, rel, language, source, size, mtime, parsed, version, *,
                      prev_version: int = -1, prev_text: bytes | None = None,
                      prev_record: bytes | None = None, prev_record_text: bytes | None = None,
-                     edit=None, old_text: bytes = b"") -> tuple:  # fmt: skip
+                     edit=None, old_text: bytes = b"",
+                     prev_ids: tuple | None = None) -> tuple:  # fmt: skip
         """An UPDATE entry's (ints, blobs) and the new tree record, for `version` of `rel`.
         The entry carries the delta of the version it supersedes (`prev_version`): of its
         text when `prev_text` is given (for an edit: the inverse edit), of its tree when
@@ -427,12 +444,12 @@ class LiveWriter:
                 pkind, src_delta = vs.ZSTD, vs.patch_from(prev_text, source)
         if prev_record:
             tree_of, tree_delta = prev_version, vs.patch_from(prev_record, record)
-        ids, next_id = b"", -1
+        ids, next_id, mine = b"", -1, None
         if prev_record:  # stable ids: this version's nodes matched to those of prev_version
             before = prev_record_text if prev_record_text is not None else prev_text
             if before is not None:
-                ids, next_id = self._stable_ids(rel, prev_version, decode(prev_record), before,
-                                                parsed[0], source)  # fmt: skip
+                ids, next_id, mine = self._stable_ids(rel, prev_version, prev_record, before,
+                                                      parsed[0], source, prev_ids)  # fmt: skip
         start, old_end, new_end = edit if edit is not None else (-1, -1, -1)
         ints = (version, size, mtime, enc.lines, enc.nodes, enc.level, *enc.dicts,
                 signed32(crc32c.crc32c(source)), now_ms(), start, old_end, new_end,
@@ -441,19 +458,25 @@ class LiveWriter:
                  b"" if exists else enc.tree, b"" if exists else enc.source,
                  _pack_symbols(enc.symbols), enc.definitions, enc.kinds, src_delta, tree_delta,
                  ids)  # fmt: skip
-        return ints, blobs, record
+        return ints, blobs, record, mine
 
-    def _stable_ids(self, rel: str, prev_version: int, prev_cols, prev_text: bytes, cols,
-                    source: bytes) -> tuple[bytes, int]:  # fmt: skip
-        """(packed ids, next free id) of a new version, from the previous one's ids."""
-        got = vs.ids_of(self.cat.db, rel, prev_version)
-        if got is not None and got[0] is not None:
-            old_ids, next_id = stable.unpack_runs(got[0]), int(got[1])
-        else:  # its first version: ids are preorder indexes
-            old_ids, next_id = np.arange(len(prev_cols), dtype=np.int64), len(prev_cols)
-        matched = stable.match(prev_cols, prev_text, cols, source)
-        ids, next_id = stable.assign(old_ids, matched, next_id)
-        return stable.pack_runs(ids), next_id
+    def _stable_ids(self, rel: str, prev_version: int, prev_record: bytes, prev_text: bytes,
+                    cols, source: bytes,
+                    prev_ids: tuple | None) -> tuple[bytes, int, tuple]:  # fmt: skip
+        """(packed ids, next free id, (Side, ids, next id)) of a new version, from the
+        previous one's ids (`prev_ids`: its (Side, ids, next id) when the writer holds them)."""
+        if prev_ids is None:
+            prev_cols = decode(prev_record)
+            got = vs.ids_of(self.cat.db, rel, prev_version)
+            if got is not None and got[0] is not None:
+                old_ids, next_id = stable.unpack_runs(got[0]), int(got[1])
+            else:  # its first version: ids are preorder indexes
+                old_ids, next_id = np.arange(len(prev_cols), dtype=np.int64), len(prev_cols)
+            prev_ids = (stable.Side(prev_cols, prev_text), old_ids, next_id)
+        side = stable.Side(cols, source)
+        matched = stable.match(prev_ids[0], None, side, None)
+        ids, next_id = stable.assign(prev_ids[1], matched, prev_ids[2])
+        return stable.pack_runs(ids), next_id, (side, ids, next_id)
 
     def _write(self, kind: int, args: tuple) -> None:
         self.seq += 1
@@ -483,9 +506,11 @@ class LiveWriter:
             args = self._materialize(
                 rel, lf.language, lf.source, len(lf.source), -1, parsed, lf.version,
                 prev_version=base, prev_record=lf.record if lf.record_version == base else None,
-                prev_record_text=lf.record_source)
+                prev_record_text=lf.record_source,
+                prev_ids=lf.ids if lf.record_version == base else None)
             self._write(jn.UPDATE, args)
             lf.record, lf.record_version, lf.record_source = args[2], lf.version, lf.source
+            lf.ids = args[3]
             lf.pending = []
         self.dirty.clear()
         if not self.unsynced:
@@ -502,7 +527,10 @@ class LiveWriter:
             self.checkpoint()
 
     # applying entries to the catalog (commit and replay)
-    def apply(self, entries: list[jn.Entry]) -> None:
+    def apply(self, entries: list[jn.Entry], before_commit=None) -> None:
+        """Apply entries in one catalog transaction; `before_commit` (waiting for the
+        journal's fsync) runs just before COMMIT: an entry is durable before the
+        transaction that applies it."""
         cat = self.cat
         cat.db.execute("PRAGMA synchronous=NORMAL")  # the journal is the durable copy
         try:
@@ -516,6 +544,8 @@ class LiveWriter:
                     self._apply_remove(e)
             last = entries[-1]
             cat.set_meta("journal", f"{self.journal.seg_id} {last.end} {last.seq}")
+            if before_commit is not None:
+                before_commit()
             cat.commit()
         except BaseException:
             if cat.db.in_transaction:
@@ -690,4 +720,6 @@ class LiveWriter:
         finally:
             self.journal.close()
             self.live.clear()
+            self._live_sizes.clear()
+            self._live_total = 0
             self.cat.symbols.end_bulk()

@@ -39,16 +39,33 @@ def _parents(size: np.ndarray) -> np.ndarray:
     return np.frombuffer(parent, dtype=np.int32).astype(np.int64)
 
 
-def match(old: Columns, old_src: bytes, new: Columns, new_src: bytes) -> np.ndarray:
-    """For each node of `new`, the index of its matched node in `old`, or -1."""
+class Side:
+    """What matching needs of one version: subtree hashes, sizes, parents and kinds."""
+
+    __slots__ = ("hashes", "size", "parent", "kind")
+
+    def __init__(self, cols: Columns, source: bytes):
+        self.hashes = subtree_hashes(cols, source)
+        self.size = np.ascontiguousarray(cols.size, dtype=np.int64)
+        self.parent = _parents(self.size) if len(cols) else np.zeros(0, dtype=np.int64)
+        self.kind = np.asarray(cols.kind)
+
+    def __getstate__(self) -> tuple:
+        return self.hashes, self.size, self.parent, self.kind
+
+
+def match(old: Columns | Side, old_src: bytes | None, new: Columns | Side,
+          new_src: bytes | None) -> np.ndarray:  # fmt: skip
+    """For each node of `new`, the index of its matched node in `old`, or -1 (columns and
+    their texts, or `Side`s made from them)."""
     from . import _native
 
-    n, m = len(new), len(old)
+    a = old if isinstance(old, Side) else Side(old, old_src)
+    b = new if isinstance(new, Side) else Side(new, new_src)
+    n, m = len(b.size), len(a.size)
     if not n or not m:
         return np.full(n, -1, dtype=np.int64)
-    ho, hn = subtree_hashes(old, old_src), subtree_hashes(new, new_src)
-    so, sn = old.size.astype(np.int64), new.size.astype(np.int64)
-    po, pn = _parents(so), _parents(sn)
+    ho, hn, so, sn, po, pn = a.hashes, b.hashes, a.size, b.size, a.parent, b.parent
     # top-down (C): largest identical subtrees first, each to the nearest unused occurrence
     out = np.frombuffer(_native.match_top(hn, sn, pn, ho, so), dtype=np.int64).copy()
     used = np.zeros(m, dtype=bool)
@@ -75,7 +92,7 @@ def match(old: Columns, old_src: bytes, new: Columns, new_src: bytes) -> np.ndar
         first = np.ones(len(pairs_np), dtype=bool)
         first[1:] = pairs_np[1:, 0] != pairs_np[:-1, 0]
         cand = pairs_np[first]
-        ok = (~used[cand[:, 1]]) & (old.kind[cand[:, 1]] == new.kind[cand[:, 0]])
+        ok = (~used[cand[:, 1]]) & (a.kind[cand[:, 1]] == b.kind[cand[:, 0]])
         cand = cand[ok]
         _, once = np.unique(cand[:, 1], return_index=True)  # one new parent per old one
         cand = cand[np.sort(once)]

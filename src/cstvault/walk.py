@@ -99,50 +99,70 @@ def _link(entry: os.DirEntry, walk: _Walk) -> tuple[str, str | None]:
     return kind, None
 
 
+def _entries(directory: str) -> list[os.DirEntry] | None:
+    try:
+        return sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return None
+
+
 def _walk(
     directory: str, real_dir: str, specs: list[tuple[str, pathspec.GitIgnoreSpec]], walk: _Walk
 ) -> Iterator[tuple[str, str, os.stat_result | None]]:
     """The files under `directory`, whose real path is `real_dir` (a subdirectory that is
-    not a link is its parent's real path and its name: no `realpath` per directory)."""
+    not a link is its parent's real path and its name: no `realpath` per directory), depth
+    first in name order; an explicit stack, so a file is not passed up through a generator
+    per directory level."""
+    detect = languages.detect
     spec = _load_ignore(directory)
     if spec is not None:
         specs = [*specs, (directory, spec)]
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError:
+    entries = _entries(directory)
+    if entries is None:
         return
-    for entry in entries:
-        path = entry.path
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            is_file = entry.is_file(follow_symlinks=False)
-            link = entry.is_symlink()
-            if link:
-                kind, reason = _link(entry, walk)
-                if reason is not None:
-                    wanted = kind == "dir" or languages.detect(entry.name) is not None
-                    if wanted and entry.name not in ALWAYS_SKIPPED and not _ignored(
-                        specs, path, kind == "dir"
-                    ):
-                        walk.skipped(Path(path), reason)
-                    continue
-                is_dir, is_file = kind == "dir", kind == "file"
-        except OSError:
-            continue
-        if is_dir:
-            if entry.name in ALWAYS_SKIPPED or _ignored(specs, path, True):
+    stack = [(iter(entries), real_dir, specs)]
+    while stack:
+        it, real_dir, specs = stack[-1]
+        for entry in it:
+            path = entry.path
+            try:
+                link = entry.is_symlink()
+                if link:
+                    kind, reason = _link(entry, walk)
+                    if reason is not None:
+                        wanted = kind == "dir" or detect(entry.name) is not None
+                        if wanted and entry.name not in ALWAYS_SKIPPED and not _ignored(
+                            specs, path, kind == "dir"
+                        ):
+                            walk.skipped(Path(path), reason)
+                        continue
+                    is_dir, is_file = kind == "dir", kind == "file"
+                else:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    is_file = not is_dir and entry.is_file(follow_symlinks=False)
+            except OSError:
                 continue
-            real = os.path.realpath(path) if link else os.path.join(real_dir, entry.name)
-            walk.seen.add(real)
-            yield from _walk(path, real, specs, walk)
-        elif is_file:
-            lang = languages.detect(entry.name)
-            if lang and not _ignored(specs, path, False):
-                try:
-                    st = entry.stat()  # follows a link; cached by the entry
-                except OSError:
-                    st = None
-                yield path, lang, st
+            if is_dir:
+                if entry.name in ALWAYS_SKIPPED or (specs and _ignored(specs, path, True)):
+                    continue
+                real = os.path.realpath(path) if link else os.path.join(real_dir, entry.name)
+                walk.seen.add(real)
+                sub = _entries(path)
+                if sub is None:
+                    continue
+                spec = _load_ignore(path)
+                stack.append((iter(sub), real, [*specs, (path, spec)] if spec else specs))
+                break  # descend: this directory's iterator resumes after it
+            if is_file:
+                lang = detect(entry.name)
+                if lang and not (specs and _ignored(specs, path, False)):
+                    try:
+                        st = entry.stat()  # follows a link; cached by the entry
+                    except OSError:
+                        st = None
+                    yield path, lang, st
+        else:
+            stack.pop()
 
 
 class Ignored:

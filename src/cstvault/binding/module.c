@@ -66,7 +66,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (!m || PyModule_AddFunctions(m, query_methods) < 0 ||
         PyModule_AddFunctions(m, colquery_methods) < 0 ||
         PyModule_AddFunctions(m, live_methods) < 0 ||
-        PyModule_AddFunctions(m, stable_methods) < 0)
+        PyModule_AddFunctions(m, stable_methods) < 0 ||
+        PyModule_AddFunctions(m, crc_methods) < 0)
         return NULL;
     ts_set_allocator(PyMem_Malloc, PyMem_Calloc, PyMem_Realloc, PyMem_Free);
     Corrupt = PyErr_NewException("cstvault._native.CorruptRecord", PyExc_ValueError, NULL);

@@ -122,6 +122,9 @@ PyObject *find_path(PyObject *self, PyObject *args);
 PyObject *line_starts(PyObject *self, PyObject *arg);
 PyObject *points(PyObject *self, PyObject *args);
 PyObject *definition_rows(PyObject *self, PyObject *args);
-extern PyMethodDef query_methods[], colquery_methods[], live_methods[], stable_methods[];
+extern PyMethodDef query_methods[], colquery_methods[], live_methods[], stable_methods[],
+    crc_methods[];
+/* crc.c: CRC32C continuing from `value` (0 to start), hardware where the CPU has it */
+uint32_t crc32c_update(uint32_t value, const void *data, size_t n);
 
 #endif
