@@ -205,7 +205,7 @@ def test_a_damaged_entry_in_the_middle_stops_replay_there(root, monkeypatch):
 
     s = cstvault.open(root, write=True)
     w = s.live_writer()
-    monkeypatch.setattr(live.LiveWriter, "apply", lambda self, entries: None)  # a crash
+    monkeypatch.setattr(live.LiveWriter, "apply", lambda self, entries, **_: None)  # a crash
     for k in range(3):
         s.update("a.py", A + b"# %d\n" % k)
     w.unsynced = []

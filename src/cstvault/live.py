@@ -516,9 +516,13 @@ class LiveWriter:
         if not self.unsynced:
             return
         faults.point("live.journal_written")
-        self.journal.sync()
-        faults.point("live.journaled")
-        self.apply(self.unsynced)
+        synced = self.journal.sync_started()  # the transaction is built while it runs
+
+        def durable() -> None:
+            synced()
+            faults.point("live.journaled")
+
+        self.apply(self.unsynced, before_commit=durable)
         faults.point("live.committed")
         self.unsynced = []
         self.first_pending = 0.0
@@ -638,6 +642,8 @@ class LiveWriter:
         """Apply the journal's entries past the applied point (after a crash). A torn or
         damaged entry ends the replay: it and everything after it are set aside
         (`<journal>.rejected-<time>`) and reported."""
+        self.journal.unsynced = 1  # what a crashed process wrote may be in the page cache only
+        self.journal.sync()
         sc = jn.scan(self.journal.path, self.applied)
         todo = [e for e in sc.entries if e.seq > self._applied_seq()]
         report = {"replayed": len(todo), "dropped_bytes": sc.dropped_bytes, "damage": sc.damage,

@@ -5,9 +5,9 @@ keeps the id of the old node it is matched to; unmatched nodes get fresh ids, ab
 used so far. Matching, in the manner of GumTree: (1) top-down, the largest subtrees whose
 structural hash (kinds, shapes and leaf texts, not positions) occurs in the old tree are
 matched, whole, to an unused occurrence (the one nearest its expected place: moves are found);
-(2) bottom-up, an unmatched node whose matched children mostly came from one old parent of
-its kind is matched to that parent, round after round up the tree. All of it is numpy over
-the columns: no Python object per node.
+(2) bottom-up, children before parents, an unmatched node whose matched children mostly came
+from one old parent of its kind is matched to that parent. Hashing and both passes are C
+over the columns (`binding/stable.c`): no Python object per node.
 
 Ids are stored per version as runs (`pack_runs`): a one-line edit keeps a handful.
 """
@@ -69,37 +69,15 @@ def match(old: Columns | Side, old_src: bytes | None, new: Columns | Side,
     # top-down (C): largest identical subtrees first, each to the nearest unused occurrence
     out = np.frombuffer(_native.match_top(hn, sn, pn, ho, so), dtype=np.int64).copy()
     used = np.zeros(m, dtype=bool)
-    used[out[out >= 0]] = True
+    used[out[out >= 0]] = True  # a bool array: its bytes are the C side's u8 flags
     if out[0] < 0 and not used[0]:  # the roots correspond
         out[0] = 0
         used[0] = True
-    # bottom-up: an unmatched parent follows the old parent most of its matched children had
-    for _ in range(64):
-        child = np.flatnonzero((out >= 0) & (pn >= 0))
-        child = child[out[pn[child]] < 0]
-        if child.size == 0:
-            break
-        want_old = po[out[child]]
-        keep = want_old >= 0
-        child, want_old = child[keep], want_old[keep]
-        keys, counts = np.unique(pn[child] * m + want_old, return_counts=True)
-        if not len(keys):
-            break
-        pairs_np = np.stack([keys // m, keys % m], axis=1)
-        # per new parent, its most voted old parent (ties: the first)
-        best = np.lexsort((-counts, pairs_np[:, 0]))
-        pairs_np = pairs_np[best]
-        first = np.ones(len(pairs_np), dtype=bool)
-        first[1:] = pairs_np[1:, 0] != pairs_np[:-1, 0]
-        cand = pairs_np[first]
-        ok = (~used[cand[:, 1]]) & (a.kind[cand[:, 1]] == b.kind[cand[:, 0]])
-        cand = cand[ok]
-        _, once = np.unique(cand[:, 1], return_index=True)  # one new parent per old one
-        cand = cand[np.sort(once)]
-        if not len(cand):
-            break
-        out[cand[:, 0]] = cand[:, 1]
-        used[cand[:, 1]] = True
+    # bottom-up (C), children before parents: an unmatched node takes the old parent most
+    # of its matched children's partners have, if unused and of its kind
+    used8 = used.view(np.uint8)
+    _native.match_up(out, sn, po, np.ascontiguousarray(b.kind, dtype=np.uint16),
+                     np.ascontiguousarray(a.kind, dtype=np.uint16), used8)  # fmt: skip
     return out
 
 
@@ -126,7 +104,7 @@ def pack_runs(ids: np.ndarray) -> bytes:
     first = ids[starts]
     prev_end = np.concatenate(([0], first[:-1] + lengths[:-1]))
     body = np.stack([lengths, varint.zigzag(first - prev_end).astype(np.int64)], axis=1).ravel()
-    return varint.encode(np.concatenate(([len(starts)], body)).astype(np.uint64))
+    return varint.encode_fast(np.concatenate(([len(starts)], body)).astype(np.uint64))
 
 
 def unpack_runs(data: bytes) -> np.ndarray:

@@ -86,7 +86,7 @@ def pack_definitions(tags: list[Tag]) -> bytes:
         np.array([t.end_byte - t.start_byte for t in defs], dtype=np.int64),
     ], axis=1).ravel()  # fmt: skip
     hashes = bytes(name_hash(t.name) for t in defs)
-    return _HEAD.pack(len(defs), len(head)) + head + hashes + varint.encode(cols)
+    return _HEAD.pack(len(defs), len(head)) + head + hashes + varint.encode_fast(cols)
 
 
 class Definition(NamedTuple):

@@ -139,7 +139,28 @@ fail:
     return NULL;
 }
 
+/* leb128(values: u64 buffer) -> bytes: unsigned LEB128 of each value, concatenated */
+static PyObject *leb128(PyObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_ssize_t n = b.len / 8;
+    const uint64_t *v = b.buf;
+    uint8_t *out;
+    PyObject *res = new_bytes(n * 10, (void **)&out);
+    if (!res) { PyBuffer_Release(&b); return NULL; }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        uint64_t x = v[k];
+        while (x >= 0x80) { out[at++] = (uint8_t)(x | 0x80); x >>= 7; }
+        out[at++] = (uint8_t)x;
+    }
+    PyBuffer_Release(&b);
+    if (_PyBytes_Resize(&res, at) < 0) return NULL;
+    return res;
+}
+
 PyMethodDef crc_methods[] = {
+    {"leb128", leb128, METH_O, "leb128(u64 buffer) -> bytes: LEB128 of each value"},
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, value=0) -> CRC32C (Castagnoli)"},
     {"crc32c_table", py_crc32c_table, METH_VARARGS, "crc32c by the table (tests)"},
     {"crc32c_hardware", py_crc32c_hw, METH_NOARGS, "Whether CRC32C uses the SSE4.2 instruction."},

@@ -3,6 +3,9 @@
  * ranges tree-sitter reports as changed between two such trees. */
 #include "native.h"
 
+#include <errno.h>
+#include <pthread.h>
+
 #define LIVE_CAPSULE "cstvault.TSTree"
 
 /* the runtime's allocator (pymalloc here, PyInit__native): changed ranges are freed with it */
@@ -100,7 +103,60 @@ static PyObject *live_changed_ranges(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* A journal's fdatasync on a thread of its own, so that the writer's catalog work (Python,
+ * holding the GIL) overlaps it; the caller waits for it before its COMMIT. */
+typedef struct {
+    pthread_t thread;
+    int fd, err, started;
+} SyncJob;
+
+static void *sync_run(void *arg) {
+    SyncJob *job = arg;
+    job->err = fdatasync(job->fd) == 0 ? 0 : errno;
+    return NULL;
+}
+
+static void sync_free(PyObject *capsule) {
+    SyncJob *job = PyCapsule_GetPointer(capsule, "cstvault.SyncJob");
+    if (!job) return;
+    if (job->started) pthread_join(job->thread, NULL);
+    PyMem_Free(job);
+}
+
+/* fdatasync_start(fd) -> job: fdatasync(fd) running on a new thread */
+static PyObject *fdatasync_start(PyObject *self, PyObject *arg) {
+    int fd = PyLong_AsLong(arg);
+    if (fd < 0 && PyErr_Occurred()) return NULL;
+    SyncJob *job = PyMem_Calloc(1, sizeof *job);
+    if (!job) return PyErr_NoMemory();
+    job->fd = fd;
+    PyObject *cap = PyCapsule_New(job, "cstvault.SyncJob", sync_free);
+    if (!cap) { PyMem_Free(job); return NULL; }
+    if (pthread_create(&job->thread, NULL, sync_run, job) != 0) {
+        job->err = fdatasync(fd) == 0 ? 0 : errno; /* no thread: do it here */
+    } else {
+        job->started = 1;
+    }
+    return cap;
+}
+
+/* fdatasync_wait(job): wait for it; OSError if fdatasync failed */
+static PyObject *fdatasync_wait(PyObject *self, PyObject *cap) {
+    SyncJob *job = PyCapsule_GetPointer(cap, "cstvault.SyncJob");
+    if (!job) return NULL;
+    if (job->started) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(job->thread, NULL);
+        Py_END_ALLOW_THREADS
+        job->started = 0;
+    }
+    if (job->err) { errno = job->err; return PyErr_SetFromErrno(PyExc_OSError); }
+    Py_RETURN_NONE;
+}
+
 PyMethodDef live_methods[] = {
+    {"fdatasync_start", fdatasync_start, METH_O, "fdatasync_start(fd) -> job (a thread)"},
+    {"fdatasync_wait", fdatasync_wait, METH_O, "fdatasync_wait(job): join; OSError on failure"},
     {"live_parse", live_parse, METH_VARARGS,
      "live_parse(source, language, old=None, query=None, extract=True) -> (tree capsule, "
      "parse_extract tuple or None)"},

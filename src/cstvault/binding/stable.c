@@ -138,7 +138,52 @@ done:
     return out;
 }
 
+/* match_up(out i64 (updated in place), new sizes i64, old parents i64, new kinds u16, old kinds
+ * u16, old used u8 (updated)): bottom-up, children before parents (reverse preorder), an
+ * unmatched new node takes the old parent most of its matched children's partners have
+ * (a majority vote), if that one is unused and of its kind. */
+static PyObject *match_up(PyObject *self, PyObject *args) {
+    Py_buffer b[6];
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "w*y*y*y*y*w*", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]))
+        return NULL;
+    Py_ssize_t n = b[0].len / 8, m = b[2].len / 8;
+    PyObject *res = NULL;
+    if (b[1].len != 8 * n || b[3].len != 2 * n || b[4].len != 2 * m || b[5].len != m) {
+        PyErr_SetString(PyExc_ValueError, "match_up: arrays of different lengths");
+        goto done;
+    }
+    int64_t *out = b[0].buf;
+    const int64_t *sn = b[1].buf, *po = b[2].buf;
+    const uint16_t *kn = b[3].buf, *ko = b[4].buf;
+    uint8_t *used = b[5].buf;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        if (out[i] >= 0 || sn[i] <= 1) continue;
+        /* the old parent of most matched children: Boyer-Moore's majority vote over the
+         * children (one pass; where no parent has a majority, the vote's survivor) */
+        int64_t best = -1, count = 0;
+        Py_ssize_t stop = i + sn[i] > n ? n : i + sn[i];
+        for (Py_ssize_t c = i + 1; c < stop; c += sn[c] > 0 ? sn[c] : 1) {
+            if (out[c] < 0 || out[c] >= m || po[out[c]] < 0) continue;
+            int64_t cand = po[out[c]];
+            if (count == 0) { best = cand; count = 1; }
+            else count += cand == best ? 1 : -1;
+        }
+        if (best >= 0 && !used[best] && ko[best] == kn[i]) {
+            out[i] = best;
+            used[best] = 1;
+        }
+    }
+    res = Py_NewRef(Py_None);
+done:
+    for (int k = 0; k < 6; k++)
+        if (b[k].obj) PyBuffer_Release(&b[k]);
+    return res;
+}
+
 PyMethodDef stable_methods[] = {
+    {"match_up", match_up, METH_VARARGS,
+     "match_up(out, new_sizes, old_parents, new_kinds, old_kinds, used): bottom-up, in place"},
     {"match_top", match_top, METH_VARARGS,
      "match_top(new_hashes, new_sizes, new_parents, old_hashes, old_sizes) -> i64 bytes"},
     {"subtree_hashes", subtree_hashes, METH_VARARGS,

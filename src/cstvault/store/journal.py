@@ -167,6 +167,22 @@ class Journal:
             self.unsynced = 0
         self.synced_at = time.monotonic()
 
+    def sync_started(self):
+        """Start `sync` on a thread of the native module's own (no GIL needed, so Python
+        work overlaps it); returns the function that waits for it and raises its error."""
+        if not self.unsynced:
+            return lambda: None
+        from .. import _native
+
+        job = _native.fdatasync_start(self._fd)
+
+        def wait() -> None:
+            _native.fdatasync_wait(job)
+            self.unsynced = 0
+            self.synced_at = time.monotonic()
+
+        return wait
+
     def truncate(self, size: int) -> None:
         """Cut the journal back to `size` bytes (a failed or torn tail), durably."""
         os.ftruncate(self._fd, size)

@@ -163,7 +163,7 @@ def _blobs(stream: bytes) -> np.ndarray:
 
 
 def _stream(blobs: np.ndarray) -> bytes:
-    return varint.encode(np.diff(blobs, prepend=0))
+    return varint.encode_fast(np.diff(blobs, prepend=0))
 
 
 def _streams(sids: np.ndarray, blobs: np.ndarray) -> tuple[list[int], list[bytes]]:
@@ -182,8 +182,8 @@ def _streams(sids: np.ndarray, blobs: np.ndarray) -> tuple[list[int], list[bytes
 
 def pack_run(sids: np.ndarray, blobs: np.ndarray) -> bytes:
     """(id, blob) pairs sorted by id then blob: id deltas and blob ids, LEB128, CRC32C, zstd."""
-    a = varint.encode(np.diff(sids, prepend=0))
-    return _seal(_RUN.pack(sids.size, len(a)) + a + varint.encode(blobs), LEVEL)
+    a = varint.encode_fast(np.diff(sids, prepend=0))
+    return _seal(_RUN.pack(sids.size, len(a)) + a + varint.encode_fast(blobs), LEVEL)
 
 
 def unpack_run(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +196,7 @@ def unpack_run(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def pack_texts(texts: list[bytes], first: int) -> bytes:
     """Sorted new texts with ids first, first + 1, ...: LEB128 lengths, texts, CRC32C, zstd."""
-    lens = varint.encode(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    lens = varint.encode_fast(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
     return _seal(_TEXTS.pack(len(texts), first, len(lens)) + lens + b"".join(texts), LEVEL)
 
 
