@@ -394,3 +394,30 @@ def test_stable_ids_survive_edits_around_and_moves(root):
         assert len(set(all2)) == len(all2)  # unique within a version
         fresh = [i for i in all2 if i not in all1]
         assert fresh and min(fresh) > max(all1)  # new nodes get ids never used before
+
+
+def test_a_second_writer_waits_with_timeout_then_gets_a_clear_error(root):
+    code = (
+        "import sys, time, cstvault\n"
+        "t0 = time.monotonic()\n"
+        "try:\n"
+        "    cstvault.open(sys.argv[1], write=True, timeout=0.3)\n"
+        "except cstvault.StoreLocked as exc:\n"
+        "    print(round(time.monotonic() - t0, 2), exc)\n"
+    )
+    with cstvault.open(root, write=True):
+        out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True,
+                             text=True, timeout=60).stdout  # fmt: skip
+    waited, _, message = out.partition(" ")
+    assert float(waited) >= 0.3
+    assert "waited 0.3 s" in message and f"pid {os.getpid()}" in message
+
+
+def test_live_trees_count_in_the_memory_budget(root):
+    cfg = cstvault.CacheConfig(max_memory_mb=8)
+    with cstvault.open(root, cfg, write=True) as s:
+        s.apply_edit("a.py", 0, 0, 2, "# ")
+        w = s.live_writer()
+        total = s.config.max_memory_mb * 2**20 + w.live_bytes
+        assert abs(total - 8 * 2**20) < 2  # the RAM tiers and the live tier share 8 MB
+        assert w.live_summary()["bytes"] <= w.live_bytes

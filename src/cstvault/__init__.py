@@ -54,14 +54,18 @@ def parse(source: bytes, language: str) -> Tree:
 
 def open(  # noqa: A001 - the documented entry point
     path: str | os.PathLike[str], config: CacheConfig | None = None, *,
-    write: bool = False, wait: float = 0.0, durability: str = "commit",
+    write: bool = False, wait: float = 0.0, timeout: float | None = None,
+    durability: str = "commit",
     batch_entries: int = 64, batch_ms: float = 20.0, keep_versions: int | None = None,
     keep_version_bytes: int | None = None,
 ) -> Store:  # fmt: skip
     """Open a store (a store directory, or a root holding `.cstvault`) with a cache budget;
-    `write=True` takes the store's writer lock (waiting up to `wait` seconds for another
-    writer, else `StoreLocked`) and allows per-file writes (`Store.update`, `remove`,
-    `apply_edit`; `durability`, `batch_*`, `keep_versions`: see `Store.open`)."""
+    `write=True` takes the store's writer lock (waiting up to `wait` seconds — `timeout` is
+    the same — for another writer, else `StoreLocked`) and allows per-file writes
+    (`Store.update`, `remove`, `apply_edit`; `durability`, `batch_*`, `keep_versions`: see
+    `Store.open`)."""
+    if timeout is not None:
+        wait = timeout
     return Store.open(path, config, write=write, wait=wait, durability=durability,
                       batch_entries=batch_entries, batch_ms=batch_ms,
                       keep_versions=keep_versions,

@@ -183,8 +183,10 @@ class LiveWriter:
         self.durability = durability
         self.batch_entries = batch_entries
         self.batch_ms = batch_ms
+        from .store import LIVE_SHARE
+
         self.live_bytes = live_bytes if live_bytes is not None else \
-            int(store.config.max_memory_mb * 1024 * 1024 * 0.25)  # fmt: skip
+            int(store.config.max_memory_mb * 1024 * 1024 * LIVE_SHARE)  # fmt: skip
         self.live: OrderedDict[str, LiveFile] = OrderedDict()
         self._live_sizes: dict[str, int] = {}
         self._live_total = 0

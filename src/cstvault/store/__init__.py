@@ -33,6 +33,7 @@ __all__ = ["FileRow", "IncompleteStore", "Store", "StoreLocked", "StoreVersionEr
            "open_store"]
 
 CATALOG = "catalog.sqlite"
+LIVE_SHARE = 0.25  # of a writing store's memory budget, for the writer's live trees
 DCTX_CACHE = 8
 SEGMENTS = "segments"
 
@@ -171,6 +172,11 @@ class Store:
                     self.catalog.set_meta(key, value)
                 self.catalog.commit()
             self._live = LiveWriter(self, **opts)
+            # the live trees' share comes out of the same budget: the RAM tiers keep the rest
+            cfg = self.config
+            self.config = CacheConfig(cfg.max_memory_mb * (1 - LIVE_SHARE), cfg.hot_percent,
+                                      cfg.warm_percent, cfg.cold_percent)  # fmt: skip
+            self.cache = TieredCache(self.config)
         return self._live
 
     def update(self, path: str | os.PathLike[str], source: bytes | None = None) -> int:
