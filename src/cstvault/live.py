@@ -17,6 +17,7 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from stat import S_ISDIR
 
 import crc32c
 import numpy as np
@@ -237,14 +238,17 @@ class LiveWriter:
         path = os.path.join(self.root, rel)
         for _ in range(3):  # a file rewritten while read is read again
             try:
-                with open(path, "rb") as f:
-                    before = os.fstat(f.fileno())
-                    data = f.read()
-                    after = os.fstat(f.fileno())
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 raise FileVanished(f"{rel}: the file vanished (use remove() to drop it)") from None
-            except IsADirectoryError:
-                raise FileError(f"{rel}: is a directory") from None
+            try:
+                before = os.fstat(fd)
+                if S_ISDIR(before.st_mode):
+                    raise FileError(f"{rel}: is a directory")
+                data = os.pread(fd, before.st_size + 1, 0)  # one byte more: it grew
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
             if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns) \
                     and len(data) == after.st_size:  # fmt: skip
                 return data, after.st_size, after.st_mtime_ns
@@ -253,10 +257,8 @@ class LiveWriter:
     # state
     def _current(self, rel: str) -> tuple[object, int] | None:
         """(blob row, version) of a stored file, or None."""
-        found = self.cat.blob_for(rel)
-        if found is None:
-            return None
-        return found[0], self.cat.file_version(rel)
+        found = self.cat.current(rel)
+        return None if found is None else (found[0], found[2])
 
     def _live_file(self, rel: str) -> LiveFile:
         """The file's live state, made from the store (one full parse) when not held."""
@@ -308,14 +310,14 @@ class LiveWriter:
             raise FileError(f"{rel}: cannot be stored: {reason}")
         if rel in self.dirty:
             self._commit_group()
-        cur = self._current(rel)
-        digest = indexer.content_digest(language, source)
-        if cur is not None and self.cat.blob_digest(cur[0].id) == digest:
-            if self.cat.file_stat(rel) != (size, mtime):
+        found = self.cat.current(rel)
+        cur = None if found is None else (found[0], found[2])
+        if found is not None and found[3] == indexer.content_digest(language, source):
+            if found[1] != (size, mtime):
                 self.cat.begin()
-                self.cat.put_file(rel, cur[0].id, size, mtime, version=cur[1])
+                self.cat.put_file(rel, found[0].id, size, mtime, version=found[2])
                 self.cat.commit()
-            return cur[1]
+            return found[2]
         lf = self.live.get(rel)
         if lf is not None and lf.language == language:
             start, old_end, new_end = common_edit(lf.source, source)

@@ -144,7 +144,7 @@ class Store:
         if self._lock is None or not self._lock.held:
             raise StoreLocked(f"store {self.directory} was opened for reading: writes need "
                               "Store.open(..., write=True), which takes the writer lock")
-        self._invalidate()
+        self._invalidate(self._lock)
 
     def writer(self) -> SegmentWriter:
         if self._lock is None or not self._lock.held:
@@ -241,6 +241,7 @@ class Store:
     def rebuild_path_index(self) -> None:
         """Rebuild the path index now (a long-lived writer; otherwise done at close)."""
         if self.catalog.wrote and self._lock is not None and self._lock.held:
+            self._invalidate.forget()  # first: a build that fails half-way is no exception
             pathindex.build(self.catalog, self.directory)
             self.catalog.wrote = False
 
@@ -617,6 +618,7 @@ class Store:
         try:
             if self.catalog.wrote and self._lock.held:
                 with contextlib.suppress(sqlite3.Error, OSError):
+                    self._invalidate.forget()
                     pathindex.build(self.catalog, self.directory)
                 self.catalog.wrote = False
         finally:

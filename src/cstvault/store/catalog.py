@@ -334,6 +334,23 @@ class Catalog:
         _checked(path, row[0], row[15], row[16], row[17])
         return _blob(row), (row[15], row[16])
 
+    def current(self, path: str) -> tuple[BlobRow, tuple[int, int], int, bytes] | None:
+        """(blob, (size, mtime_ns), version, content key) of a stored file, in one query (the
+        per-file writer's first question)."""
+        directory, name = split(path)
+        did = self._dir_id(directory)
+        if did is None:
+            return None
+        row = self.db.execute(
+            f'SELECT {_B_COLUMNS}, f.size, f.mtime_ns, f."check", f.version, b.hash '
+            "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.dir = ? AND f.name = ?",
+            (did, name),
+        ).fetchone()
+        if row is None:
+            return None
+        _checked(path, row[0], row[15], row[16], row[17])
+        return _blob(row), (row[15], row[16]), row[18], row[19]
+
     def _dir_id(self, directory: str | bytes) -> int | None:
         """A directory's id, remembered (at most DIR_CACHE of them) once looked up."""
         did = self._dirs.get(directory)

@@ -70,14 +70,26 @@ class Invalidator:
     def __init__(self, directory: Path):
         self.directory = directory
         self._mine: int | None = None
+        self._trusted: object = None  # the writer lock under which the index is known stale
 
-    def __call__(self) -> None:
+    def __call__(self, holder: object = None) -> None:
+        """`holder`: the writer lock held; while that same lock stays held, nobody else can
+        rebuild the index, so once it is known not current the read is skipped (a per-file
+        writer commits thousands of small transactions)."""
+        if holder is not None and self._trusted is holder:
+            return
         current = read_counter(self.directory)
         if current is None and not (self.directory / INDEX).exists():
+            self._trusted = holder
             return  # no index to invalidate (a new store; it gets one when the run ends)
         if current is None or current != self._mine:
             self._mine = secrets.randbits(64)
             _write_counter(self.directory, self._mine)
+        self._trusted = holder
+
+    def forget(self) -> None:
+        """The index was rebuilt: the next write must invalidate it again."""
+        self._trusted = None
 
 
 def build(catalog: Catalog, directory: Path) -> int:
