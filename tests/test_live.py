@@ -421,3 +421,26 @@ def test_live_trees_count_in_the_memory_budget(root):
         total = s.config.max_memory_mb * 2**20 + w.live_bytes
         assert abs(total - 8 * 2**20) < 2  # the RAM tiers and the live tier share 8 MB
         assert w.live_summary()["bytes"] <= w.live_bytes
+
+
+def test_ctrl_c_stops_watch_with_a_consistent_store(root):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "cstvault.cli", "watch", str(root),
+                             "--debounce-ms", "20"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(2.0)
+        for k in range(5):
+            (root / f"w{k}.py").write_text(f"v = {k}\n")
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "the store is committed" in err
+    with cstvault.open(root) as r:
+        assert {f"w{k}.py" for k in range(5)} <= {f.path for f in r.files()}
+        assert verify_store(r).mismatched == 0
+        assert r.stats()["journal_bytes"] > 0

@@ -339,6 +339,31 @@ def reindex_unchanged(work: Path, corpus: Path, store_dir: Path | None,
     return out
 
 
+_TREE_RSS = """
+import gc, json, sys
+from cstvault import _native, languages
+from cstvault.memory import release_free_memory
+from cstvault.store import rss_bytes
+src = open(sys.argv[1], "rb").read()
+cap = languages.capsule("python")
+nodes = _native.live_parse(src, cap, None, None, True)[1][0]
+gc.collect(); release_free_memory()
+base = rss_bytes()
+held = [_native.live_parse(src, cap, None, None, False)[0] for _ in range(40)]
+gc.collect(); release_free_memory()
+print(json.dumps({"nodes": nodes, "bytes": (rss_bytes() - base) / 40}))
+"""
+
+
+def live_tree_size(corpus: Path) -> dict:
+    """RSS of a held tree-sitter tree per node (what the live tier counts them at)."""
+    res = subprocess.run([sys.executable, "-c", _TREE_RSS, str(corpus / TYPED_FILE)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    return {"live_tree_bytes_per_node": round(got["bytes"] / got["nodes"], 1),
+            "live_tree_nodes": got["nodes"]}  # fmt: skip
+
+
 _RSS = """
 import sys, json, random, time
 import cstvault
@@ -388,7 +413,7 @@ def run(work: Path, corpus: Path, store_dir: Path | None, *, edits: int = 400,
              ("updates", lambda: updates_seen_by_a_reader(work, updates)),
              ("typed stream", lambda: edit_stream(work, corpus, edits)),
              ("watch", lambda: watch_latency(work, saves)),
-             ("memory", lambda: live_memory(work, memory_edits)),
+             ("memory", lambda: {**live_memory(work, memory_edits), **live_tree_size(corpus)}),
              ("crash trials", lambda: crash(work, trials))]  # fmt: skip
     steps.append(("re-index", lambda: reindex_unchanged(work, corpus, store_dir)))
     for name, step in steps:

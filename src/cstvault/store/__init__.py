@@ -550,6 +550,8 @@ class Store:
             **counts,
             "segments": len(segments),
             "version_delta_bytes": versions_bytes(self.catalog.db),
+            "journal_bytes": sum(p.stat().st_size for p in segments
+                                 if int(p.stem) >= JOURNAL_BASE),  # fmt: skip
             "disk_bytes": {"segments": seg_bytes, "catalog": cat_bytes,
                            "path_index": idx_bytes, "total": total},  # fmt: skip
             "disk_bytes_per_line": {
