@@ -276,6 +276,8 @@ def test_crash_trials_lose_no_acknowledged_write(tmp_path):
     for fault in ("live.journal_written:3", "live.journaled:2", "live.committed:2",
                   "live.rotated:1"):  # fmt: skip
         results.append(live_crash.trial(root, 100, fault=fault))
+    for seed, replay in ((200, "fault"), (201, 0.1)):  # a replaying process killed too
+        results.append(live_crash.trial(root, seed, kill_after=0.5, replay_kill=replay))
     assert len(results) >= 20
     assert sum(r["acknowledged"] for r in results) > 0
     bad = [r for r in results if r["lost"] or r["failed_open"] or r["failed_verify"]]
@@ -444,3 +446,85 @@ def test_ctrl_c_stops_watch_with_a_consistent_store(root):
         assert {f"w{k}.py" for k in range(5)} <= {f.path for f in r.files()}
         assert verify_store(r).mismatched == 0
         assert r.stats()["journal_bytes"] > 0
+
+
+def test_the_journal_is_folded_past_its_size_and_by_gc(root, monkeypatch):
+    from cstvault import live
+
+    monkeypatch.setattr(live, "CHECKPOINT_BYTES", 4096)
+    with cstvault.open(root, write=True) as s:
+        for k in range(40):
+            s.update("a.py", A + b"# %d\n" % k)
+        w = s.live_writer()
+        assert w.stats["checkpoints"] >= 1 and w.journal.seg_id > jn.JOURNAL_BASE
+    monkeypatch.undo()
+    with cstvault.open(root, write=True) as s:
+        s.update("a.py", A + b"# gc\n")
+        before = s.live_writer().journal.seg_id
+    with cstvault.open(root) as r:
+        r.gc()
+        assert jn.journal_position(r.catalog.meta())[0] == before + 1
+        assert r.catalog.levels() == {"19": r.catalog.counts()["blobs"]}
+        assert r.source("a.py") == A + b"# gc\n"
+        assert verify_store(r).mismatched == 0
+
+
+def test_retention_by_count_and_by_bytes(root):
+    with cstvault.open(root, write=True, keep_versions=5) as s:
+        for k in range(12):
+            s.update("a.py", A + b"x = %d\n" % k * (k + 1))
+        assert len(s.versions("a.py")) == 5
+    with cstvault.open(root, write=True, keep_versions=100, keep_version_bytes=400) as s:
+        for k in range(12):
+            s.update("a.py", A + b"y = %d\n" % k * (40 + k))
+        kept = s.versions("a.py")
+        assert sum(v.delta_bytes for v in kept) <= 400 and len(kept) >= 2
+        assert s.catalog.meta()["keep_version_bytes"] == "400"  # kept in the store
+        oldest = kept[-1].version
+        assert s.source("a.py", version=oldest)  # the oldest kept still rebuilds
+        with pytest.raises(KeyError, match="not kept"):
+            s.source("a.py", version=oldest - 1)
+
+
+def test_history_and_show_at_a_version_on_the_command_line(root):
+    from click.testing import CliRunner
+
+    from cstvault.cli import main
+
+    with cstvault.open(root, write=True) as s:
+        s.update("a.py", b"def g():\n    return 2\n")
+    run = CliRunner().invoke
+    out = run(main, ["history", "a.py", "--store", str(root), "--json"])
+    assert out.exit_code == 0, out.output
+    assert [r["version"] for r in __import__("json").loads(out.output)] == [2, 1]
+    old = run(main, ["show", "a.py@1", "--store", str(root)])
+    assert old.exit_code == 0 and "class_definition" in old.output
+    new = run(main, ["show", "a.py@2:2:5", "--store", str(root)])
+    assert new.exit_code == 0 and "return_statement" in new.output
+    bad = run(main, ["show", "a.py@9", "--store", str(root)])
+    assert bad.exit_code != 0 and "not kept" in bad.output
+
+
+def test_watch_takes_a_branch_switch_as_one_batch(root):
+    import threading
+    import time
+
+    from cstvault.watch import watch
+
+    stop, ready, batches = threading.Event(), threading.Event(), []
+    t = threading.Thread(target=watch, args=(root,), daemon=True,
+                         kwargs={"stop_event": stop, "ready": ready.set,
+                                 "on_batch": batches.append, "debounce_ms": 200})  # fmt: skip
+    t.start()
+    assert ready.wait(30)
+    time.sleep(0.3)
+    for k in range(150):  # a checkout rewriting many files at once
+        (root / f"pkg{k % 5}").mkdir(exist_ok=True)
+        (root / f"pkg{k % 5}" / f"m{k}.py").write_text(f"def f{k}():\n    return {k}\n")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sum(b.updated for b in batches) < 150:
+        time.sleep(0.1)
+    stop.set()
+    t.join(30)
+    assert sum(b.updated for b in batches) == 150
+    assert len(batches) <= 5  # debounced into a few group commits, not 150

@@ -40,6 +40,7 @@ LIVE_POINTS = (
     "live.journaled",  # journal fsynced, its catalog transaction not yet committed
     "live.committed",  # the catalog transaction committed
     "live.rotated",  # checkpoint: a new journal begun, the old one not yet folded
+    "live.replaying",  # an opener found unapplied journal entries, before applying them
 )
 
 

@@ -661,6 +661,7 @@ class LiveWriter:
             self.journal.truncate(sc.end)
         if todo:
             self.seq = max(self.seq, todo[-1].seq)
+            faults.point("live.replaying")
             self._replay(todo)
         return report
 

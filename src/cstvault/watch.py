@@ -16,7 +16,7 @@ from pathlib import Path
 from . import languages
 from .live import FileError, FileVanished
 from .store import Store
-from .walk import Ignored
+from .walk import Ignored, walk_files
 
 DEBOUNCE_MS = 50
 
@@ -36,10 +36,14 @@ def apply_changes(store: Store, root: Path, paths: set[str], ignored: Ignored) -
     """Write one batch of changed paths (absolute) to the store, then commit it."""
     t0 = time.perf_counter()
     out = Batch()
+    paths = set(paths)
+    for path in list(paths):  # a new directory: files made in it before it was watched
+        if os.path.isdir(path) and not ignored(path):
+            paths.update(p for p, _, _ in walk_files([path]))
     for path in sorted(paths):
         if os.path.basename(path) == ".gitignore":
             ignored.forget()
-        if ignored(path) or languages.detect(path) is None:
+        if languages.detect(path) is None or ignored(path):
             continue
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         try:

@@ -309,26 +309,33 @@ def watch_latency(work: Path, count: int, debounce_ms: int = 20) -> dict:
 
 
 def crash(work: Path, trials: int) -> dict:
+    """`trials` SIGKILLs at random moments of a stream of updates, edits and checkpoints
+    (one in four with group commit; one in five followed by a process that replays the
+    journal and is killed too, at a random moment or at the replay's fault point), then
+    three kills at every live fault point."""
     from .. import faults
     from . import live_crash
 
     root = work / "crash"
     live_crash.make_root(root)
     results = []
-    points = list(faults.LIVE_POINTS)
+    rng = random.Random(17)
     for k in range(trials):
+        replay = None
         if k % 5 == 4:
-            point = points[(k // 5) % len(points)]
-            r = live_crash.trial(root, k, fault=f"{point}:{1 + k % 3}")
-        else:
-            r = live_crash.trial(root, k, durability="batch" if k % 3 == 2 else "commit")
-        results.append(r)
-    return {"crash_trials": len(results),
+            replay = "fault" if k % 10 == 4 else round(rng.uniform(0.05, 0.4), 3)
+        results.append(live_crash.trial(root, k, durability="batch" if k % 4 == 3 else "commit",
+                                        replay_kill=replay))  # fmt: skip
+    for point in faults.LIVE_POINTS:
+        for n in (1, 2, 3):
+            results.append(live_crash.trial(root, 1000 + n, fault=f"{point}:{n}"))
+    return {"crash_trials": len(results), "crash_random_kills": trials,
             "acknowledged_writes": sum(r["acknowledged"] for r in results),
             "acknowledged_lost": sum(r["lost"] for r in results),
             "failed_open": sum(r["failed_open"] for r in results),
             "failed_verify": sum(r["failed_verify"] for r in results),
             "replays": sum(bool(r["recovery"] and r["recovery"]["replayed"]) for r in results),
+            "replaying_processes_killed": sum(r["replay_killed"] for r in results),
             "errors": [r["error"] for r in results if r["error"]][:5]}  # fmt: skip
 
 

@@ -77,10 +77,17 @@ def _ack(path: str, version: int, text: bytes, pending: dict) -> None:
     print(json.dumps({"path": path, "version": version, "crc": crc32c.crc32c(text)}), flush=True)
 
 
+_REOPEN = "import sys, cstvault; cstvault.open(sys.argv[1], write=True).close()"
+
+
 def trial(root: Path, seed: int, *, fault: str | None = None, durability: str = "commit",
-          kill_after: float | None = None) -> dict:  # fmt: skip
+          kill_after: float | None = None,
+          replay_kill: float | str | None = None) -> dict:  # fmt: skip
     """One trial on `root` (made by make_root, reused across trials): run the child until
-    killed, then check. Returns {acknowledged, lost, failed_open, failed_verify, error}."""
+    killed, then check. `replay_kill`: before the check, a second process opens the store
+    (replaying the journal) and is killed too: after that many seconds, or at the fault
+    point "live.replaying" when it is "fault". Returns {acknowledged, lost, failed_open,
+    failed_verify, error, recovery}."""
     import cstvault
 
     from .. import faults
@@ -96,7 +103,25 @@ def trial(root: Path, seed: int, *, fault: str | None = None, durability: str = 
     if fault is None:
         time.sleep(kill_after if kill_after is not None else random.Random(seed).uniform(0.3, 1.5))
         proc.send_signal(signal.SIGKILL)
+    else:  # the point kills it; one its writes may never reach (a replay) leaves it 3 s
+        try:
+            proc.wait(timeout=kill_after if kill_after is not None else 3.0)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
+    if replay_kill is not None:
+        renv = dict(env, **({faults.ENV: "live.replaying:1"} if replay_kill == "fault" else {}))
+        if replay_kill != "fault":
+            renv.pop(faults.ENV, None)
+        again = subprocess.Popen([sys.executable, "-c", _REOPEN, str(root)], env=renv,
+                                 stderr=subprocess.PIPE)  # fmt: skip
+        if replay_kill != "fault":
+            time.sleep(float(replay_kill))
+            again.send_signal(signal.SIGKILL)
+        again.communicate(timeout=120)
+        replay_killed = again.returncode == -signal.SIGKILL
+    else:
+        replay_killed = False
     acked: dict[str, dict] = {}
     for line in out.decode().splitlines():
         try:
@@ -105,7 +130,8 @@ def trial(root: Path, seed: int, *, fault: str | None = None, durability: str = 
             continue  # a line cut by the kill
         acked[rec["path"]] = rec
     result = {"acknowledged": len(out.splitlines()), "lost": 0, "failed_open": 0,
-              "failed_verify": 0, "error": "", "recovery": None}  # fmt: skip
+              "failed_verify": 0, "error": "", "recovery": None,
+              "replay_killed": replay_killed}  # fmt: skip
     if proc.returncode not in (-signal.SIGKILL, 0):
         result["error"] = err.decode()[-2000:]
     try:
