@@ -415,8 +415,11 @@ class LiveWriter:
 
     # encoding and journaling
     def _next_version(self, rel: str, cur) -> int:
-        last = vs.last_version(self.cat.db, rel)
-        return max(last, cur[1] if cur is not None else 0) + 1
+        """One more than the file's version; for a file not stored, than any version its
+        history keeps (a removed file written again)."""
+        if cur is not None:
+            return cur[1] + 1  # no kept version is newer than a stored file's own
+        return vs.last_version(self.cat.db, rel) + 1
 
     def _encode(self, rel, language, source, mtime, parsed):
         if indexer._OWNER[0] is not self:
@@ -542,9 +545,8 @@ class LiveWriter:
         journal's fsync) runs just before COMMIT: an entry is durable before the
         transaction that applies it."""
         cat = self.cat
-        cat.db.execute("PRAGMA synchronous=NORMAL")  # the journal is the durable copy
         try:
-            cat.begin()
+            cat.begin(journaled=True)  # the journal is the durable copy
             for e in entries:
                 if e.kind == jn.UPDATE:
                     self._apply_update(e)
@@ -561,8 +563,6 @@ class LiveWriter:
             if cat.db.in_transaction:
                 cat.db.execute("ROLLBACK")
             raise
-        finally:
-            cat.db.execute("PRAGMA synchronous=FULL")
         self.applied = entries[-1].end
         self.store.committed()
 

@@ -218,6 +218,7 @@ class Catalog:
             self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self._sync = "FULL"
         # readers: B-tree interior pages stay cached, leaves come from the OS; writers insert
         # symbols in random key order and want their B-trees cached
         cache_kib = WRITE_CACHE_KIB if create else READ_CACHE_KIB
@@ -428,9 +429,15 @@ class Catalog:
         return dict(self.db.execute("SELECT CAST(path AS TEXT), reason FROM skipped"))
 
     # writes (inside the caller's transaction)
-    def begin(self) -> None:
+    def begin(self, journaled: bool = False) -> None:
         """Start a write transaction; `before_write` (the path index's invalidation) runs
-        with the write lock held, before anything changes."""
+        with the write lock held, before anything changes. `journaled`: the transaction
+        applies journal entries already durable, so its COMMIT need not fsync (SQLite's
+        `synchronous=NORMAL`; every other transaction commits with FULL)."""
+        want = "NORMAL" if journaled else "FULL"
+        if self._sync != want:
+            self.db.execute(f"PRAGMA synchronous={want}")
+            self._sync = want
         self.db.execute("BEGIN IMMEDIATE")
         self._digests: dict[int, int] = {}  # blob (0: all files) -> change of its digest
         self.wrote = True
