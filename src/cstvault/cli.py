@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -46,6 +47,15 @@ def storage_error(exc: BaseException) -> str:
     if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text:
         return f"permission denied{where}: {text}"
     return f"storage error{where}: {text}"
+
+
+@contextlib.contextmanager
+def _not_stored_is_an_error():
+    """A path the store does not have (KeyError) as a one-line error."""
+    try:
+        yield
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from exc
 
 
 class _Main(click.Group):
@@ -388,21 +398,24 @@ def _print_tags(items, as_json: bool) -> None:
                    f"{t.kind}  {t.name}")  # fmt: skip
 
 
+def _on_a_file(command):
+    """Arguments of a command about one stored FILE: FILE, --store, --json."""
+    command = click.option("--json", "as_json", is_flag=True)(command)
+    command = click.option("--store", "store_dir", type=click.Path(exists=True),
+                           default=".")(command)  # fmt: skip
+    return click.argument("file")(command)
+
+
 @main.command()
-@click.argument("file")
-@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
-@click.option("--json", "as_json", is_flag=True)
+@_on_a_file
 def outline(file: str, store_dir: str, as_json: bool) -> None:
     """The definitions in a stored FILE, nested (from the store: nothing is parsed)."""
     from rich.tree import Tree as RichTree
 
     from .store import Store
 
-    with Store.open(store_dir) as store:
-        try:
-            items = store.outline(file)
-        except KeyError as exc:
-            raise click.ClickException(str(exc.args[0])) from exc
+    with Store.open(store_dir) as store, _not_stored_is_an_error():
+        items = store.outline(file)
     if as_json:
         click.echo(json.dumps([{**row, "depth": depth} for (depth, _), row in
                                zip(items, _tag_rows(t for _, t in items), strict=True)],
@@ -544,18 +557,13 @@ def show(target: str, store_dir: str) -> None:
 
 
 @main.command()
-@click.argument("file")
-@click.option("--store", "store_dir", type=click.Path(exists=True), default=".")
-@click.option("--json", "as_json", is_flag=True)
+@_on_a_file
 def history(file: str, store_dir: str, as_json: bool) -> None:
     """The kept versions of FILE, newest first (read one with `show FILE@VERSION`)."""
     from .store import Store
 
-    with Store.open(store_dir) as store:
-        try:
-            rows = [v.__dict__ for v in store.versions(file)]
-        except KeyError as exc:
-            raise click.ClickException(str(exc.args[0])) from exc
+    with Store.open(store_dir) as store, _not_stored_is_an_error():
+        rows = [v.__dict__ for v in store.versions(file)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

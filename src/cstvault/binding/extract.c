@@ -368,6 +368,30 @@ PyObject *extract_tree(TSTree *tree, const TSQuery *query) {
     return out;
 }
 
+/* Parse `src` (a Python buffer, released here) with a pooled parser for `lang`, reusing the
+ * edited `old` tree when given; NULL with an exception set on failure. The GIL stays held:
+ * the runtime allocates through pymalloc (see PyInit__native), which is markedly faster than
+ * malloc for tree-sitter's many small subtrees. */
+TSTree *parse_buffer(const TSLanguage *lang, Py_buffer *src, const TSTree *old) {
+    if (src->len > (Py_ssize_t)UINT32_MAX) {
+        PyBuffer_Release(src);
+        PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
+        return NULL;
+    }
+    TSParser *parser = take_parser(lang);
+    if (!parser) {
+        PyBuffer_Release(src);
+        PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
+        return NULL;
+    }
+    TSTree *tree = ts_parser_parse_string(parser, old, src->buf, (uint32_t)src->len);
+    ts_parser_reset(parser);
+    give_parser(lang, parser);
+    PyBuffer_Release(src);
+    if (!tree) PyErr_SetString(PyExc_RuntimeError, "parse failed");
+    return tree;
+}
+
 PyObject *parse_extract(PyObject *self, PyObject *args) {
     Py_buffer src;
     PyObject *capsule, *qcap = Py_None;
@@ -375,24 +399,8 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     const TSLanguage *lang = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
     const TSQuery *query = lang && qcap != Py_None ? query_of(qcap) : NULL;
     if (!lang || (qcap != Py_None && !query)) { PyBuffer_Release(&src); return NULL; }
-    if (src.len > (Py_ssize_t)UINT32_MAX) {
-        PyBuffer_Release(&src);
-        PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
-        return NULL;
-    }
-    TSParser *parser = take_parser(lang);
-    if (!parser) {
-        PyBuffer_Release(&src);
-        PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
-        return NULL;
-    }
-    /* The GIL stays held: the runtime allocates through pymalloc (see PyInit__native),
-     * which is markedly faster than malloc for tree-sitter's many small subtrees. */
-    TSTree *tree = ts_parser_parse_string(parser, NULL, src.buf, (uint32_t)src.len);
-    ts_parser_reset(parser);
-    give_parser(lang, parser);
-    PyBuffer_Release(&src);
-    if (!tree) { PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
+    TSTree *tree = parse_buffer(lang, &src, NULL);
+    if (!tree) return NULL;
     PyObject *out = extract_tree(tree, query);
     ts_tree_delete(tree);
     return out;

@@ -33,22 +33,8 @@ static PyObject *live_parse(PyObject *self, PyObject *args) {
         PyBuffer_Release(&src);
         return NULL;
     }
-    if (src.len > (Py_ssize_t)UINT32_MAX) {
-        PyBuffer_Release(&src);
-        PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
-        return NULL;
-    }
-    TSParser *parser = take_parser(lang);
-    if (!parser) {
-        PyBuffer_Release(&src);
-        PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
-        return NULL;
-    }
-    TSTree *tree = ts_parser_parse_string(parser, old, src.buf, (uint32_t)src.len);
-    ts_parser_reset(parser);
-    give_parser(lang, parser);
-    PyBuffer_Release(&src);
-    if (!tree) { PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
+    TSTree *tree = parse_buffer(lang, &src, old);
+    if (!tree) return NULL;
     PyObject *cap = PyCapsule_New(tree, LIVE_CAPSULE, live_free);
     if (!cap) { ts_tree_delete(tree); return NULL; }
     if (!extract) return Py_BuildValue("(NO)", cap, Py_None);

@@ -70,6 +70,8 @@ PyObject *capture_new(PyObject *type, PyObject *source, const int32_t r[6]);
 /* extract.c: a pool of parsers per grammar, taken and given back with the GIL held */
 TSParser *take_parser(const TSLanguage *lang);
 void give_parser(const TSLanguage *lang, TSParser *p);
+/* parse a buffer (released) with a pooled parser, reusing an edited old tree if given */
+TSTree *parse_buffer(const TSLanguage *lang, Py_buffer *src, const TSTree *old);
 /* a parsed tree's columns (and with a query its record events), as parse_extract returns */
 PyObject *extract_tree(TSTree *tree, const TSQuery *query);
 

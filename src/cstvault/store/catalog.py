@@ -321,19 +321,8 @@ class Catalog:
 
     def blob_for(self, path: str) -> tuple[BlobRow, tuple[int, int]] | None:
         """The blob of a stored file, and the file's (size, mtime_ns) when indexed."""
-        directory, name = split(path)
-        did = self._dir_id(directory)
-        if did is None:
-            return None
-        row = self.db.execute(
-            f'SELECT {_B_COLUMNS}, f.size, f.mtime_ns, f."check" '
-            "FROM files f JOIN blobs b ON b.id = f.blob WHERE f.dir = ? AND f.name = ?",
-            (did, name),
-        ).fetchone()
-        if row is None:
-            return None
-        _checked(path, row[0], row[15], row[16], row[17])
-        return _blob(row), (row[15], row[16])
+        found = self.current(path)
+        return None if found is None else (found[0], found[1])
 
     def current(self, path: str) -> tuple[BlobRow, tuple[int, int], int, bytes] | None:
         """(blob, (size, mtime_ns), version, content key) of a stored file, in one query (the

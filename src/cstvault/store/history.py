@@ -29,14 +29,21 @@ def _blob_text(store, path: str, blob_id: int) -> bytes:
     return store._source(blob, path)
 
 
-def version_source(store, path: str, version: int) -> bytes:
+def _past(store, path: str, version: int) -> tuple[dict, int] | None:
+    """(rows, current version) for a kept past `version`; None when it is the current one
+    (KeyError when it is not kept)."""
     rows = _rows(store, path)
     current = store.catalog.file_version(path)
     if version == current:
-        return store.source(path)
+        return None
     if version not in rows:
         raise _missing(path, version, rows)
-    return _text(store, path, version, rows, current)
+    return rows, current
+
+
+def version_source(store, path: str, version: int) -> bytes:
+    past = _past(store, path, version)
+    return store.source(path) if past is None else _text(store, path, version, *past)
 
 
 def _text(store, path: str, version: int, rows: dict, current: int) -> bytes:
@@ -94,12 +101,10 @@ def _record(store, path: str, version: int, rows: dict, current: int,
 
 
 def version_tree(store, path: str, version: int) -> Tree:
-    rows = _rows(store, path)
-    current = store.catalog.file_version(path)
-    if version == current:
+    past = _past(store, path, version)
+    if past is None:
         return store.tree(path)
-    if version not in rows:
-        raise _missing(path, version, rows)
+    rows, current = past
     text = _text(store, path, version, rows, current)
     record = _record(store, path, version, rows, current)
     if record is None:  # made inside a group commit: parse it (the store's pinned grammar)
