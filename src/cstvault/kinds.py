@@ -12,10 +12,10 @@ from __future__ import annotations
 import struct
 from functools import cache
 
-import crc32c
 import numpy as np
 
 from . import _native, languages
+from .checksum import crc32c
 from .codec.errors import CorruptRecord
 
 
@@ -39,13 +39,13 @@ def kind_bits(language: str, kind: np.ndarray) -> bytes:
     got = pos[present]
     bits[got[got >= 0]] = True
     data = np.packbits(bits, bitorder="little").tobytes()
-    return data + struct.pack("<I", crc32c.crc32c(data))
+    return data + struct.pack("<I", crc32c(data))
 
 
 def bits_value(stored: bytes, what: str) -> int:
     """A stored bitmap as an int (bit k = named kind k), its CRC32C checked."""
     data, crc = stored[:-4], stored[-4:]
-    if len(stored) < 5 or struct.pack("<I", crc32c.crc32c(data)) != crc:
+    if len(stored) < 5 or struct.pack("<I", crc32c(data)) != crc:
         raise CorruptRecord(f"{what}: node-kind bitmap damaged (CRC32C mismatch)")
     return int.from_bytes(data, "little")
 

@@ -19,10 +19,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from stat import S_ISDIR
 
-import crc32c
 import numpy as np
 
 from . import _native, faults, indexer, languages, stable
+from .checksum import crc32c
 from .codec import CorruptRecord, decode
 from .extract import _from_native
 from .sources import check_source, count_lines
@@ -400,7 +400,7 @@ class LiveWriter:
         else:
             lines = len(after) + (1 if new and new[-1] != 10 else 0)
             ints = (version, start_byte, old_end_byte, new_end_byte, len(new), lines,
-                    signed32(crc32c.crc32c(new)), now_ms())  # fmt: skip
+                    signed32(crc32c(new)), now_ms())  # fmt: skip
             self._write(jn.EDIT, (ints, (rel.encode("utf-8", "surrogateescape"), text, old_text)))
             lf.pending.append(version)
             self.dirty[rel] = lf
@@ -446,7 +446,7 @@ class LiveWriter:
         if prev_text is not None:
             pv = prev_version
             psize, plines = len(prev_text), count_lines(prev_text)
-            pcrc = signed32(crc32c.crc32c(prev_text))
+            pcrc = signed32(crc32c(prev_text))
             if edit is not None:
                 pkind, src_delta = vs.EDIT, vs.inverse_edit(edit[0], edit[2], old_text)
             else:
@@ -461,7 +461,7 @@ class LiveWriter:
                                                       parsed[0], source, prev_ids)  # fmt: skip
         start, old_end, new_end = edit if edit is not None else (-1, -1, -1)
         ints = (version, size, mtime, enc.lines, enc.nodes, enc.level, *enc.dicts,
-                signed32(crc32c.crc32c(source)), now_ms(), start, old_end, new_end,
+                signed32(crc32c(source)), now_ms(), start, old_end, new_end,
                 pv, pkind, psize, plines, pcrc, tree_of, next_id)  # fmt: skip
         blobs = (rel.encode("utf-8", "surrogateescape"), language.encode(), enc.digest,
                  b"" if exists else enc.tree, b"" if exists else enc.source,
@@ -577,8 +577,8 @@ class LiveWriter:
             if not tree:
                 raise CorruptRecord(f"journal entry {e.seq} ({rel}): its blob is gone")
             seg = self.journal.seg_id
-            t = (seg, e.starts[3], len(tree), crc32c.crc32c(tree))
-            s = (seg, e.starts[4], len(src), crc32c.crc32c(src))
+            t = (seg, e.starts[3], len(tree), crc32c(tree))
+            s = (seg, e.starts[4], len(src), crc32c(src))
             blob = cat.add_blob(digest, language, u["size"], u["lines"], u["nodes"], t, s,
                                 (u["tree_dict"], u["src_dict"]), u["level"])  # fmt: skip
             cat.add_symbols({blob: _unpack_symbols(syms)})
@@ -620,7 +620,7 @@ class LiveWriter:
                 b = found[0]
                 src = self.store._source(b, rel)
                 vs.put_current(db, rel, v - 1, 0, len(src), count_lines(src),
-                               signed32(crc32c.crc32c(src)), None)  # fmt: skip
+                               signed32(crc32c(src)), None)  # fmt: skip
         vs.supersede(db, rel, v - 1, vs.EDIT,
                      vs.inverse_edit(d["start"], d["new_end"], old_text), None, None)
         vs.put_current(db, rel, v, d["made_ms"], d["size"], d["lines"], d["crc"],
@@ -639,7 +639,7 @@ class LiveWriter:
                           (rel, version)).fetchone():  # fmt: skip
             src = self.store._source(blob, rel)
             vs.put_current(db, rel, version, 0, len(src), count_lines(src),
-                           signed32(crc32c.crc32c(src)), None)  # fmt: skip
+                           signed32(crc32c(src)), None)  # fmt: skip
         vs.supersede(db, rel, version, vs.FULL, None, None, None, blob=blob.id)
         cat.remove_file(rel)
 
@@ -688,7 +688,7 @@ class LiveWriter:
             for e in edits:
                 d = dict(zip(E_INTS, e.ints, strict=True))
                 text = text[: d["start"]] + e.blobs[1] + text[d["old_end"] :]
-                if signed32(crc32c.crc32c(text)) != d["crc"]:
+                if signed32(crc32c(text)) != d["crc"]:
                     raise CorruptRecord(f"{rel}: journaled edits do not rebuild version "
                                         f"{d['version']}")  # fmt: skip
             language = self._language(rel)

@@ -14,10 +14,10 @@ import struct
 from functools import cache
 from typing import NamedTuple
 
-import crc32c
 import numpy as np
 
 from . import _native
+from .checksum import crc32c
 from .codec import varint
 from .codec.errors import CorruptRecord
 from .grammar_queries import query_text
@@ -60,7 +60,7 @@ def tags_of(matches: list[tuple[int, dict]]) -> list[Tag]:
 
 
 def name_hash(name: bytes) -> int:
-    return crc32c.crc32c(name) & 0xFF
+    return crc32c(name) & 0xFF
 
 
 _HEAD = struct.Struct("<IH")  # definitions, length of the kinds list

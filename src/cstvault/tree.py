@@ -10,7 +10,6 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterator
 
-import crc32c
 import numpy as np
 import tree_sitter as ts
 from tree_sitter import Point, Range
@@ -27,8 +26,6 @@ from .sources import DeferredSource
 
 __all__ = ["Node", "Point", "Range", "Tree", "TreeCursor"]
 
-
-_native.set_crc32c(crc32c.crc32c)
 
 
 def _structure_of(size: np.ndarray) -> tuple[bytes, ...]:

@@ -34,7 +34,6 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"set_crc32c", set_crc32c, METH_O, "The CRC32C function open_tree checks records with."},
     {"open_tree", open_tree, METH_VARARGS,
      "open_tree(cls, record, grammars) -> (tree, source_len, source_crc, nbytes) or None"},
     {"path_hashes", path_hashes, METH_O, "path_hashes(paths) -> uint64 FNV-1a of each UTF-8 path"},

@@ -117,7 +117,6 @@ PyObject *parse_extract(PyObject *self, PyObject *args);
 PyObject *py_structure(PyObject *self, PyObject *args);
 PyObject *decode_body(PyObject *self, PyObject *args);
 PyObject *encode_body(PyObject *self, PyObject *args);
-PyObject *set_crc32c(PyObject *self, PyObject *f);
 PyObject *open_tree(PyObject *self, PyObject *args);
 PyObject *path_hashes(PyObject *self, PyObject *arg);
 PyObject *find_path(PyObject *self, PyObject *args);

@@ -195,14 +195,6 @@ PyTypeObject TreeBaseType = {
 #define REC_HEAD 25 /* magic 4, version 1, flags 1, nodes 4, source len 4, source crc 4,
                        kinds 2, identity len 1, phantom len 4 (codec/bytecode.py) */
 
-static PyObject *crc_func; /* crc32c.crc32c, given by set_crc32c */
-
-PyObject *set_crc32c(PyObject *self, PyObject *f) {
-    Py_XSETREF(crc_func, Py_NewRef(f));
-    Py_RETURN_NONE;
-}
-
-
 /* open_tree(cls, record, grammars) -> (tree, source_len, source_crc, buffer bytes), or None
  * when the record's grammar identity is not in `grammars` (bytes identity -> (language,
  * token_len int16[65536], kind_limit, field_limit, names, field_names, node_type)) or the
@@ -232,16 +224,8 @@ PyObject *open_tree(PyObject *self, PyObject *args) {
         return corrupt("record truncated or node count out of range");
     for (int k = 0; k < ilen; k++)
         if (buf[REC_HEAD + k] >= 0x80) return corrupt("grammar identity is not ASCII");
-    if (!crc_func) { PyErr_SetString(PyExc_RuntimeError, "set_crc32c was not called"); return NULL; }
-    PyObject *mv = PyMemoryView_FromMemory((char *)buf, len - 4, PyBUF_READ);
-    if (!mv) return NULL;
-    PyObject *crc = PyObject_CallOneArg(crc_func, mv);
-    Py_DECREF(mv);
-    if (!crc) return NULL;
-    unsigned long got = PyLong_AsUnsignedLong(crc);
-    Py_DECREF(crc);
-    if (got == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (got != le32(buf + len - 4)) return corrupt("record checksum (CRC32C) mismatch");
+    if (crc32c_update(0, buf, (size_t)(len - 4)) != le32(buf + len - 4))
+        return corrupt("record checksum (CRC32C) mismatch");
     if (plen) Py_RETURN_NONE;
     PyObject *ident = PyBytes_FromStringAndSize((const char *)buf + REC_HEAD, ilen);
     if (!ident) return NULL;

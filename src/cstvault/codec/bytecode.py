@@ -12,10 +12,10 @@ import struct
 from functools import cache
 from typing import NamedTuple
 
-import crc32c
 import numpy as np
 
 from .. import _native, languages
+from ..checksum import crc32c
 from ..columns import Columns
 from .errors import CorruptRecord, EncodeError
 
@@ -57,12 +57,12 @@ def encode(cols: Columns, source: bytes) -> bytes:
             _c(cols.end, np.int64), _c(cols.unexpected, np.int64),
             languages.tables(cols.language).token_len,
             languages.identity(cols.language).encode("ascii"), phantoms, len(source),
-            crc32c.crc32c(source), None if cols.status is None else _c(cols.status, np.uint32),
+            crc32c(source), None if cols.status is None else _c(cols.status, np.uint32),
             None if cols.tails is None else _c(cols.tails, np.uint32),
         )  # fmt: skip
     except _native.EncodeError as exc:
         raise EncodeError(str(exc)) from None
-    return body + struct.pack("<I", crc32c.crc32c(body))
+    return body + struct.pack("<I", crc32c(body))
 
 
 def _c(a: np.ndarray, dtype: type) -> np.ndarray:
@@ -122,7 +122,7 @@ def decode_raw(
         head = read_header(record)
     if verify_crc:
         (stored,) = struct.unpack_from("<I", record, len(record) - 4)
-        if crc32c.crc32c(memoryview(record)[:-4]) != stored:
+        if crc32c(memoryview(record)[:-4]) != stored:
             raise CorruptRecord("record checksum (CRC32C) mismatch")
     language, token_len, kind_limit, field_limit = _grammar_args(head.identity)
     try:

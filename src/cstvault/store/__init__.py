@@ -13,11 +13,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
-import crc32c
 import zstandard
 
 from .. import faults, languages
 from ..cache import CacheConfig, TieredCache
+from ..checksum import crc32c
 from ..codec import CorruptRecord
 from ..sources import DeferredSource
 from ..tree import Node, Tree, tree_from_record
@@ -335,7 +335,7 @@ class Store:
             return None
         finally:
             os.close(fd)
-        return data if len(data) == length and crc32c.crc32c(data) == crc else None
+        return data if len(data) == length and crc32c(data) == crc else None
 
     def tree(self, path: str, version: int | None = None) -> Tree:
         """The full tree of a stored file, served by the tiered cache (`version`: one of
@@ -398,7 +398,7 @@ class Store:
             tree, length, crc, nbytes = tree_from_record(record)
             if isinstance(source, _WorkingSource):
                 source.expect(length, crc)
-            elif length != len(source) or crc != crc32c.crc32c(source):
+            elif length != len(source) or crc != crc32c(source):
                 raise CorruptRecord("source does not match its tree record")
         except CorruptRecord as exc:
             raise CorruptRecord(f"{path}: {exc}") from exc
@@ -655,7 +655,7 @@ class _WorkingSource(DeferredSource):
                 raise ValueError(f"{self.path}: the working file changed and the store is "
                                  "closed; reopen the store to read this tree's text")  # fmt: skip
             source = self.store._source(self.blob, self.path)
-            if len(source) != self.length or crc32c.crc32c(source) != self.crc:
+            if len(source) != self.length or crc32c(source) != self.crc:
                 raise CorruptRecord(f"{self.path}: source does not match its tree record")
         self.resolved = source
         self.store.cache.grew((self.blob.id, self.path), len(source))  # now held in RAM

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import crc32c
 import numpy as np
 
 from .. import faults, languages
+from ..checksum import crc32c
 from ..codec.bytecode import FORMAT_VERSION
 from ..codec.errors import CorruptRecord
 from ..symbols import pack_many, unpack_ids
@@ -55,7 +55,7 @@ def row_check(path: str, blob: int, size: int, mtime_ns: int) -> int:
     """CRC32C binding a file row's path to its blob, size and mtime (signed, as stored):
     SQLite keeps no checksums, and a damaged `files` row would otherwise answer with
     another file's tree."""
-    return signed32(crc32c.crc32c(path.encode("utf-8", "surrogateescape")
+    return signed32(crc32c(path.encode("utf-8", "surrogateescape")
                                   + _ROW.pack(blob, size, mtime_ns)))  # fmt: skip
 
 
@@ -75,7 +75,7 @@ def _in_chunks(values: list) -> Iterator[tuple[list, str]]:
 
 def _dictionary(did: int, stored: bytes) -> bytes:
     data = stored[:-4]
-    if len(stored) < 4 or struct.pack("<I", crc32c.crc32c(data)) != stored[-4:]:
+    if len(stored) < 4 or struct.pack("<I", crc32c(data)) != stored[-4:]:
         raise CorruptRecord(f"zstd dictionary {did} is damaged (CRC32C mismatch)")
     return data
 
@@ -579,7 +579,7 @@ class Catalog:
     def add_dictionary(self, language: str, kind: str, data: bytes) -> int:
         cur = self.db.execute(
             "INSERT INTO dictionaries(language, kind, data) VALUES (?, ?, ?)",
-            (language, kind, data + struct.pack("<I", crc32c.crc32c(data))),
+            (language, kind, data + struct.pack("<I", crc32c(data))),
         )
         return int(cur.lastrowid)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import crc32c
-
 from .. import languages
+from ..checksum import crc32c
 from ..codec import CorruptRecord, encode
 from ..tree import Tree, tree_from_record
 from . import versions as vs
@@ -65,7 +64,7 @@ def _text(store, path: str, version: int, rows: dict, current: int) -> bytes:
             break
         chain.append(row)
         v += 1
-    if signed32(crc32c.crc32c(text)) != rows[v][4] and rows[v][4] != 0:
+    if signed32(crc32c(text)) != rows[v][4] and rows[v][4] != 0:
         raise CorruptRecord(f"{path}: version {v} does not have the text its row records")
     for row in reversed(chain):
         text = vs.older_text(path, row, text)
@@ -115,7 +114,7 @@ def version_tree(store, path: str, version: int) -> Tree:
 
         record = encode(parse_extract(text, language), text)
     tree, length, crc, _ = tree_from_record(record)
-    if length != len(text) or crc != crc32c.crc32c(text):
+    if length != len(text) or crc != crc32c(text):
         raise CorruptRecord(f"{path}: version {version}'s tree and text do not match")
     tree._src = text
     tree._ids = IdsLoader(store, path, version, None)

@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import crc32c
-
+from ..checksum import crc32c
 from .segments import fsync_dir, segment_path
 
 JOURNAL_BASE = 3_000_000_000  # segment ids of journals (regular segments count up from 1)
@@ -149,7 +148,7 @@ class Journal:
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"journal entry of {len(payload):,} bytes is too large")
         head = _HEAD.pack(MAGIC, kind, len(payload), seq, 0)
-        crc = crc32c.crc32c(head[4:20] + payload)
+        crc = crc32c(head[4:20] + payload)
         data = head[:20] + struct.pack("<I", crc) + payload
         offset = self.size
         written = os.pwrite(self._fd, data, offset)
@@ -220,7 +219,7 @@ def scan(path: Path, start: int = 0) -> Scan:
             damage = f"torn entry ({len(data) - pos} of {HEAD + length} bytes)"
             break
         payload = data[pos + HEAD : end]
-        if crc32c.crc32c(data[pos + 4 : pos + 20] + payload) != crc:
+        if crc32c(data[pos + 4 : pos + 20] + payload) != crc:
             damage = "CRC32C mismatch"
             break
         try:

@@ -19,10 +19,10 @@ import secrets
 import struct
 from pathlib import Path
 
-import crc32c
 import numpy as np
 
 from .. import _native, faults
+from ..checksum import crc32c
 from .catalog import _B_COLUMNS, FILE, PATH, BlobRow, Catalog, row_check
 from .segments import fsync_dir, map_file, unmap_pages
 
@@ -138,7 +138,7 @@ def build(catalog: Catalog, directory: Path) -> int:
         body = b"".join((langs, hashes[order, 0].tobytes(), entries.tobytes()))
         stamp = secrets.randbits(64)
         head = _HEAD.pack(MAGIC, VERSION, stamp, len(rows), hoff, eoff, 0, ENTRY.itemsize,
-                          len(langs), crc32c.crc32c(body), 0)  # fmt: skip
+                          len(langs), crc32c(body), 0)  # fmt: skip
         head += b"\0" * (HEAD_SIZE - len(head))
         tmp = directory / (INDEX + ".tmp")
         try:
@@ -223,7 +223,7 @@ class PathIndex:
         if ok:
             magic, version, _, _, _, _, _, esize, llen, crc, _ = _HEAD.unpack_from(index, 0)
             ok = magic == MAGIC and version == VERSION and esize == ENTRY.itemsize
-            ok = ok and crc32c.crc32c(memoryview(index)[HEAD_SIZE:]) == crc
+            ok = ok and crc32c(memoryview(index)[HEAD_SIZE:]) == crc
         if ok:
             try:
                 self._languages = json.loads(bytes(index[HEAD_SIZE : HEAD_SIZE + llen]))

@@ -13,8 +13,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-import crc32c
-
+from ..checksum import crc32c
 from ..codec.errors import CorruptRecord
 
 SEGMENT_LIMIT = 256 * 1024
@@ -88,7 +87,7 @@ class SegmentWriter:
         offset = self._size
         self._file.write(frame)
         self._size += len(frame)
-        return self.seg_id, offset, len(frame), crc32c.crc32c(frame)
+        return self.seg_id, offset, len(frame), crc32c(frame)
 
     def sync(self) -> None:
         """fsync every segment written since the last sync, then the directory."""
@@ -144,7 +143,7 @@ def _damage(frame: bytes, length: int, crc: int) -> str | None:
     """What is wrong with a frame read back (None: nothing); its CRC32C is computed once."""
     if len(frame) != length:
         return "truncated"
-    return None if crc32c.crc32c(frame) == crc else "CRC32C mismatch"
+    return None if crc32c(frame) == crc else "CRC32C mismatch"
 
 
 class SegmentReader:

@@ -23,10 +23,10 @@ from bisect import bisect_right
 from itertools import chain, compress, repeat
 from sqlite3 import Connection
 
-import crc32c
 import numpy as np
 import zstandard
 
+from ..checksum import crc32c
 from ..codec import CorruptRecord, varint
 
 BLOCK = 128
@@ -101,7 +101,7 @@ def _seal(body: bytes, level: int) -> bytes:
     c = _COMPRESSORS.get(level)
     if c is None:
         c = _COMPRESSORS[level] = zstandard.ZstdCompressor(level=level)
-    return c.compress(body + struct.pack("<I", crc32c.crc32c(body)))
+    return c.compress(body + struct.pack("<I", crc32c(body)))
 
 
 def _unseal(data: bytes, what: str, head: int) -> bytes:
@@ -110,7 +110,7 @@ def _unseal(data: bytes, what: str, head: int) -> bytes:
         raw = zstandard.ZstdDecompressor().decompress(data)
     except zstandard.ZstdError as exc:
         raise CorruptRecord(f"{what} unreadable: {exc}") from exc
-    if len(raw) < head + 4 or crc32c.crc32c(raw[:-4]) != struct.unpack_from(
+    if len(raw) < head + 4 or crc32c(raw[:-4]) != struct.unpack_from(
         "<I", raw, len(raw) - 4
     )[0]:  # fmt: skip
         raise CorruptRecord(f"{what} checksum (CRC32C) mismatch")

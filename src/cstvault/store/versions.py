@@ -18,9 +18,9 @@ import sqlite3
 import struct
 from dataclasses import dataclass
 
-import crc32c
 import zstandard
 
+from ..checksum import crc32c
 from ..codec.errors import CorruptRecord
 from .catalog import db_text, signed32
 
@@ -70,7 +70,7 @@ def exists(db: sqlite3.Connection) -> bool:
 
 
 def _check(*parts: bytes | None) -> int:
-    return signed32(crc32c.crc32c(b"".join(p or b"" for p in parts)))
+    return signed32(crc32c(b"".join(p or b"" for p in parts)))
 
 
 def pack_edit(start: int, old_end: int, new_end: int) -> bytes:
@@ -198,7 +198,7 @@ def older_text(path: str, row: tuple, newer: bytes) -> bytes:
         text = _undo_edit(newer, delta) if kind == EDIT else apply_patch(newer, delta)
     except (zstandard.ZstdError, struct.error, TypeError) as exc:
         raise CorruptRecord(f"{path}: version {row[0]} cannot be rebuilt: {exc}") from exc
-    if signed32(crc32c.crc32c(text)) != row[4]:
+    if signed32(crc32c(text)) != row[4]:
         raise CorruptRecord(f"{path}: version {row[0]} rebuilt with the wrong text (CRC32C)")
     return text
 
