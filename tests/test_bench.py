@@ -72,6 +72,8 @@ def test_bench_store_json(tmp_path):
         assert abs(r["cold_open_for_20x_us"] - r["reparse_p50_ms"] * 1000 / 20) <= 0.051
         assert set(r["stages_p50_us"]) == set(stages)
     assert out["attributable_rss_peak_mb"] >= out["attributable_rss_mb"]
+    assert out["process_rss_peak_mb"] >= out["attributable_rss_peak_mb"] + out["import_rss_mb"]
+    assert out["import_rss_mb"] > 0 and out["interpreter_rss_mb"] > 0
     steal = out["index_cpu_steal_percent"]
     assert steal is None or 0 <= steal <= 100
     assert out["index_cpu_seconds"] > 0 and out["index_lines_per_cpu_s"] > 0

@@ -6,7 +6,9 @@ list of files to visit (the harness's own data); its peak is sampled every 1,000
 a tenth of them) during the workload. Cold opens (cache budget 0) and tree-sitter
 re-parses of the same sampled files are timed in two separate passes; a third, in another
 fresh store, times the stages of the same cold opens (path lookup, frame read + CRC32C,
-zstd decompression, record check + decode + tree binding).
+zstd decompression, record check + decode + tree binding). `process_rss_peak_mb` is the
+workload process's whole sampled peak; `import_rss_mb`, what `import cstvault` alone adds to
+a fresh interpreter (`interpreter_rss_mb`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ _con.close()
 _BASELINE = _IMPORTS + _FILES + """
 from cstvault.store import rss_bytes
 print(rss_bytes())
+"""
+
+# what `import cstvault` alone adds to a fresh interpreter
+_IMPORT = """
+import os
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+before = rss()
+import cstvault
+print(before, rss())
 """
 
 _WORKLOAD = _IMPORTS + _FILES + r"""
@@ -179,7 +192,13 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
                               str(cold_sample)))  # fmt: skip
     out["baseline_rss_mb"] = round(base / 2**20, 2)
     out["attributable_rss_mb"] = round((work.pop("rss_after_bytes") - base) / 2**20, 2)
-    out["attributable_rss_peak_mb"] = round((work.pop("rss_peak_bytes") - base) / 2**20, 2)
+    peak = work.pop("rss_peak_bytes")
+    out["attributable_rss_peak_mb"] = round((peak - base) / 2**20, 2)
+    # the whole workload process at its sampled peak (its harness imports numpy.random too)
+    out["process_rss_peak_mb"] = round(peak / 2**20, 2)
+    before, after = (int(x) for x in _python(_IMPORT).split())
+    out["interpreter_rss_mb"] = round(before / 2**20, 2)
+    out["import_rss_mb"] = round((after - before) / 2**20, 2)
     tiers = work["tiers"]
     total = sum(t["hits"] for name, t in tiers.items())
     out["hit_ratios"] = {name: round(t["hits"] / max(total, 1), 4) for name, t in tiers.items()}
