@@ -60,7 +60,6 @@ class LiveFile:
     record: bytes  # tree record of `record_version`, the last version stored with a tree
     record_version: int
     record_source: bytes  # the text of `record_version`
-    size_mtime: tuple[int, int] = (0, -1)
     pending: list = field(default_factory=list)  # versions journaled, not yet committed
     nodes: int = 0
     newlines: np.ndarray | None = None  # offsets of the text's newlines (points of edits)
@@ -71,13 +70,17 @@ class LiveFile:
         nl = self.newlines.nbytes if self.newlines is not None else 0
         ids = 0
         if self.ids is not None:  # hashes, sizes, parents, kinds and ids: 34 bytes a node
-            ids = sum(a.nbytes for a in (*self.ids[0].__getstate__(), self.ids[1]))
+            ids = self.ids[0].nbytes + self.ids[1].nbytes
         return len(self.source) + len(self.record) + self.nodes * LIVE_NODE_BYTES + nl + ids
 
     def lines(self) -> np.ndarray:
         if self.newlines is None:
-            self.newlines = np.flatnonzero(np.frombuffer(self.source, dtype=np.uint8) == 10)
+            self.newlines = newline_offsets(self.source)
         return self.newlines
+
+
+def newline_offsets(text: bytes) -> np.ndarray:
+    return np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
 
 
 def _row_col(newlines: np.ndarray, offset: int) -> tuple[int, int]:
@@ -89,14 +92,9 @@ def edit_lines(newlines: np.ndarray, start: int, old_end: int, text: bytes) -> n
     """The newline offsets after replacing [start, old_end) by `text`."""
     lo = int(np.searchsorted(newlines, start, "left"))
     hi = int(np.searchsorted(newlines, old_end, "left"))
-    mine = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10) + start
+    mine = newline_offsets(text) + start
     after = newlines[hi:] + (len(text) - (old_end - start))
     return np.concatenate((newlines[:lo], mine, after))
-
-
-def _point(text: bytes, offset: int) -> tuple[int, int]:
-    row = text.count(b"\n", 0, offset)
-    return row, offset - (text.rfind(b"\n", 0, offset) + 1)
 
 
 def common_edit(old: bytes, new: bytes) -> tuple[int, int, int]:
@@ -121,11 +119,14 @@ def common_edit(old: bytes, new: bytes) -> tuple[int, int, int]:
     return start, len(old) - lo, len(new) - lo
 
 
-def edit_tree(tree: object, old: bytes, new: bytes, start: int, old_end: int,
-              new_end: int) -> None:  # fmt: skip
-    """ts_tree_edit of a live tree for the edit turning `old` into `new`."""
-    sp, op, np_ = _point(old, start), _point(old, old_end), _point(new, new_end)
-    _native.live_edit(tree, start, old_end, new_end, *sp, *op, *np_)
+def edit_tree(tree: object, before: np.ndarray, start: int, old_end: int,
+              text: bytes) -> np.ndarray:  # fmt: skip
+    """ts_tree_edit of a live tree for replacing [start, old_end) by `text`, its points
+    found from the text's newline offsets `before`; returns the offsets after the edit."""
+    after = edit_lines(before, start, old_end, text)
+    _native.live_edit(tree, start, old_end, start + len(text), *_row_col(before, start),
+                      *_row_col(before, old_end), *_row_col(after, start + len(text)))
+    return after
 
 
 def parse_live(source: bytes, language: str, old: object = None,
@@ -323,7 +324,7 @@ class LiveWriter:
         lf = self.live.get(rel)
         if lf is not None and lf.language == language:
             start, old_end, new_end = common_edit(lf.source, source)
-            edit_tree(lf.tree, lf.source, source, start, old_end, new_end)
+            edit_tree(lf.tree, lf.lines(), start, old_end, source[start:new_end])
             cap, parsed = parse_live(source, language, lf.tree)
         else:
             cap, parsed = parse_live(source, language)
@@ -342,7 +343,7 @@ class LiveWriter:
                                        **prev)  # fmt: skip
         self._write(jn.UPDATE, entry_args)
         new = LiveFile(rel, language, source, cap, version, entry_args[2], version, source,
-                       (size, mtime), nodes=len(parsed[0]), ids=entry_args[3])  # fmt: skip
+                       nodes=len(parsed[0]), ids=entry_args[3])  # fmt: skip
         self._hold(new)
         self.stats["updates"] += 1
         self._commit_if_due(force=self.durability == "commit")
@@ -379,11 +380,7 @@ class LiveWriter:
         reason = check_source(new)
         if reason:
             raise FileError(f"{rel}: the edit would make it unstorable: {reason}")
-        before = lf.lines()
-        after = edit_lines(before, start_byte, old_end_byte, text)
-        _native.live_edit(lf.tree, start_byte, old_end_byte, new_end_byte,
-                          *_row_col(before, start_byte), *_row_col(before, old_end_byte),
-                          *_row_col(after, new_end_byte))  # fmt: skip
+        after = edit_tree(lf.tree, lf.lines(), start_byte, old_end_byte, text)
         batch = self.durability == "batch"
         cap, parsed = parse_live(new, lf.language, lf.tree, extract=not batch)
         version = lf.version + 1
@@ -407,7 +404,6 @@ class LiveWriter:
         lf.source, lf.tree, lf.version, lf.newlines = new, cap, version, after
         if parsed is not None:
             lf.nodes = len(parsed[0])
-        lf.size_mtime = (len(new), -1)
         self._hold(lf)
         self.stats["edits"] += 1
         self._commit_if_due(force=self.durability == "commit")
@@ -589,18 +585,12 @@ class LiveWriter:
         db = cat.db
         pv = u["prev_version"]
         if pv >= 0:
-            if not db.execute("SELECT 1 FROM versions WHERE path = ? AND version = ?",
-                              (rel, pv)).fetchone():  # fmt: skip
-                vs.put_current(db, rel, pv, 0, u["prev_size"], u["prev_lines"], u["prev_crc"],
-                               None)  # fmt: skip
+            self._keep_row(rel, pv, (u["prev_size"], u["prev_lines"], u["prev_crc"]))
             vs.supersede(db, rel, pv, u["prev_kind"], src_delta, None, None)
         if u["tree_of"] >= 0 and tree_delta:
             vs.set_tree_delta(db, rel, u["tree_of"], u["version"], tree_delta)
-        edit = vs.pack_edit(u["start"], u["old_end"], u["new_end"]) if u["start"] >= 0 else None
-        have = db.execute("SELECT edit FROM versions WHERE path = ? AND version = ?",
-                          (rel, u["version"])).fetchone()  # fmt: skip
-        if have is not None and edit is None:
-            edit = have[0]  # made by an edit entry of the same group
+        edit = vs.pack_edit(u["start"], u["old_end"], u["new_end"]) if u["start"] >= 0 else \
+            vs.edit_of(db, rel, u["version"])  # fmt: skip  (made by an edit entry of the group)
         vs.put_current(db, rel, u["version"], u["made_ms"], u["size"], u["lines"], u["crc"],
                        edit, ids or None, u["next_id"] if u["next_id"] >= 0 else None)  # fmt: skip
         cat.put_file(rel, blob, u["size"], u["mtime_ns"], version=u["version"])
@@ -612,15 +602,7 @@ class LiveWriter:
         rel = path_b.decode("utf-8", "surrogateescape")
         db = self.cat.db
         v = d["version"]
-        if not db.execute("SELECT 1 FROM versions WHERE path = ? AND version = ?",
-                          (rel, v - 1)).fetchone():  # fmt: skip
-            # the version it edits: stored by `index`, or the one this group started from
-            found = self.cat.blob_for(rel)
-            if found is not None:
-                b = found[0]
-                src = self.store._source(b, rel)
-                vs.put_current(db, rel, v - 1, 0, len(src), count_lines(src),
-                               signed32(crc32c(src)), None)  # fmt: skip
+        self._keep_row(rel, v - 1)  # the version it edits, if stored by `index`
         vs.supersede(db, rel, v - 1, vs.EDIT,
                      vs.inverse_edit(d["start"], d["new_end"], old_text), None, None)
         vs.put_current(db, rel, v, d["made_ms"], d["size"], d["lines"], d["crc"],
@@ -634,14 +616,27 @@ class LiveWriter:
         if found is None:
             return
         blob = found[0]
-        db = cat.db
-        if not db.execute("SELECT 1 FROM versions WHERE path = ? AND version = ?",
-                          (rel, version)).fetchone():  # fmt: skip
-            src = self.store._source(blob, rel)
-            vs.put_current(db, rel, version, 0, len(src), count_lines(src),
-                           signed32(crc32c(src)), None)  # fmt: skip
-        vs.supersede(db, rel, version, vs.FULL, None, None, None, blob=blob.id)
+        self._keep_row(rel, version, blob=blob)
+        vs.supersede(cat.db, rel, version, vs.FULL, None, None, None, blob=blob.id)
         cat.remove_file(rel)
+
+    def _keep_row(self, rel: str, version: int, stats: tuple[int, int, int] | None = None,
+                  blob=None) -> None:  # fmt: skip
+        """Give `version` of `rel` a history row if it has none (a version `index` stored):
+        from `stats` (size, lines, CRC32C), else from the text of `blob` (default: the
+        file's current one)."""
+        db = self.cat.db
+        if vs.has_row(db, rel, version):
+            return
+        if stats is None:
+            if blob is None:
+                found = self.cat.blob_for(rel)
+                if found is None:
+                    return
+                blob = found[0]
+            src = self.store._source(blob, rel)
+            stats = (len(src), count_lines(src), signed32(crc32c(src)))
+        vs.put_current(db, rel, version, 0, *stats, None)
 
     # replay and checkpoint
     def replay(self) -> dict:

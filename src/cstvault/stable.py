@@ -50,8 +50,9 @@ class Side:
         self.parent = _parents(self.size) if len(cols) else np.zeros(0, dtype=np.int64)
         self.kind = np.asarray(cols.kind)
 
-    def __getstate__(self) -> tuple:
-        return self.hashes, self.size, self.parent, self.kind
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.hashes, self.size, self.parent, self.kind))
 
 
 def match(old: Columns | Side, old_src: bytes | None, new: Columns | Side,

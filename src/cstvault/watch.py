@@ -49,8 +49,9 @@ def apply_changes(store: Store, root: Path, paths: set[str], ignored: Ignored) -
         try:
             if os.path.isfile(path):
                 before = store.catalog.file_version(rel)
-                out.updated += store.update(rel) != before
-                out.unchanged += store.catalog.file_version(rel) == before
+                changed = store.update(rel) != before
+                out.updated += changed
+                out.unchanged += not changed
                 continue
             raise FileVanished(rel)
         except FileVanished:

@@ -478,10 +478,6 @@ class Catalog:
         row = self.db.execute(f"SELECT {BLOB_COLUMNS} FROM blobs WHERE id = ?", (blob,)).fetchone()
         return _blob(row) if row else None
 
-    def blob_digest(self, blob: int) -> bytes | None:
-        row = self.db.execute("SELECT hash FROM blobs WHERE id = ?", (blob,)).fetchone()
-        return row[0] if row else None
-
     def _write_digests(self) -> None:
         digests = getattr(self, "_digests", None)
         if not digests:

@@ -202,25 +202,20 @@ def _edits(store, path: str, old: int, new: int, old_text: bytes,
 
 
 def changed_ranges(store, path: str, old: int, new: int) -> list:
-    import numpy as np
     from tree_sitter import Point, Range
 
     from .. import _native
-    from ..live import _row_col
+    from ..live import edit_tree, newline_offsets
 
     language = languages.detect(path)
     old_text = version_source(store, path, old)
     new_text = version_source(store, path, new)
     cap = languages.capsule(language)
     tree = _native.live_parse(old_text, cap, None, None, False)[0]
-    text = old_text
-    for start, old_end, new_end, piece in _edits(store, path, old, new, old_text, new_text):
-        after = text[:start] + piece + text[old_end:]
-        nl = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
-        nl2 = np.flatnonzero(np.frombuffer(after, dtype=np.uint8) == 10)
-        _native.live_edit(tree, start, old_end, new_end, *_row_col(nl, start),
-                          *_row_col(nl, old_end), *_row_col(nl2, new_end))  # fmt: skip
-        text = after
+    text, lines = old_text, newline_offsets(old_text)
+    for start, old_end, _, piece in _edits(store, path, old, new, old_text, new_text):
+        lines = edit_tree(tree, lines, start, old_end, piece)
+        text = text[:start] + piece + text[old_end:]
     if text != new_text:
         raise CorruptRecord(f"{path}: the edits between versions {old} and {new} do not "
                             "rebuild the newer text")  # fmt: skip

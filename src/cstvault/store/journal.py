@@ -70,21 +70,23 @@ def pack(ints: tuple[int, ...], blobs: tuple[bytes, ...]) -> tuple[bytes, list[i
     return bytes(out), starts
 
 
-def unpack(payload: bytes) -> tuple[list[int], list[bytes]]:
+def unpack(payload: bytes) -> tuple[list[int], list[bytes], list[int]]:
+    """(ints, byte fields, where each byte field starts in the payload)."""
     n, pos = _read_leb(payload, 0)
     ints = []
     for _ in range(n):
         v, pos = _read_leb(payload, pos)
         ints.append((v >> 1) ^ -(v & 1))
     n, pos = _read_leb(payload, pos)
-    blobs = []
+    blobs, starts = [], []
     for _ in range(n):
         size, pos = _read_leb(payload, pos)
         if pos + size > len(payload):
             raise ValueError("truncated field")
+        starts.append(pos)
         blobs.append(payload[pos : pos + size])
         pos += size
-    return ints, blobs
+    return ints, blobs, starts
 
 
 @dataclass
@@ -112,19 +114,6 @@ class Scan:
         return self.size - self.end
 
 
-def _field_starts(payload: bytes, base: int) -> list[int]:
-    n, pos = _read_leb(payload, 0)
-    for _ in range(n):
-        _, pos = _read_leb(payload, pos)
-    n, pos = _read_leb(payload, pos)
-    out = []
-    for _ in range(n):
-        size, pos = _read_leb(payload, pos)
-        out.append(base + pos)
-        pos += size
-    return out
-
-
 class Journal:
     """One journal file (segment id `seg_id`), opened for appending by the writer."""
 
@@ -139,7 +128,6 @@ class Journal:
             fsync_dir(directory)
         self.size = os.fstat(self._fd).st_size
         self.unsynced = 0  # entries written since the last sync
-        self.synced_at = time.monotonic()
 
     def append(self, kind: int, seq: int, ints: tuple[int, ...],
                blobs: tuple[bytes, ...]) -> Entry:  # fmt: skip
@@ -164,7 +152,6 @@ class Journal:
         if self.unsynced:
             os.fdatasync(self._fd)
             self.unsynced = 0
-        self.synced_at = time.monotonic()
 
     def sync_started(self):
         """Start `sync` on a thread of the native module's own (no GIL needed, so Python
@@ -178,7 +165,6 @@ class Journal:
         def wait() -> None:
             _native.fdatasync_wait(job)
             self.unsynced = 0
-            self.synced_at = time.monotonic()
 
         return wait
 
@@ -223,12 +209,12 @@ def scan(path: Path, start: int = 0) -> Scan:
             damage = "CRC32C mismatch"
             break
         try:
-            ints, blobs = unpack(payload)
-            starts = _field_starts(payload, pos + HEAD)
+            ints, blobs, starts = unpack(payload)
         except ValueError as exc:
             damage = f"malformed entry: {exc}"
             break
-        entries.append(Entry(pos, kind, seq, ints, blobs, end, starts))
+        base = pos + HEAD
+        entries.append(Entry(pos, kind, seq, ints, blobs, end, [base + k for k in starts]))
         pos = end
     return Scan(entries, pos, len(data), damage)
 

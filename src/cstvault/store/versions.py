@@ -162,6 +162,18 @@ def prune(db, path: str, current: int, keep: int, keep_bytes: int | None = None)
     return n
 
 
+def has_row(db, path: str, version: int) -> bool:
+    return db.execute("SELECT 1 FROM versions WHERE path = ? AND version = ?",
+                      (db_text(path), version)).fetchone() is not None  # fmt: skip
+
+
+def edit_of(db, path: str, version: int) -> bytes | None:
+    """The recorded edit that made `version` (None: none, or no row)."""
+    row = db.execute("SELECT edit FROM versions WHERE path = ? AND version = ?",
+                     (db_text(path), version)).fetchone()  # fmt: skip
+    return row[0] if row else None
+
+
 def last_version(db, path: str) -> int:
     row = db.execute("SELECT max(version) FROM versions WHERE path = ?",
                      (db_text(path),)).fetchone()  # fmt: skip
