@@ -74,6 +74,7 @@ def test_bench_store_json(tmp_path):
     assert out["attributable_rss_peak_mb"] >= out["attributable_rss_mb"]
     assert out["process_rss_peak_mb"] >= out["attributable_rss_peak_mb"] + out["import_rss_mb"]
     assert out["import_rss_mb"] > 0 and out["interpreter_rss_mb"] > 0
+    assert out["numpy_loaded"] is False  # the reader process ran without numpy
     steal = out["index_cpu_steal_percent"]
     assert steal is None or 0 <= steal <= 100
     assert out["index_cpu_seconds"] > 0 and out["index_lines_per_cpu_s"] > 0
@@ -128,3 +129,23 @@ def test_bench_query_reports_every_key(tmp_path):
         assert key in out
     assert out["files"] == 12 and out["store_query_matches"] == out["tree_sitter_matches"] > 0
     assert out["definitions_p50_ms"] > 0 and out["cold_file_query_speedup"] > 0
+
+
+def test_zipf_ranks_follow_numpys_zipf():
+    """The numpy-free sampler draws what numpy's `Generator.zipf` draws, in distribution."""
+    import random
+
+    import numpy as np
+
+    from cstvault.bench.zipf import zipf
+
+    n = 40_000
+    rng = random.Random(7)
+    ours = np.array([zipf(rng, 1.2) for _ in range(n)])
+    theirs = np.random.default_rng(7).zipf(1.2, size=n)
+    assert ours.min() >= 1
+    for k in (1, 2, 3, 10):
+        p_ours, p_theirs = np.mean(ours == k), np.mean(theirs == k)
+        assert abs(p_ours - p_theirs) < 0.012, (k, p_ours, p_theirs)
+    # the heavy tail too: the share above 1,000 (about 15% at a = 1.2)
+    assert abs(np.mean(ours > 1000) - np.mean(theirs > 1000)) < 0.012

@@ -124,7 +124,7 @@ def test_texts_read_are_kept_with_their_trees_and_counted(store_root):
 
 
 def test_release_free_memory_is_safe():
-    from cstvault.memory import release_free_memory
+    from cstvault._native import release_free_memory
 
     assert release_free_memory() in (True, False)
 
@@ -181,7 +181,7 @@ def _anon_rss() -> int:
     reason="glibc heap behaviour, Linux /proc",
 )
 def test_a_large_tree_returns_its_heap_when_dropped():
-    from cstvault.memory import release_free_memory
+    from cstvault._native import release_free_memory
 
     big = bytearray(16 * 2**20)  # freeing a mapped chunk this large makes glibc serve
     del big  # later buffers up to its size from the heap, where frees stay resident

@@ -174,7 +174,7 @@ def test_a_writer_invalidates_again_after_another_writer_rebuilt(repo):
 
 
 def test_values_too_wide_for_an_entry_leave_the_catalog_in_charge(repo, monkeypatch):
-    entries = np.zeros(1, dtype=pathindex.ENTRY)
+    entries = np.zeros(1, dtype=pathindex.entry_dtype())
     with pytest.raises(pathindex._TooWide):
         pathindex._put(entries, "tree_dict", [70_000])
     (repo / "go_ok.go").write_bytes(b"package wide\n")

@@ -267,6 +267,73 @@ def test_reading_needs_no_grammar_loaded(repo):
     assert out.stdout.strip() == "[]"
 
 
+_NO_NUMPY_READER = """
+import sys
+
+class Refuse:  # any import of numpy fails, and says from where
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "numpy":
+            raise ImportError("the read path imported numpy")
+
+sys.meta_path.insert(0, Refuse())
+import cstvault
+
+def visit(n, depth):
+    _ = (n.type, n.kind_id, n.grammar_name, n.is_named, n.is_missing, n.is_extra, n.is_error,
+         n.has_error, n.byte_range, n.start_point, n.end_point, n.range, n.text, n.child_count,
+         n.named_child_count, n.descendant_count, n.parent, n.next_sibling, n.prev_sibling,
+         n.next_named_sibling, n.prev_named_sibling, n.stable_id, repr(n), n.id)
+    for i in range(n.child_count):
+        _ = n.child(i), n.field_name_for_child(i)
+    _ = n.child_by_field_name("name"), n.children_by_field_name("body"), n.named_children
+    _ = n.descendant_for_point_range(n.start_point, n.end_point)
+    _ = n.named_descendant_for_byte_range(n.start_byte, n.start_byte)
+    _ = n.first_child_for_byte(n.start_byte)
+    if depth < 4:
+        for c in n.children:
+            visit(c, depth + 1)
+
+seen = 0
+with cstvault.open(sys.argv[1]) as s:
+    for f in s.files():
+        t = s.tree(f.path)
+        visit(t.root_node, 0)
+        c = t.walk()
+        while c.goto_first_child():
+            _ = c.node, c.field_name, c.depth
+        while c.goto_next_sibling():
+            pass
+        _ = t.root_node_with_offset(1, (0, 1)).start_point, t.copy(), t.text, len(t)
+        _ = s.node_at(f.path, 0, 0).type, s.source(f.path)
+        seen += 1
+print(seen, "numpy" in sys.modules)
+"""
+
+
+def test_reading_needs_no_numpy(repo):
+    """open, tree, the node API, cursors, node_at and source run without numpy (whose
+    import alone is ~19 MB of a reader's RSS)."""
+    import subprocess
+    import sys
+
+    indexer.index(repo, jobs=1)
+    out = subprocess.run([sys.executable, "-c", _NO_NUMPY_READER, str(repo)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    seen, loaded = out.stdout.split()
+    assert int(seen) == len(list(Store.open(repo).files())) > 5 and loaded == "False"
+
+
+def test_wheel_versions_read_without_importlib_metadata_agree_with_it():
+    from importlib import metadata
+
+    from cstvault import languages
+
+    for name in languages.names():
+        spec = languages.BY_NAME[name]
+        assert languages.wheel_version(name) == metadata.version(spec.distribution)
+
+
 def test_stored_tables_equal_the_grammars():
     from cstvault import languages
 
@@ -276,6 +343,7 @@ def test_stored_tables_equal_the_grammars():
         assert a.names == b.names and a.fields == b.fields
         for col in ("named", "visible", "identifier", "token_len"):
             assert (getattr(a, col) == getattr(b, col)).all(), (name, col)
+        assert a.token_lens.tolist() == b.token_lens.tolist() == a.token_len.tolist()
 
 
 def _open_segments() -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from .memory import release_free_memory
+from ._native import release_free_memory
 from .sources import DeferredSource
 
 TIERS = ("hot", "warm", "cold", "frozen")

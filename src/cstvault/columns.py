@@ -6,8 +6,12 @@ Flag bits are shared by the extractor, the record opcodes and the read API.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ._numpy import np
 
 HAS_CHILDREN = 0x01
 NAMED = 0x02

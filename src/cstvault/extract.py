@@ -7,7 +7,12 @@ oracle the tests hold the native walker to.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ._numpy import np
 import tree_sitter as ts
 
 from . import _native, languages

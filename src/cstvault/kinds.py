@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import struct
 from functools import cache
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ._numpy import np
 
 from . import _native, languages
 from .checksum import crc32c

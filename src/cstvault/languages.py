@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import mmap
 import os
+from array import array
 from dataclasses import dataclass
-from functools import cache
-from importlib import metadata
+from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ._numpy import np
 import tree_sitter as ts
 import zstandard
 
@@ -106,8 +111,7 @@ def parser(name: str) -> ts.Parser:
 @cache
 def identity(name: str) -> str:
     """Grammar identity stored in records: language, grammar wheel version and ABI."""
-    spec = BY_NAME[name]
-    return f"{name}:{metadata.version(spec.distribution)}:abi{language(name).abi_version}"
+    return f"{name}:{wheel_version(name)}:abi{language(name).abi_version}"
 
 
 def identity_language(ident: str) -> str:
@@ -118,16 +122,48 @@ def identity_language(ident: str) -> str:
 _SYMBOL_KINDS = {"name", "constant", "symbol", "simple_identifier", "word"}
 
 
+_SPAN = 65536  # entries per table: every u16 symbol id (ERROR is 0xFFFF)
+
+
 @dataclass(frozen=True)
 class KindTables:
-    """Per-language lookup tables indexed by symbol id (65536 entries: ERROR is 0xFFFF)."""
+    """Per-language lookup tables indexed by symbol id (65536 entries: ERROR is 0xFFFF).
+
+    `block` holds named, visible and identifier (one byte each per id) then token_len (int16
+    per id) in one anonymous mapping: only the pages of the ids a grammar uses (and ERROR's)
+    ever become resident. Ids past the grammar's count are invalid kinds (the decoder
+    rejects them); they read as 0. The numpy views are made on first use: readers need only
+    `names`, `fields` and `token_lens`."""
 
     names: tuple[str, ...]  # symbol id -> type name; the last entry is ERROR (id 0xFFFF)
-    named: np.ndarray  # bool per symbol id
-    visible: np.ndarray  # bool per symbol id
-    identifier: np.ndarray  # bool per symbol id: named kinds whose text is a symbol name
-    token_len: np.ndarray  # int16 per symbol id: UTF-8 length of an anonymous token, -1 if none
     fields: tuple[str | None, ...]
+    block: mmap.mmap
+
+    def _table(self, k: int, dtype: type) -> np.ndarray:
+        return np.frombuffer(self.block, dtype=dtype, count=_SPAN, offset=k * _SPAN)
+
+    @cached_property
+    def named(self) -> np.ndarray:  # bool per symbol id
+        return self._table(0, bool)
+
+    @cached_property
+    def visible(self) -> np.ndarray:  # bool per symbol id
+        return self._table(1, bool)
+
+    @cached_property
+    def identifier(self) -> np.ndarray:
+        """Bool per symbol id: named kinds whose text is a symbol name."""
+        return self._table(2, bool)
+
+    @cached_property
+    def token_len(self) -> np.ndarray:
+        """int16 per symbol id: UTF-8 length of an anonymous token, -1 if none."""
+        return self._table(3, np.int16)
+
+    @cached_property
+    def token_lens(self) -> memoryview:
+        """`token_len` as a memoryview (what the decoder takes; no numpy)."""
+        return memoryview(self.block)[3 * _SPAN : 5 * _SPAN].cast("h")
 
     def name(self, kind: int) -> str:
         return self.names[-1] if kind == 0xFFFF else self.names[kind]
@@ -137,16 +173,19 @@ class KindTables:
         return np.where(kinds == 0xFFFF, len(self.names) - 1, kinds)
 
 
-def _lazy_zeros() -> tuple[np.ndarray, ...]:
-    """Three bool and one int16 array of 65536 entries in one anonymous mapping: only the
-    pages of the ids a grammar uses (and ERROR's) ever become resident. Ids past the
-    grammar's count are invalid kinds (the decoder rejects them); they read as 0."""
-    block = mmap.mmap(-1, 5 * 65536)
-    named, visible, identifier = (
-        np.frombuffer(block, dtype=bool, count=65536, offset=k * 65536) for k in range(3)
-    )
-    token_len = np.frombuffer(block, dtype=np.int16, count=65536, offset=3 * 65536)
-    return named, visible, identifier, token_len
+def _tables(names: tuple[str, ...], fields: tuple[str | None, ...], named: list[int],
+            visible: list[int], identifier: list[int], token_len: list[int]) -> KindTables:
+    """Tables from the ids of the named, visible and identifier kinds and every kind's token
+    length (ERROR is added: named, visible, no token)."""
+    block = mmap.mmap(-1, 5 * _SPAN)
+    for k, ids in enumerate((named, visible, identifier)):
+        for i in ids:
+            block[k * _SPAN + i] = 1
+    block[0xFFFF] = block[_SPAN + 0xFFFF] = 1
+    lens = memoryview(block)[3 * _SPAN :].cast("h")
+    lens[: len(token_len)] = array("h", token_len)
+    lens[0xFFFF] = -1
+    return KindTables((*names, "ERROR"), (None, *fields), block)
 
 
 def to_bytes(t: KindTables) -> bytes:
@@ -166,15 +205,8 @@ def to_bytes(t: KindTables) -> bytes:
 
 def from_bytes(data: bytes) -> KindTables:
     body = json.loads(zstandard.ZstdDecompressor().decompress(data))
-    count = len(body["names"])
-    named, visible, identifier, token_len = _lazy_zeros()
-    for arr, key in ((named, "named"), (visible, "visible"), (identifier, "identifier")):
-        arr[np.array(body[key], dtype=np.int64)] = True
-    named[0xFFFF] = visible[0xFFFF] = True
-    token_len[:count] = np.array(body["token_len"], dtype=np.int16)
-    token_len[0xFFFF] = -1
-    return KindTables(tuple(body["names"]) + ("ERROR",), named, visible, identifier, token_len,
-                      (None, *body["fields"]))  # fmt: skip
+    return _tables(tuple(body["names"]), tuple(body["fields"]), body["named"], body["visible"],
+                   body["identifier"], body["token_len"])  # fmt: skip
 
 
 _TABLES: dict[str, KindTables] = {}
@@ -183,7 +215,22 @@ _OFFERED: dict[str, tuple[str, bytes]] = {}
 
 @cache
 def wheel_version(name: str) -> str:
-    return metadata.version(BY_NAME[name].distribution)
+    """The installed grammar wheel's version, from the name of the one `.dist-info` directory
+    beside its package (`{name}-{version}.dist-info`, as wheels install): a reader then needs
+    no `importlib.metadata` (≈ 5 MB of imports). Any other layout asks importlib.metadata."""
+    spec = BY_NAME[name]
+    found = importlib.util.find_spec(spec.module)
+    if found is not None and found.submodule_search_locations:
+        site = os.path.dirname(next(iter(found.submodule_search_locations)))
+        prefix = spec.distribution.replace("-", "_").lower() + "-"
+        with contextlib.suppress(OSError):
+            hits = [e.name[len(prefix) : -len(".dist-info")] for e in os.scandir(site)
+                    if e.name.lower().startswith(prefix) and e.name.endswith(".dist-info")]
+            if len(hits) == 1:
+                return hits[0]
+    from importlib import metadata
+
+    return metadata.version(spec.distribution)
 
 
 def offer(name: str, version: str, data: bytes) -> None:
@@ -212,22 +259,13 @@ def tables(name: str) -> KindTables:
 def grammar_tables(name: str) -> KindTables:
     lang = language(name)
     count = lang.node_kind_count
-    kind_names: list[str] = [""] * (count + 1)
-    named, visible, identifier, token_len = _lazy_zeros()
-    token_len[:count] = -1
-    token_len[0xFFFF] = -1
-    for k in range(count):
-        kn = lang.node_kind_for_id(k) or ""
-        kind_names[k] = kn
-        named[k] = lang.node_kind_is_named(k)
-        visible[k] = lang.node_kind_is_visible(k)
-        identifier[k] = bool(named[k]) and ("identifier" in kn or kn in _SYMBOL_KINDS)
-        if not named[k] and lang.node_kind_is_visible(k):
-            token_len[k] = len(kn.encode("utf-8"))
-    kind_names[count] = "ERROR"
-    named[0xFFFF] = True
-    visible[0xFFFF] = True
-    fields: list[str | None] = [None] + [
-        lang.field_name_for_id(f) for f in range(1, lang.field_count + 1)
-    ]
-    return KindTables(tuple(kind_names), named, visible, identifier, token_len, tuple(fields))
+    names = tuple(lang.node_kind_for_id(k) or "" for k in range(count))
+    named = [k for k in range(count) if lang.node_kind_is_named(k)]
+    visible = [k for k in range(count) if lang.node_kind_is_visible(k)]
+    identifier = [k for k in named if "identifier" in names[k] or names[k] in _SYMBOL_KINDS]
+    token_len = [-1] * count
+    for k in visible:
+        if not lang.node_kind_is_named(k):
+            token_len[k] = len(names[k].encode("utf-8"))
+    fields = tuple(lang.field_name_for_id(f) for f in range(1, lang.field_count + 1))
+    return _tables(names, fields, named, visible, identifier, token_len)

@@ -18,8 +18,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from stat import S_ISDIR
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ._numpy import np
 
 from . import _native, faults, indexer, languages, stable
 from .checksum import crc32c

@@ -14,7 +14,12 @@ Ids are stored per version as runs (`pack_runs`): a one-line edit keeps a handfu
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ._numpy import np
 
 from .columns import Columns
 

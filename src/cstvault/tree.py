@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ._numpy import np
 import tree_sitter as ts
 from tree_sitter import Point, Range
 
@@ -164,9 +168,9 @@ class Tree(_native.TreeBase):
         return self._cols.tails
 
     def _line_starts(self) -> memoryview:
+        """Byte offset of each line's start (int64), made on first use."""
         if self._lines_mv is None:
-            self._lines = np.frombuffer(_native.line_starts(self._source), dtype=np.int64)
-            self._lines_mv = memoryview(self._lines)
+            self._lines_mv = memoryview(_native.line_starts(self._source)).cast("q")
         return self._lines_mv
 
     def _point(self, byte: int) -> Point:
@@ -176,8 +180,8 @@ class Tree(_native.TreeBase):
 
     def points(self, byte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised (row, column) of byte offsets, counting only '\\n' as tree-sitter does."""
-        self._line_starts()
-        assert self._lines is not None
+        if self._lines is None:
+            self._lines = np.frombuffer(self._line_starts(), dtype=np.int64)
         row = np.searchsorted(self._lines, byte, side="right") - 1
         return row, byte - self._lines[row]
 
@@ -237,14 +241,13 @@ class Node(_native.NodeBase):
     def stable_id(self) -> int:
         """An id equal across a file's versions for the node matched as the same (its
         subtree unchanged, or its children mostly so; moves included): see
-        `cstvault.stable`. A tree made outside a store numbers its nodes in preorder."""
+        `cstvault.stable`. A tree made outside a store, or of a file without history, numbers
+        its nodes in preorder."""
         t = self._t
         ids = t._ids
-        if ids is None:
-            return self._i
-        if not isinstance(ids, np.ndarray):
+        if callable(ids):  # a store's loader, resolved on first use
             ids = t._ids = ids(t)
-        return int(ids[self._i])
+        return self._i if ids is None else int(ids[self._i])
 
     @property
     def start_point(self) -> Point:

@@ -376,7 +376,7 @@ def reindex_unchanged(work: Path, corpus: Path, store_dir: Path | None,
 _TREE_RSS = """
 import gc, json, sys
 from cstvault import _native, languages
-from cstvault.memory import release_free_memory
+from cstvault._native import release_free_memory
 from cstvault.store import rss_bytes
 src = open(sys.argv[1], "rb").read()
 cap = languages.capsule("python")

@@ -101,7 +101,7 @@ def _rss() -> int:
 
 
 def _settle() -> int:
-    from ..memory import release_free_memory
+    from .._native import release_free_memory
 
     gc.collect()
     release_free_memory()

@@ -3,10 +3,12 @@
 RSS is measured, never estimated: attributable RSS = RSS of the workload process after the
 workload minus RSS of another fresh process that made the same imports and holds the same
 list of files to visit (the harness's own data); its peak is sampled every 1,000 ops (or
-a tenth of them) during the workload. Cold opens (cache budget 0) and tree-sitter
-re-parses of the same sampled files are timed in two separate passes; a third, in another
-fresh store, times the stages of the same cold opens (path lookup, frame read + CRC32C,
-zstd decompression, record check + decode + tree binding). `process_rss_peak_mb` is the
+a tenth of them) during the workload. The workload process is a reader as a user's would
+be: neither the read path nor the harness loads numpy (`numpy_loaded` says so). In another
+process, cold opens (cache budget 0) and tree-sitter re-parses of the same sampled files are
+timed in two separate passes; a third, in another fresh store, times the stages of the same
+cold opens (path lookup, frame read + CRC32C, zstd decompression, record check + decode +
+tree binding). `process_rss_peak_mb` is the
 workload process's whole sampled peak; `import_rss_mb`, what `import cstvault` alone adds to
 a fresh interpreter (`interpreter_rss_mb`).
 """
@@ -19,19 +21,19 @@ from pathlib import Path
 
 from . import cpu_times, fresh_process, steal_percent
 
-# numpy.random is the harness's (it maps libcrypto among others): both processes import it
-_IMPORTS = (
-    "import cstvault, cstvault.store, cstvault.extract, numpy, numpy.random, zstandard, sqlite3\n"
-)
+# what both the workload process and its baseline import (nothing here loads numpy)
+_IMPORTS = "import cstvault, cstvault.store, cstvault.bench.zipf, json, random, sys, time\n"
 
-# the harness's list of files to visit (path, size, language), held by both processes
+# the harness's list of files to visit: paths, and sizes in an array (held by both processes)
 _FILES = """
-import sys
+import sqlite3
+from array import array
 from cstvault.store.catalog import FILE, PATH
 _con = sqlite3.connect(sys.argv[1] + "/catalog.sqlite")
-files = _con.execute(f"SELECT {PATH} AS p, f.size, b.language FROM {FILE} "
-                     "JOIN blobs b ON b.id = f.blob ORDER BY p").fetchall()
+_rows = _con.execute(f"SELECT {PATH} AS p, f.size FROM {FILE} ORDER BY p").fetchall()
 _con.close()
+paths, sizes = [r[0] for r in _rows], array("q", [r[1] for r in _rows])
+del _rows
 """
 
 _BASELINE = _IMPORTS + _FILES + """
@@ -50,29 +52,29 @@ import cstvault
 print(before, rss())
 """
 
+# the Zipf workload: a reader process as a user's would be (no numpy: the read path and this
+# harness do not load it; `numpy_loaded` says so)
 _WORKLOAD = _IMPORTS + _FILES + r"""
-import json, sys, time
-import numpy as np
+from cstvault.bench.zipf import zipf
 from cstvault.cache import CacheConfig
-from cstvault.extract import parse
 from cstvault.store import Store, memory_breakdown, rss_bytes
 
 store_dir, budget = sys.argv[1], float(sys.argv[2])
-ops, seed, cold_sample = (int(a) for a in sys.argv[3:6])
+ops, seed = int(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
 store = Store.open(store_dir, CacheConfig(max_memory_mb=budget))
 open_ms = (time.perf_counter() - t0) * 1000
-rng = np.random.default_rng(seed)
-order = rng.permutation(len(files))
-ranks = rng.zipf(1.2, size=ops)
-ranks = np.minimum(ranks, len(order)) - 1
-lat = np.empty(ops)
+rng = random.Random(seed)
+order = list(range(len(paths)))
+rng.shuffle(order)
+last = len(order)
+lat = array("d", bytes(8 * ops))
 rss_peak, every = 0, max(1, min(1000, ops // 10))  # sampled: during the run, not only after
 for k in range(ops):
-    path, size, _ = files[int(order[ranks[k]])]
+    at = order[min(zipf(rng, 1.2), last) - 1]
     t = time.perf_counter()
-    tree = store.tree(path)
-    b = int(rng.integers(0, max(size, 1)))
+    tree = store.tree(paths[at])
+    b = rng.randrange(max(sizes[at], 1))
     node = tree.root_node.descendant_for_byte_range(b, b)
     _ = node.type, node.text
     while node is not None:
@@ -82,14 +84,44 @@ for k in range(ops):
         rss_peak = max(rss_peak, rss_bytes())
 rss_after = rss_bytes()
 rss_peak = max(rss_peak, rss_after)
+numpy_loaded = "numpy" in sys.modules
 memory = memory_breakdown()
 stats = store.stats()
 store.close()
+q = sorted(lat)
+print(json.dumps({
+    "open_ms": round(open_ms, 3),
+    "rss_after_bytes": rss_after,
+    "rss_peak_bytes": rss_peak,
+    "numpy_loaded": numpy_loaded,
+    "rss_after_anonymous_mb": round(memory.get("anonymous", 0) / 2**20, 2),
+    "rss_after_file_backed_mb": round(memory.get("file_backed", 0) / 2**20, 2),
+    "op_p50_ms": round(q[len(q) // 2] * 1000, 4),
+    "op_p99_ms": round(q[min(len(q) - 1, len(q) * 99 // 100)] * 1000, 4),
+    "tiers": stats["tiers"],
+    "cache_bytes": stats["cache_bytes"],
+}))
+"""
 
 # cold opens (empty cache, frames from disk) against tree-sitter re-parsing the same files,
-# in two passes so that neither pays for the other's trail through the CPU caches
-sample = rng.choice(len(files), size=min(cold_sample, len(files)), replace=False).tolist()
+# in two passes so that neither pays for the other's trail through the CPU caches; then where
+# a cold open's time goes: the same opens, stage by stage, in another fresh store
+_COLD = r"""
+import json, sys, time
+import numpy as np
+from cstvault.bench.store import by_size
+from cstvault.cache import CacheConfig
+from cstvault.extract import parse
+from cstvault.store import Store
+from cstvault.store.catalog import FILE, PATH
+from cstvault.tree import tree_from_record
+
+store_dir, seed, cold_sample = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cold = Store.open(store_dir, CacheConfig(max_memory_mb=0))
+files = cold.catalog.db.execute(f"SELECT {PATH} AS p, b.language FROM {FILE} "
+                                "JOIN blobs b ON b.id = f.blob ORDER BY p").fetchall()
+rng = np.random.default_rng(seed)
+sample = rng.choice(len(files), size=min(cold_sample, len(files)), replace=False).tolist()
 cold_ms, parse_ms, nodes = [], [], []
 for k in sample:
     t = time.perf_counter()
@@ -99,17 +131,13 @@ for k in sample:
     nodes.append(len(tree))
     del tree
 for k in sample:
-    path, _, lang = files[k]
+    path, lang = files[k]
     src = cold.source(path)
     t = time.perf_counter()
     parse(src, lang).root_node
     parse_ms.append((time.perf_counter() - t) * 1000)
 cold.close()
 ratio = np.array(parse_ms) / np.maximum(np.array(cold_ms), 1e-9)
-
-# where a cold open's time goes: the same opens, stage by stage, in another fresh store
-from cstvault.bench.store import by_size
-from cstvault.tree import tree_from_record
 staged = Store.open(store_dir, CacheConfig(max_memory_mb=0))
 stages = {k: [] for k in ("lookup", "frame", "zstd", "tree")}
 for k in sample:
@@ -127,15 +155,6 @@ for k in sample:
         stages[name].append((b - a) * 1e6)
 staged.close()
 print(json.dumps({
-    "open_ms": round(open_ms, 3),
-    "rss_after_bytes": rss_after,
-    "rss_peak_bytes": rss_peak,
-    "rss_after_anonymous_mb": round(memory.get("anonymous", 0) / 2**20, 2),
-    "rss_after_file_backed_mb": round(memory.get("file_backed", 0) / 2**20, 2),
-    "op_p50_ms": round(float(np.percentile(lat, 50)) * 1000, 4),
-    "op_p99_ms": round(float(np.percentile(lat, 99)) * 1000, 4),
-    "tiers": stats["tiers"],
-    "cache_bytes": stats["cache_bytes"],
     "cold_open_p50_ms": round(float(np.median(cold_ms)), 4),
     "reparse_p50_ms": round(float(np.median(parse_ms)), 4),
     "cold_vs_reparse_median_ratio": round(float(np.median(ratio)), 2),
@@ -187,14 +206,15 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
     out["dictionaries"] = dictionary_effect(store_dir, seed=seed)
     log("measuring a fresh process's RSS with the same imports")
     base = int(_python(_BASELINE, str(store_dir)))
-    log(f"running {ops:,} Zipf ops with a {budget_mb} MB budget, then cold opens")
-    work = json.loads(_python(_WORKLOAD, str(store_dir), str(budget_mb), str(ops), str(seed),
-                              str(cold_sample)))  # fmt: skip
+    log(f"running {ops:,} Zipf ops with a {budget_mb} MB budget")
+    work = json.loads(_python(_WORKLOAD, str(store_dir), str(budget_mb), str(ops), str(seed)))
+    log(f"timing {cold_sample} cold opens against re-parses")
+    work.update(json.loads(_python(_COLD, str(store_dir), str(seed), str(cold_sample))))
     out["baseline_rss_mb"] = round(base / 2**20, 2)
     out["attributable_rss_mb"] = round((work.pop("rss_after_bytes") - base) / 2**20, 2)
     peak = work.pop("rss_peak_bytes")
     out["attributable_rss_peak_mb"] = round((peak - base) / 2**20, 2)
-    # the whole workload process at its sampled peak (its harness imports numpy.random too)
+    # the whole workload process at its sampled peak (imports, store, cache, the harness's list)
     out["process_rss_peak_mb"] = round(peak / 2**20, 2)
     before, after = (int(x) for x in _python(_IMPORT).split())
     out["interpreter_rss_mb"] = round(before / 2**20, 2)

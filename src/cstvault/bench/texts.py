@@ -21,8 +21,8 @@ from collections.abc import Callable
 import crc32c
 import numpy as np
 
+from .._native import release_free_memory
 from ..cache import CacheConfig
-from ..memory import release_free_memory
 from ..store import Store, memory_breakdown
 from ..tree import tree_from_record
 

@@ -2,8 +2,24 @@
  * codec.c, tree.c, node.c, cursor.c, pathindex.c, query.c; native.h is what they share). */
 #include "native.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 static PyObject *runtime_version(PyObject *self, PyObject *args) {
     return PyLong_FromLong(TREE_SITTER_LANGUAGE_VERSION);
+}
+
+/* glibc's malloc_trim(0): free heap pages back to the OS; False where there is no glibc. */
+static PyObject *release_free_memory(PyObject *self, PyObject *args) {
+#ifdef __GLIBC__
+    Py_BEGIN_ALLOW_THREADS
+    malloc_trim(0);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
 }
 
 /* The distinct byte strings source[start[i]:end[i]] with 0 < length <= max_len, as a set. */
@@ -46,6 +62,8 @@ static PyMethodDef methods[] = {
      "parse_extract(source, language_capsule, query=None) -> (n, kind, grammar, flags, field, "
      "size, "
      "start, end, unexpected, sexp_or_None)"},
+    {"release_free_memory", release_free_memory, METH_NOARGS,
+     "release_free_memory() -> bool: glibc malloc_trim(0), False without glibc"},
     {"language_abi", runtime_version, METH_NOARGS, "Newest grammar ABI the runtime reads."},
     {"line_starts", line_starts, METH_O, "line_starts(source) -> int64 line start offsets"},
     {"points", points, METH_VARARGS, "points(source, offsets) -> [(row, column)]"},

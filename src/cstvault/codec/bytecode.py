@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import struct
 from functools import cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from .._numpy import np
 
 from .. import _native, languages
 from ..checksum import crc32c
@@ -102,13 +105,13 @@ def read_header(record: bytes | memoryview) -> Header:
 
 
 @cache
-def _grammar_args(identity: str) -> tuple[str, np.ndarray, int, int]:
+def _grammar_args(identity: str) -> tuple[str, memoryview, int, int]:
     """What the decoder needs of a record's grammar (language, token lengths, limits)."""
     name = languages.identity_language(identity)
     if name not in languages.BY_NAME:
         raise CorruptRecord(f"record for an unknown grammar: {identity}")
     t = languages.tables(name)  # no grammar loaded when a store offered its tables
-    return name, t.token_len, len(t.names) - 1, len(t.fields) - 1
+    return name, t.token_lens, len(t.names) - 1, len(t.fields) - 1
 
 
 def decode_raw(

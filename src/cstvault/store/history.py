@@ -166,6 +166,10 @@ class IdsLoader:
         self.store, self.path, self.version, self.blob = store, path, version, blob
 
     def __call__(self, tree: Tree):
+        """The tree's ids; None when its file has no history (ids are then preorder
+        indexes, and nothing loads numpy)."""
+        if not _rows(self.store, self.path):
+            return None
         return stable_ids(self.store, self.path, self.version, self.blob, tree)
 
 

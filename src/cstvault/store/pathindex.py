@@ -15,11 +15,15 @@ import contextlib
 import json
 import mmap
 import os
-import secrets
 import struct
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from .._numpy import np
 
 from .. import _native, faults
 from ..checksum import crc32c
@@ -33,13 +37,28 @@ VERSION = 2
 _HEAD = struct.Struct("<4sIQQQQQIIII")  # magic, version, stamp, count, hashes offset,
 # entries offset, unused, entry size, languages length, CRC32C of everything after the header, pad
 HEAD_SIZE = 64
-ENTRY = np.dtype([
-    ("check", "<u8"), ("blob", "<u4"), ("size", "<u4"), ("mtime_ns", "<i8"),
-    ("tree", "<u4", 4), ("src", "<u4", 4), ("tree_dict", "<u2"), ("src_dict", "<u2"),
-    ("language", "<u2"), ("pad", "<u2"), ("blob_size", "<u4"), ("lines", "<u4"),
-    ("nodes", "<u4"),
-])  # fmt: skip  (76 bytes; _native.find_path reads it at these offsets)
+ENTRY_SIZE = 76  # bytes of one entry; _native.find_path reads it at entry_dtype()'s offsets
+
+
+@cache
+def entry_dtype() -> np.dtype:
+    """The entry layout (numpy is only needed to build an index, not to read one)."""
+    dt = np.dtype([
+        ("check", "<u8"), ("blob", "<u4"), ("size", "<u4"), ("mtime_ns", "<i8"),
+        ("tree", "<u4", 4), ("src", "<u4", 4), ("tree_dict", "<u2"), ("src_dict", "<u2"),
+        ("language", "<u2"), ("pad", "<u2"), ("blob_size", "<u4"), ("lines", "<u4"),
+        ("nodes", "<u4"),
+    ])  # fmt: skip
+    assert dt.itemsize == ENTRY_SIZE
+    return dt
+
+
 RETRY_EVERY = 1024  # lookups between looks for an index where there was none
+
+
+def _random_stamp() -> int:
+    """64 random bits from the OS (what `secrets` does, without its hashlib import)."""
+    return int.from_bytes(os.urandom(8), "little")
 
 
 def _write_counter(directory: Path, stamp: int) -> None:
@@ -83,7 +102,7 @@ class Invalidator:
             self._trusted = holder
             return  # no index to invalidate (a new store; it gets one when the run ends)
         if current is None or current != self._mine:
-            self._mine = secrets.randbits(64)
+            self._mine = _random_stamp()
             _write_counter(self.directory, self._mine)
         self._trusted = holder
 
@@ -115,7 +134,7 @@ def build(catalog: Catalog, directory: Path) -> int:
         order = np.argsort(hashes[:, 0], kind="stable")
         languages = sorted({r[4] for r in rows})
         lang_id = {name: k for k, name in enumerate(languages)}
-        entries = np.zeros(len(rows), dtype=ENTRY)
+        entries = np.zeros(len(rows), dtype=entry_dtype())
         if rows:
             cols = list(zip(*[rows[k] for k in order.tolist()], strict=True))
             (_, size, mtime, blob, language, bsize, lines, nodes, *frames) = cols
@@ -136,8 +155,8 @@ def build(catalog: Catalog, directory: Path) -> int:
         hoff = HEAD_SIZE + len(langs)
         eoff = hoff + 8 * len(rows)
         body = b"".join((langs, hashes[order, 0].tobytes(), entries.tobytes()))
-        stamp = secrets.randbits(64)
-        head = _HEAD.pack(MAGIC, VERSION, stamp, len(rows), hoff, eoff, 0, ENTRY.itemsize,
+        stamp = _random_stamp()
+        head = _HEAD.pack(MAGIC, VERSION, stamp, len(rows), hoff, eoff, 0, ENTRY_SIZE,
                           len(langs), crc32c(body), 0)  # fmt: skip
         head += b"\0" * (HEAD_SIZE - len(head))
         tmp = directory / (INDEX + ".tmp")
@@ -222,7 +241,7 @@ class PathIndex:
         ok = len(index) >= HEAD_SIZE
         if ok:
             magic, version, _, _, _, _, _, esize, llen, crc, _ = _HEAD.unpack_from(index, 0)
-            ok = magic == MAGIC and version == VERSION and esize == ENTRY.itemsize
+            ok = magic == MAGIC and version == VERSION and esize == ENTRY_SIZE
             ok = ok and crc32c(memoryview(index)[HEAD_SIZE:]) == crc
         if ok:
             try:

@@ -22,8 +22,12 @@ import struct
 from bisect import bisect_right
 from itertools import chain, compress, repeat
 from sqlite3 import Connection
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from .._numpy import np
 import zstandard
 
 from ..checksum import crc32c
