@@ -1,4 +1,4 @@
-"""The symbol table's two layers: recent rows, compacted blocks, incremental merges."""
+"""The symbol table: pending sorted runs, compacted blocks, streaming merges."""
 
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ def test_compacted_blocks_answer_and_incremental_runs_merge(tmp_path):
     indexer.index(root, jobs=1)
     with cstvault.open(root) as store:
         db = store.catalog.db
-        assert db.execute("SELECT count(*) FROM symbols").fetchone()[0] == 0  # all compacted
+        assert db.execute("SELECT count(*) FROM symbol_pending").fetchone()[0] == 0  # merged
         assert db.execute("SELECT count(*) FROM symbol_blocks").fetchone()[0] >= 3
         assert store.files_with_symbol("alpha_0200") == ["a.py"]
         assert store.files_with_symbol("shared") == ["a.py", "b.py"]
-        ids_a = store.catalog.symbol_ids_of("a.py")
+        ids_a = [store.catalog.symbols.id_of(b"alpha_%04d" % k) for k in range(0, 384, 7)]
+        assert None not in ids_a and len(set(ids_a)) == len(ids_a)
         stats = store.stats()
         total = stats["symbols"]
         assert total == 3 * symtab.BLOCK + 10 + 1
@@ -46,47 +47,84 @@ def test_compacted_blocks_answer_and_incremental_runs_merge(tmp_path):
         assert store.files_with_symbol("alpha_0007") == ["a.py", "c.py"]
         assert store.files_with_symbol("gamma") == ["c.py"]
         assert store.files_with_symbol("gamm") == []
-        assert (store.catalog.symbol_ids_of("a.py") == ids_a).all()  # ids are stable
+        assert [store.catalog.symbols.id_of(b"alpha_%04d" % k)
+                for k in range(0, 384, 7)] == ids_a  # ids are stable  # fmt: skip
+        assert store.catalog.symbols.id_of(b"gamma") == total + 1  # the next id
         assert store.stats()["symbols"] == total + 1
 
 
-def test_recent_rows_are_read_before_compaction(tmp_path):
+def test_pending_runs_are_read_before_compaction(tmp_path):
     root = tmp_path / "r"
     root.mkdir()
     (root / "a.py").write_bytes(names("x", 5))
     indexer.index(root, jobs=1)
     with cstvault.open(root, write=True) as store:
         cat = store.catalog
+        refs = cat.symbol_counts()["symbol_refs"]
         cat.begin()
         cat.add_symbols({999: {b"x_0001", b"brand_new"}})
+        cat.add_symbols({1000: {b"brand_new"}})
         cat.commit()
-        assert cat.blobs_with_symbol(b"x_0001")[-1] == 999  # block + recent row
-        assert cat.blobs_with_symbol(b"brand_new") == [999]
-        assert cat.compact_symbols() == 2
+        assert cat.blobs_with_symbol(b"x_0001")[-1] == 999  # block + pending run
+        assert cat.blobs_with_symbol(b"brand_new") == [999, 1000]  # two runs
+        assert cat.symbols.id_of(b"brand_new") is None  # no id before the merge
+        assert cat.symbol_counts()["symbol_refs"] == refs + 3
+        assert cat.compact_symbols() == 5 + 1  # every text the merge wrote
         assert cat.blobs_with_symbol(b"x_0001")[-1] == 999
+        assert cat.blobs_with_symbol(b"brand_new") == [999, 1000]
+        assert cat.symbols.id_of(b"brand_new") == 6 and cat.symbol_counts()["symbols"] == 6
+        assert not cat.symbols.pending()
 
 
-def test_an_interrupted_runs_new_texts_are_reused_by_the_next_run(tmp_path):
+def test_many_runs_are_merged_into_one_before_a_lookup_would_search_them_all(
+        tmp_path, monkeypatch):  # fmt: skip
+    monkeypatch.setattr(symtab, "MAX_RUNS", 3)
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.py").write_bytes(names("x", 2))
+    indexer.index(root, jobs=1)
+    with cstvault.open(root, write=True) as store:
+        cat = store.catalog
+        for k in range(7):
+            cat.begin()
+            cat.add_symbols({100 + k: {b"common", b"only_%d" % k}})
+            cat.commit()
+            assert len(cat.symbols._runs()) <= 3
+        assert cat.blobs_with_symbol(b"common") == list(range(100, 107))
+        assert cat.blobs_with_symbol(b"only_4") == [104]
+        cat.compact_symbols()
+        assert cat.blobs_with_symbol(b"common") == list(range(100, 107))
+        assert cat.symbol_counts()["symbols"] == 2 + 1 + 7
+
+
+def test_an_older_stores_recent_layer_is_read_and_folded(tmp_path):
+    """Rows of the recent layer older stores wrote (texts with ids, id-keyed runs)."""
     root = tmp_path / "r"
     root.mkdir()
     (root / "a.py").write_bytes(names("x", 5))
     indexer.index(root, jobs=1)
-    # a run that committed one batch, then was killed:
     with cstvault.open(root, write=True) as store:
         cat = store.catalog
-        cat.symbols.begin_bulk()
-        cat.begin()
-        cat.add_symbols({999: {b"x_0001", b"fresh_1"}})
+        old = cat.symbols.id_of(b"x_0001")
+        cat.begin()  # as an interrupted older run left them: one new text (id 6), one reused
+        cat.db.execute("INSERT INTO symbol_texts(data) VALUES (?)",
+                       (symtab.pack_texts([b"fresh_1"], 6),))  # fmt: skip
+        cat.db.execute("INSERT INTO symbols(text, id) VALUES (?, ?)", (b"x_0001", old))
+        cat.db.execute("INSERT INTO symbol_runs(data) VALUES (?)", (symtab.pack_run(
+            np.array([old, 6], dtype=np.int64), np.array([999, 999], dtype=np.int64)),))
+        cat.set_meta("next_symbol_id", "7")
         cat.commit()
-        assert cat.db.execute("SELECT count(*) FROM symbol_texts").fetchone()[0] == 1
-        fresh_id = cat.symbols.ids([b"fresh_1"])[b"fresh_1"]
+        assert cat.blobs_with_symbol(b"fresh_1") == [999]
+        assert cat.blobs_with_symbol(b"x_0001")[-1] == 999
+        assert cat.symbols.id_of(b"fresh_1") == 6
     (root / "b.py").write_bytes(b"fresh_1 = 1\nfresh_2 = 2\n")
     indexer.index(root, jobs=1)
     with cstvault.open(root) as store:
         db = store.catalog.db
-        assert db.execute("SELECT count(*) FROM symbol_texts").fetchone()[0] == 0  # compacted
+        assert db.execute("SELECT count(*) FROM symbol_texts").fetchone()[0] == 0  # folded
         assert store.stats()["symbols"] == 5 + 2  # fresh_1 kept its id, fresh_2 is new
-        assert store.catalog.symbols.ids([b"fresh_1"])[b"fresh_1"] == fresh_id
+        assert store.catalog.symbols.id_of(b"fresh_1") == 6
+        assert store.catalog.symbols.id_of(b"fresh_2") == 7
         assert store.catalog.blobs_with_symbol(b"fresh_1")[-1] == 999
         assert store.files_with_symbol("fresh_1") == ["b.py"]
         assert store.files_with_symbol("fresh_2") == ["b.py"]
@@ -143,8 +181,8 @@ def test_pack_many_equals_pack_ids(sets):
         assert (unpack_ids(data, a.size) == a).all()
 
 
-def test_run_cache_overflow_keeps_ids_unique(tmp_path, monkeypatch):
-    monkeypatch.setattr(symtab, "CACHE_MAX", 7)
+def test_runs_merged_mid_index_keep_ids_unique_and_postings_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(symtab, "MAX_RUNS", 2)
     root = tmp_path / "r"
     root.mkdir()
     for k in range(12):
@@ -154,9 +192,11 @@ def test_run_cache_overflow_keeps_ids_unique(tmp_path, monkeypatch):
         assert store.stats()["symbols"] == 21 + 1  # s_0000..s_0020 and common, once each
         assert store.files_with_symbol("common") == [f"f{k:02d}.py" for k in range(12)]
         assert store.files_with_symbol("s_0020") == ["f11.py"]
-        for k in range(21):  # f{j} defines s_0000 .. s_{9 + j}: postings survived every fold
+        for k in range(21):  # f{j} defines s_0000 .. s_{9 + j}: postings survived every merge
             want = [f"f{j:02d}.py" for j in range(12) if k < 10 + j]
             assert store.files_with_symbol(f"s_{k:04d}") == want, k
+        ids = [store.catalog.symbols.id_of(b"s_%04d" % k) for k in range(21)]
+        assert sorted(ids + [store.catalog.symbols.id_of(b"common")]) == list(range(1, 23))
 
 
 @given(st.binary(max_size=60), st.lists(st.tuples(st.integers(-3, 70), st.integers(-3, 70)),

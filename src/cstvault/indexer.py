@@ -1,5 +1,7 @@
-"""Index a source tree into a store: walk (gitignore), parse + encode + compress in worker
-processes, append frames to segments, and commit the catalog in batches.
+"""Index a source tree into a store: walk (gitignore), parse + encode + compress in threads
+(tree-sitter's parse and the extraction run in C without the GIL), append frames to segments,
+and commit the catalog in batches. Memory is bounded: a window of files in flight, under an
+estimate of their parse memory (`_run`).
 
 Commit protocol: a batch's frames are written and fsynced before the catalog transaction
 that references them; a crash at any instant loses at most the uncommitted batch, whose
@@ -11,15 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
 from . import faults
+from ._native import release_free_memory
 from .codec import EncodeError, encode
 from .extract import parse_extract, parse_extract_matches
 from .kinds import kind_bits
@@ -37,6 +42,12 @@ BATCH_FILES = 512
 BATCH_BYTES = 16 * 1024 * 1024
 DIGEST_BYTES = 16  # dedup key: 128 bits of sha256 (collision odds ~1e-21 at 10^9 blobs)
 COMPACT_SHARE = 10  # compact the catalog when a run added at least 1/10 of its blobs
+AHEAD = 8  # files in flight per encoding thread
+# memory a file's parse and extraction hold at their peak, per source byte: tree-sitter's
+# tree (~100 B a node) plus the columns; tsc.js (6 MB, 1.29M nodes) peaks at ~26 B a byte
+PARSE_BYTES_PER_BYTE = 32
+PARSE_BUDGET = 96 << 20  # estimated parse memory of the files in flight, together
+TRIM_AFTER_BYTES = 1 << 20  # a file this large hands its freed heap back to the OS
 
 
 @dataclass
@@ -79,7 +90,8 @@ class IndexReport:
 
 # worker state: language -> ((tree dict id, data), (source dict id, data)), the frame level
 _DICTS: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]] = {}
-_COMPRESSORS: dict[int, zstandard.ZstdCompressor] = {}
+_LOCAL = threading.local()  # each encoding thread's zstd compressors (one may not be shared)
+_GENERATION = [0]  # bumped by _init_worker: a thread's compressors of older settings go
 _LEVEL = [FROZEN_LEVEL]
 _OWNER: list[object] = [None]  # who set them up in this process (a live writer re-inits)
 
@@ -89,15 +101,19 @@ def _init_worker(dicts: dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]],
     _OWNER[0] = None
     _DICTS.clear()
     _DICTS.update(dicts)
-    _COMPRESSORS.clear()
+    _GENERATION[0] += 1
     _LEVEL[0] = level
 
 
 def _compressor(did: int, data: bytes | None) -> zstandard.ZstdCompressor:
-    c = _COMPRESSORS.get(did)
+    cache = getattr(_LOCAL, "compressors", None)
+    if cache is None or _LOCAL.generation != _GENERATION[0]:
+        cache = _LOCAL.compressors = {}
+        _LOCAL.generation = _GENERATION[0]
+    c = cache.get(did)
     if c is None:
         d = zstandard.ZstdCompressionDict(data) if data else None
-        c = _COMPRESSORS[did] = zstandard.ZstdCompressor(level=_LEVEL[0], dict_data=d)
+        c = cache[did] = zstandard.ZstdCompressor(level=_LEVEL[0], dict_data=d)
     return c
 
 
@@ -205,6 +221,8 @@ def index(
     DiskQuotaExceeded before anything of it is written (earlier batches stay committed). The
     quota is kept in the store: later runs (and `freeze`) enforce it when given none.
     With `only` (root-relative '/'-separated paths), just those files are indexed.
+    `progress(done, total, path)` is called per file; `total` is None until the walk,
+    which runs ahead of the encoding, has found every file.
     Frames are written at zstd `level` (fast by default); `freeze.freeze` then recompresses
     them to level 19. The run ends by folding its symbols into the compacted blocks (and,
     after a bulk load, packing the catalog) unless `compact=False`: freeze does both when it
@@ -236,7 +254,7 @@ def index(
         def skipped(path: Path, reason: str) -> None:
             links.append((path.relative_to(root).as_posix(), reason))
 
-        def tasks() -> Iterator[tuple[str, str, str]]:
+        def tasks() -> Iterator[tuple[tuple[str, str, str], int]]:
             known = {} if fresh else store.catalog.file_stats()  # one statement, not one a file
             top = os.fspath(root).rstrip(os.sep) or os.sep
             for path, language, st in walk_files([root], skipped):
@@ -254,47 +272,40 @@ def index(
                         report.unchanged += 1
                         continue
                 found[language] = found.get(language, 0) + 1
-                yield (str(root), rel, language)
+                yield (str(root), rel, language), st.st_size if st is not None else 0
 
         def walked() -> None:
-            """Once the walk is complete, before the first batch commits: drop what is gone,
-            record the links not followed; no write at all when nothing changed (a write
-            would make readers wait for a new path index)."""
+            """Once the walk is complete: drop what is gone, record the links not followed;
+            no write at all when nothing changed (a write would make readers wait for a new
+            path index)."""
             cat = store.catalog
             mine = [(p, r) for p, r in links if only is None or p in only]
             for path, reason in mine:
                 report.skip(path, reason)
             known = cat.skipped()
             gone, stale = cat.missing(present, {p for p, _ in links})
-            if not (found or gone or stale or any(known.get(p) != r for p, r in mine)):
+            if not (gone or stale or any(known.get(p) != r for p, r in mine)):
                 return
             cat.begin()
             report.removed = cat.remove_missing(gone, stale)
             for path, reason in mine:
                 cat.put_skipped(path, reason)
-            for language in sorted(found):
-                cat.put_grammar(language)
             cat.commit()
 
-        # with workers, the walk feeds them as it goes: `Executor.map` collects its iterable
-        # immediately (documented), so the walk is complete, and the total known, before
-        # the first result comes back; alone, walk first
-        results = _run(tasks() if jobs > 1 else list(tasks()), jobs, dicts, level)
+        walk_done = [False]
+
+        def walk_then_record() -> Iterator[tuple[tuple[str, str, str], int]]:
+            yield from tasks()
+            walked()
+            walk_done[0] = True
+
+        results = _run(_ahead(walk_then_record()), jobs, dicts, level)
         batch = _Batch(store, report, batch_files, on_commit, quota)
-        store.catalog.symbols.begin_bulk()
-        try:
-            done = 0
-            for done, enc in enumerate(results, 1):
-                if done == 1:
-                    walked()
-                batch.add(enc)
-                if progress:
-                    progress(done, sum(found.values()), enc.path)
-            if done == 0:
-                walked()
-            batch.flush()
-        finally:
-            store.catalog.symbols.end_bulk()
+        for done, enc in enumerate(results, 1):
+            batch.add(enc)
+            if progress:  # the total once the walk has found every file
+                progress(done, sum(found.values()) if walk_done[0] else None, enc.path)
+        batch.flush()
         if compact and (report.new_blobs or report.removed):  # else nothing to fold
             store.catalog.compact_symbols()
             if report.new_blobs * COMPACT_SHARE >= store.catalog.blob_count():
@@ -315,15 +326,52 @@ def _store_dictionaries(store: Store) -> dict:
             for lang, kind in have if kind == "tree" and (lang, "source") in have}  # fmt: skip
 
 
-def _run(tasks: list[tuple[str, str, str]], jobs: int, dicts: dict,
+def _run(tasks: Iterable[tuple[tuple[str, str, str], int]], jobs: int, dicts: dict,
          level: int) -> Iterator[Encoded]:  # fmt: skip
+    """Encode (task, source bytes) pairs in order, in `jobs` threads of this process (the
+    parse and extraction run in C without the GIL). At most AHEAD files per thread are in
+    flight, and their estimated parse memory (PARSE_BYTES_PER_BYTE a source byte) stays
+    under PARSE_BUDGET: a file whose estimate is larger is encoded alone. So memory does not
+    grow with the corpus, and one process holds one copy of everything imported."""
+    _init_worker(dicts, level)
     if jobs <= 1:
-        _init_worker(dicts, level)
-        yield from map(encode_file, tasks)
+        yield from (_encode(t) for t, _ in tasks)
         return
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(dicts, level)) as pool:  # fmt: skip
-        yield from pool.map(encode_file, tasks, chunksize=8)
+    with ThreadPoolExecutor(jobs, thread_name_prefix="cstvault-encode") as pool:
+        window: deque[tuple[Future[Encoded], int]] = deque()
+        inflight = 0
+        for task, size in tasks:
+            cost = size * PARSE_BYTES_PER_BYTE
+            while window and (len(window) >= AHEAD * jobs or inflight + cost > PARSE_BUDGET):
+                fut, done = window.popleft()
+                inflight -= done
+                yield fut.result()
+            window.append((pool.submit(_encode, task), cost))
+            inflight += cost
+        while window:
+            yield window.popleft()[0].result()
+
+
+def _encode(task: tuple[str, str, str]) -> Encoded:
+    """`encode_file`; the heap a large file freed goes back to the OS (glibc would keep
+    it, and the process's RSS would stay at its largest file's)."""
+    enc = encode_file(task)
+    if enc.size >= TRIM_AFTER_BYTES:
+        release_free_memory()
+    return enc
+
+
+def _ahead(items: Iterator) -> Iterator:
+    """`items`, each given once the next has been taken (so the walk is known to be
+    complete when its last file is handed out, before that file is encoded)."""
+    prev = next(items, _END)
+    while prev is not _END:
+        cur = next(items, _END)
+        yield prev
+        prev = cur
+
+
+_END = object()
 
 
 class _Batch:
@@ -399,6 +447,7 @@ class _Batch:
                 blob = made[enc.digest]
                 rep.deduplicated += 1
             else:
+                cat.put_grammar(enc.language)  # its kind tables, once per store
                 blob = cat.add_blob(enc.digest, enc.language, enc.size, enc.lines, enc.nodes,
                                     row[1], row[2], enc.dicts, enc.level)  # fmt: skip
                 made[enc.digest] = blob

@@ -217,7 +217,6 @@ class LiveWriter:
         self.seq = seq
         self.root = meta.get("root") or ""
         self.dicts = indexer._store_dictionaries(store)
-        self.cat.symbols.begin_bulk()  # text -> id of the recent symbols kept in memory
         self._checkpointing = False
         self.stats = {"updates": 0, "edits": 0, "removes": 0, "commits": 0, "checkpoints": 0}
 
@@ -734,4 +733,3 @@ class LiveWriter:
             self.live.clear()
             self._live_sizes.clear()
             self._live_total = 0
-            self.cat.symbols.end_bulk()

@@ -402,7 +402,7 @@ nomem:
 done:
     free(lines);
     free(v.lastnamed);
-    PyMem_Free(ev.v);
+    ints_free(&ev);
     PyBuffer_Release(&st);
     if (src.obj) PyBuffer_Release(&src);
     return out;

@@ -67,7 +67,7 @@ static int unexpected_char(TSNode n, int64_t *out) {
         } else if (len == 3 && t[0] == '\'' && t[2] == '\'') *out = (unsigned char)t[1];
         else *out = strtoll(t, NULL, 10);
     }
-    PyMem_Free(s); /* allocated by the runtime's allocator: pymalloc */
+    PyMem_RawFree(s); /* allocated by the runtime's allocator (see PyInit__native) */
     return found;
 }
 
@@ -308,6 +308,64 @@ static int walk(TSTree *tree, Columns *c, int has_errors) {
     return rc;
 }
 
+static PyObject *bytes_of(const void *p, size_t len) {
+    return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+}
+
+/* What extraction makes of a parsed tree, in C memory only (no Python object, so it runs
+ * without the GIL): the columns, the query's matches as record events, and the tree's
+ * S-expression when hidden MISSING tokens need it. 0, or -1 when out of memory (all freed). */
+typedef struct {
+    Columns c;
+    Ints ev;
+    char *sexp;
+} Extracted;
+
+static void extracted_free(Extracted *x) {
+    columns_free(&x->c);
+    ints_free(&x->ev);
+    PyMem_RawFree(x->sexp);
+}
+
+static int extract_c(TSTree *tree, const TSQuery *query, Extracted *x) {
+    memset(x, 0, sizeof *x);
+    int has_errors = ts_node_has_error(ts_tree_root_node(tree));
+    int rc = walk(tree, &x->c, has_errors);
+    if (rc == 0 && query) rc = query_records(query, ts_tree_root_node(tree), &x->ev);
+    if (has_errors && rc == 0) {
+        int hidden = has_hidden_missing(tree);
+        if (hidden < 0) rc = -1;
+        else if (hidden && !(x->sexp = ts_node_string(ts_tree_root_node(tree)))) rc = -1;
+    }
+    if (rc) extracted_free(x);
+    return rc;
+}
+
+/* The tuple parse_extract returns, from an extraction (freed here). */
+static PyObject *extracted_tuple(Extracted *x, int with_query) {
+    Columns *c = &x->c;
+    PyObject *text = x->sexp ? PyUnicode_DecodeUTF8(x->sexp, strlen(x->sexp), "surrogateescape")
+                             : Py_NewRef(Py_None);
+    PyObject *out = text ? Py_BuildValue(
+        "(nNNNNNNNNNNN)", (Py_ssize_t)c->n,
+        bytes_of(c->kind, 2 * c->n), bytes_of(c->gram, 2 * c->n), bytes_of(c->flags, c->n),
+        bytes_of(c->field, 2 * c->n), bytes_of(c->size, 4 * c->n), bytes_of(c->start, 4 * c->n),
+        bytes_of(c->end, 4 * c->n), bytes_of(c->unexpected, 8 * c->n_unexpected), text,
+        bytes_of(c->status, 4 * c->n_status), bytes_of(c->tails, 4 * c->n_tails)) : NULL;
+    if (out && with_query) /* with a query: (columns, its matches as query_exec's record events) */
+        out = Py_BuildValue("(NN)", out, bytes_of(x->ev.v, x->ev.n * sizeof(int32_t)));
+    extracted_free(x);
+    return out;
+}
+
+/* A parsed tree's columns (and, with a query, its matches as record events): the tuple
+ * parse_extract returns. The tree is only read. */
+PyObject *extract_tree(TSTree *tree, const TSQuery *query) {
+    Extracted x;
+    if (extract_c(tree, query, &x)) return PyErr_NoMemory();
+    return extracted_tuple(&x, query != NULL);
+}
+
 /* A small pool of parsers, taken and returned while holding the GIL. */
 #define POOL 32
 static struct { const TSLanguage *lang; TSParser *parser; } pool[POOL];
@@ -333,46 +391,9 @@ void give_parser(const TSLanguage *lang, TSParser *p) {
     pool_size++;
 }
 
-static PyObject *bytes_of(const void *p, size_t len) {
-    return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
-}
-
-/* A parsed tree's columns (and, with a query, its matches as record events): the tuple
- * parse_extract returns. The tree is only read. */
-PyObject *extract_tree(TSTree *tree, const TSQuery *query) {
-    Ints ev = {0};
-    Columns c;
-    memset(&c, 0, sizeof c);
-    char *sexp = NULL;
-    int has_errors = ts_node_has_error(ts_tree_root_node(tree));
-    int rc = walk(tree, &c, has_errors);
-    if (rc == 0 && query) rc = query_records(query, ts_tree_root_node(tree), &ev);
-    if (has_errors && rc == 0) {
-        int hidden = has_hidden_missing(tree);
-        if (hidden < 0) rc = -1;
-        else if (hidden) sexp = ts_node_string(ts_tree_root_node(tree));
-    }
-    if (rc) { columns_free(&c); PyMem_Free(ev.v); PyMem_Free(sexp); return PyErr_NoMemory(); }
-    PyObject *text = sexp ? PyUnicode_DecodeUTF8(sexp, strlen(sexp), "surrogateescape") : Py_NewRef(Py_None);
-    PyMem_Free(sexp);
-    PyObject *out = text ? Py_BuildValue(
-        "(nNNNNNNNNNNN)", (Py_ssize_t)c.n,
-        bytes_of(c.kind, 2 * c.n), bytes_of(c.gram, 2 * c.n), bytes_of(c.flags, c.n),
-        bytes_of(c.field, 2 * c.n), bytes_of(c.size, 4 * c.n), bytes_of(c.start, 4 * c.n),
-        bytes_of(c.end, 4 * c.n), bytes_of(c.unexpected, 8 * c.n_unexpected), text,
-        bytes_of(c.status, 4 * c.n_status), bytes_of(c.tails, 4 * c.n_tails)) : NULL;
-    columns_free(&c);
-    if (out && query) /* with a query: (columns, its matches as query_exec's record events) */
-        out = Py_BuildValue("(NN)", out, bytes_of(ev.v, ev.n * sizeof(int32_t)));
-    PyMem_Free(ev.v);
-    return out;
-}
-
-/* Parse `src` (a Python buffer, released here) with a pooled parser for `lang`, reusing the
- * edited `old` tree when given; NULL with an exception set on failure. The GIL stays held:
- * the runtime allocates through pymalloc (see PyInit__native), which is markedly faster than
- * malloc for tree-sitter's many small subtrees. */
-TSTree *parse_buffer(const TSLanguage *lang, Py_buffer *src, const TSTree *old) {
+/* A pooled parser for `lang`, or NULL with ValueError set (a source over 4 GiB, or a grammar
+ * whose ABI the runtime cannot read); `src` is released on failure. */
+static TSParser *parser_for(const TSLanguage *lang, Py_buffer *src) {
     if (src->len > (Py_ssize_t)UINT32_MAX) {
         PyBuffer_Release(src);
         PyErr_SetString(PyExc_ValueError, "source larger than 4 GiB");
@@ -382,8 +403,15 @@ TSTree *parse_buffer(const TSLanguage *lang, Py_buffer *src, const TSTree *old) 
     if (!parser) {
         PyBuffer_Release(src);
         PyErr_SetString(PyExc_ValueError, "incompatible grammar ABI for this tree-sitter runtime");
-        return NULL;
     }
+    return parser;
+}
+
+/* Parse `src` (a Python buffer, released here) with a pooled parser for `lang`, reusing the
+ * edited `old` tree when given; NULL with an exception set on failure. */
+TSTree *parse_buffer(const TSLanguage *lang, Py_buffer *src, const TSTree *old) {
+    TSParser *parser = parser_for(lang, src);
+    if (!parser) return NULL;
     TSTree *tree = ts_parser_parse_string(parser, old, src->buf, (uint32_t)src->len);
     ts_parser_reset(parser);
     give_parser(lang, parser);
@@ -392,6 +420,9 @@ TSTree *parse_buffer(const TSLanguage *lang, Py_buffer *src, const TSTree *old) 
     return tree;
 }
 
+/* parse_extract(source, language capsule, query capsule=None): parse and extract without
+ * the GIL (the source buffer is held; parser pool and Python objects with the GIL), so
+ * threads parse in parallel. */
 PyObject *parse_extract(PyObject *self, PyObject *args) {
     Py_buffer src;
     PyObject *capsule, *qcap = Py_None;
@@ -399,9 +430,22 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     const TSLanguage *lang = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
     const TSQuery *query = lang && qcap != Py_None ? query_of(qcap) : NULL;
     if (!lang || (qcap != Py_None && !query)) { PyBuffer_Release(&src); return NULL; }
-    TSTree *tree = parse_buffer(lang, &src, NULL);
-    if (!tree) return NULL;
-    PyObject *out = extract_tree(tree, query);
-    ts_tree_delete(tree);
-    return out;
+    TSParser *parser = parser_for(lang, &src);
+    if (!parser) return NULL;
+    Extracted x;
+    int rc = -1;
+    TSTree *tree;
+    Py_BEGIN_ALLOW_THREADS
+    tree = ts_parser_parse_string(parser, NULL, src.buf, (uint32_t)src.len);
+    ts_parser_reset(parser);
+    if (tree) {
+        rc = extract_c(tree, query, &x);
+        ts_tree_delete(tree);
+    }
+    Py_END_ALLOW_THREADS
+    give_parser(lang, parser);
+    PyBuffer_Release(&src);
+    if (!tree) { PyErr_SetString(PyExc_RuntimeError, "parse failed"); return NULL; }
+    if (rc) return PyErr_NoMemory();
+    return extracted_tuple(&x, query != NULL);
 }

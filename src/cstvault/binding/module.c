@@ -86,7 +86,9 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyModule_AddFunctions(m, stable_methods) < 0 ||
         PyModule_AddFunctions(m, crc_methods) < 0)
         return NULL;
-    ts_set_allocator(PyMem_Malloc, PyMem_Calloc, PyMem_Realloc, PyMem_Free);
+    /* the raw (thread-safe) allocator: parse_extract parses and walks without the GIL, so
+     * indexing threads parse in parallel (pymalloc was ~4% faster but needs the GIL) */
+    ts_set_allocator(PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree);
     Corrupt = PyErr_NewException("cstvault._native.CorruptRecord", PyExc_ValueError, NULL);
     if (!Corrupt || PyModule_AddObjectRef(m, "CorruptRecord", Corrupt) < 0) return NULL;
     if (PyType_Ready(&TreeBaseType) < 0 || PyType_Ready(&NodeBaseType) < 0 ||

@@ -102,12 +102,14 @@ int point_keys(TreeBase *t, const long long *rows, const long long *cols, int co
 /* a point of the offset space as a key of the tree's own (-1: before its start) */
 int offset_point_key(TreeBase *t, Offset off, long long row, long long col, int64_t *key);
 
-/* query.c: growable int32 arrays; a compiled query's capsule; a query's matches as records */
+/* query.c: growable int32 arrays (raw memory: filled without the GIL by parse_extract);
+ * a compiled query's capsule; a query's matches as records */
 typedef struct {
     int32_t *v;
     size_t n, cap;
 } Ints;
 int push(Ints *a, int32_t x);
+#define ints_free(a) PyMem_RawFree((a)->v)
 #define QUERY_CAPSULE "cstvault.TSQuery"
 TSQuery *query_of(PyObject *capsule);
 int query_records(const TSQuery *q, TSNode node, Ints *ev);

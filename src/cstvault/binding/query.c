@@ -196,7 +196,7 @@ done:
 int push(Ints *a, int32_t x) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? 2 * a->cap : 256;
-        int32_t *v = PyMem_Realloc(a->v, cap * sizeof(int32_t));
+        int32_t *v = PyMem_RawRealloc(a->v, cap * sizeof(int32_t));
         if (!v) return -1;
         a->v = v;
         a->cap = cap;
@@ -334,17 +334,17 @@ static PyObject *query_exec(PyObject *self, PyObject *args) {
         ev.v[keys.v[k]] = t.slots[slot_of(&t, nodes[k].id, ts_node_start_byte(nodes[k]))].index;
     out = Py_BuildValue("(NO)", PyBytes_FromStringAndSize((const char *)ev.v, ev.n * sizeof(int32_t)),
                         ts_query_cursor_did_exceed_match_limit(cur) ? Py_True : Py_False);
-    PyMem_Free(keys.v);
+    ints_free(&keys);
     PyMem_Free(nodes);
     goto done;
 nomem:
-    PyMem_Free(keys.v);
+    ints_free(&keys);
     PyMem_Free(nodes);
     PyErr_NoMemory();
 done:
     if (cur) ts_query_cursor_delete(cur);
     PyMem_Free(t.slots);
-    PyMem_Free(ev.v);
+    ints_free(&ev);
     ts_tree_delete(tree);
     return out;
 }

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 else:
-    from .._numpy import np
+    pass
 
 from .. import faults, languages
 from ..checksum import crc32c
 from ..codec.bytecode import FORMAT_VERSION
 from ..codec.errors import CorruptRecord
-from ..symbols import pack_many, unpack_ids
 from . import symtab
 from .journal import JOURNAL_BASE
 
@@ -167,11 +166,6 @@ CREATE TABLE IF NOT EXISTS definitions(     -- each blob's definitions (tags.pac
 CREATE TABLE IF NOT EXISTS blob_kinds(       -- each blob's named node kinds (kinds.kind_bits)
     blob INTEGER PRIMARY KEY REFERENCES blobs(id),
     bits BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS blob_symbols(     -- each blob's set of symbol ids (LEB128 deltas)
-    blob INTEGER PRIMARY KEY REFERENCES blobs(id),
-    count INTEGER NOT NULL,
-    ids BLOB NOT NULL
 );
 """ + symtab.SCHEMA
 
@@ -647,26 +641,15 @@ class Catalog:
         kept = " AND id NOT IN (SELECT blob FROM versions WHERE blob IS NOT NULL)" \
             if self._has_versions() else ""  # fmt: skip
         cur = self.db.execute(f"DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files){kept}")
-        self.db.execute("DELETE FROM blob_symbols WHERE blob NOT IN (SELECT id FROM blobs)")
         self.db.execute("DELETE FROM definitions WHERE blob NOT IN (SELECT id FROM blobs)")
         if self._has_kinds():
             self.db.execute("DELETE FROM blob_kinds WHERE blob NOT IN (SELECT id FROM blobs)")
         return cur.rowcount
 
-    # symbols (see symtab: recent rows + compacted blocks)
+    # symbols (see symtab: pending runs + compacted blocks)
     def add_symbols(self, per_blob: dict[int, set[bytes]]) -> None:
-        """Intern the symbols of new blobs and record each blob's set of symbol ids."""
-        if not per_blob:
-            return
-        blobs, sid, sizes = self.symbols.add(per_blob)
-        owner = np.repeat(np.arange(len(blobs)), sizes)
-        sid = sid[np.lexsort((sid, owner))]  # each blob's ids ascending
-        ends = np.cumsum(sizes).tolist()
-        sets = [sid[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-        self.db.executemany(
-            "INSERT OR REPLACE INTO blob_symbols(blob, count, ids) VALUES (?, ?, ?)",
-            zip(blobs, sizes, pack_many(sets), strict=True),
-        )
+        """The symbols of new blobs, as a pending run of the symbol table."""
+        self.symbols.add(per_blob)
 
     def add_definitions(self, rows: list[tuple[int, bytes]]) -> None:
         """Keep new blobs' packed definitions (tags.pack_definitions)."""
@@ -712,7 +695,7 @@ class Catalog:
         return out
 
     def compact_symbols(self) -> int:
-        """Fold recent symbol rows into the compacted blocks, in one transaction."""
+        """Merge the pending symbol runs into the compacted blocks, in one transaction."""
         self.begin()
         try:
             folded = self.symbols.compact()
@@ -754,17 +737,8 @@ class Catalog:
                                         "match its digest; re-index into a new store")
         return out
 
-    def symbol_ids_of(self, path: str) -> np.ndarray:
-        row = self.db.execute(
-            f"SELECT s.count, s.ids FROM {FILE} JOIN blob_symbols s ON s.blob = f.blob "
-            f"WHERE {BY_PATH}",
-            split(path),
-        ).fetchone()
-        return unpack_ids(row[1], row[0]) if row else np.zeros(0, dtype=np.int64)
-
     def symbol_counts(self) -> dict[str, int]:
-        refs, = self.db.execute("SELECT coalesce(sum(count), 0) FROM blob_symbols").fetchone()
-        return {**self.symbols.counts(), "symbol_refs": refs}
+        return self.symbols.counts()
 
     def referenced_segment_ends(self) -> dict[int, int]:
         """For each segment with a referenced frame, the end of its last referenced frame."""

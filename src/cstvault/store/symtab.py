@@ -1,26 +1,32 @@
 """The global symbol table: identifier texts interned once per store, with their postings.
 
-Two layers, like an LSM tree:
-- recent: `symbol_texts` (one row per indexing batch: the texts it interned, sorted, with
-  consecutive ids, one zstd frame), `symbols` (text -> id of older texts a batch used again,
-  found in the blocks) and `symbol_runs` (one row per batch: its (id, blob) postings, one
-  zstd frame); a batch costs two rows plus one per text it reuses from the blocks;
-- `symbol_blocks`: compacted sorted runs of BLOCK symbols, each one zstd frame holding
-  LEB128 text lengths, ids and posting lengths, the postings and the texts, plus a CRC32C.
-  A block is found by its first text; `compact` (end of an index run unless deferred to the
-  freeze that follows, gc, and mid-run once a run met CACHE_MAX texts) folds the recent
-  layer into the blocks.
+Sorted runs merged into sorted blocks, like an LSM tree, with nothing held in memory:
+- `symbol_pending`: each indexing batch (or live group commit) writes its texts, sorted,
+  with their blobs, as one run of blocks (ids not yet assigned); no lookup at all;
+- `symbol_blocks`: the compacted symbols, sorted runs of BLOCK texts, each one zstd frame
+  holding LEB128 text lengths, ids and posting lengths, the postings and the texts, plus a
+  CRC32C, found by its first text.
+`compact` (end of an index run unless deferred to the freeze that follows, checkpoint, gc)
+merges the runs with the blocks in one streaming pass (a k-way merge, one block per source in
+memory), giving each text met for the first time the next id; past MAX_RUNS runs, an `add`
+first merges the runs into one (not the blocks). Ids are dense from 1 and never change.
+Postings are blob ids as LEB128 deltas from 0. Blob ids are never reused (AUTOINCREMENT), so
+postings of dropped blobs are harmless: paths are always resolved through the files table.
+Meta keeps the count of symbols, of their text bytes and of (blob, symbol) references.
 
-Postings are blob ids as LEB128 deltas (a stream restarts from 0 in each layer). Blob ids are
-never reused (AUTOINCREMENT), so postings of dropped blobs are harmless: paths are always
-resolved through the files table. Ids are dense from 1; meta keeps the count and text bytes.
+Stores written before runs existed may hold a recent layer of another form (`symbol_texts`,
+`symbols`, `symbol_runs`: texts interned per batch with ids, and (id, blob) runs); it is
+read by lookups and folded by `compact`, never written.
 """
 
 from __future__ import annotations
 
+import heapq
 import struct
 from bisect import bisect_right
-from itertools import chain, compress, repeat
+from collections.abc import Iterator
+from itertools import groupby, repeat
+from operator import itemgetter
 from sqlite3 import Connection
 from typing import TYPE_CHECKING
 
@@ -39,18 +45,19 @@ LEVEL = 3  # of every sealed frame here: blocks are rewritten by compactions, le
 _HEAD = struct.Struct("<IIIII")  # entries, bytes of: lengths, ids, posting lengths, postings
 _RUN = struct.Struct("<II")  # pairs, bytes of the id deltas
 _TEXTS = struct.Struct("<IQI")  # texts, id of the first, bytes of the lengths
-CACHE_MAX = 2_000_000  # texts an indexing run remembers the ids of
+MAX_RUNS = 64  # pending runs a lookup may have to search before they are merged into one
+FLUSH = 16 * BLOCK  # merged entries packed into blocks at a time
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS symbol_texts(     -- texts one batch interned (one zstd frame)
+CREATE TABLE IF NOT EXISTS symbol_texts(     -- (older stores) texts a batch interned
     id INTEGER PRIMARY KEY,
     data BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS symbols(          -- block texts used again since the last compaction
+CREATE TABLE IF NOT EXISTS symbols(          -- (older stores) block texts used again
     text BLOB PRIMARY KEY,
     id INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS symbol_runs(      -- one batch's (id, blob) postings, one zstd frame
+CREATE TABLE IF NOT EXISTS symbol_runs(      -- (older stores) a batch's (id, blob) pairs
     id INTEGER PRIMARY KEY,
     data BLOB NOT NULL
 );
@@ -62,6 +69,14 @@ CREATE TABLE IF NOT EXISTS symbol_blocks(    -- compacted, sorted runs of symbol
 );
 CREATE INDEX IF NOT EXISTS symbol_blocks_first ON symbol_blocks(first);
 """
+# made by a store's first `add` (a store created before runs existed lacks it)
+PENDING = ("""CREATE TABLE IF NOT EXISTS symbol_pending(   -- runs not merged yet: blocks, ids 0
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL,
+    first BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    data BLOB NOT NULL
+)""", "CREATE INDEX IF NOT EXISTS symbol_pending_run ON symbol_pending(run, first)")
 
 
 def pack_block(texts: list[bytes], ids: list[int], streams: list[bytes]) -> bytes:
@@ -213,39 +228,62 @@ def unpack_texts(data: bytes) -> list[tuple[bytes, int]]:
                                                                    strict=True))]  # fmt: skip
 
 
+def _union(streams: list[bytes]) -> bytes:
+    """One posting stream holding every blob of `streams` once, ascending."""
+    if len(streams) == 1:
+        return streams[0]
+    return _stream(np.unique(np.concatenate([_blobs(x) for x in streams if x])))
+
+
 class SymbolTable:
     def __init__(self, db: Connection, meta_get, meta_set):
         self.db = db
         self._get, self._set = meta_get, meta_set
-        self._cache: dict[bytes, int] | None = None
-        self._all_new = False
+        self._pending_table = False  # known to exist
 
+    def _has_pending(self) -> bool:
+        if not self._pending_table:
+            self._pending_table = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'symbol_pending'").fetchone() is not None
+        return self._pending_table
+
+    # lookups
     def _block_for(self, text: bytes) -> Block | None:
         row = self.db.execute(
             "SELECT data FROM symbol_blocks WHERE first <= ? ORDER BY first DESC LIMIT 1", (text,)
         ).fetchone()
         return Block(row[0]) if row else None
 
-    def _new_texts(self) -> dict[bytes, int]:
-        """Texts interned since the last compaction (the packed batch rows)."""
-        out: dict[bytes, int] = {}
-        for (data,) in self.db.execute("SELECT data FROM symbol_texts ORDER BY id"):
-            out.update(unpack_texts(data))
-        return out
+    def _runs(self) -> list[int]:
+        if not self._has_pending():
+            return []
+        return [r for (r,) in self.db.execute("SELECT DISTINCT run FROM symbol_pending")]
+
+    def id_of(self, text: bytes) -> int | None:
+        """The id of a compacted text (None before the compaction that gives it one)."""
+        block = self._block_for(text)
+        k = block.find(text) if block is not None else None
+        if k is not None:
+            return int(block.ids[k])
+        row = self.db.execute("SELECT id FROM symbols WHERE text = ?", (text,)).fetchone()
+        return row[0] if row else self._legacy_texts().get(text)
 
     def blobs_with(self, text: bytes) -> list[int]:
-        """Blob ids whose trees use `text` as an identifier (both layers, ascending)."""
+        """Blob ids whose trees use `text` as an identifier (blocks, pending runs and an
+        older store's recent layer; ascending)."""
         parts = []
-        sid = None
         block = self._block_for(text)
         if block is not None and (k := block.find(text)) is not None:
             parts.append(_blobs(block.stream(k)))
-            sid = int(block.ids[k])
-        row = self.db.execute("SELECT id FROM symbols WHERE text = ?", (text,)).fetchone()
-        if row is not None:
-            sid = row[0]
-        elif sid is None:
-            sid = self._new_texts().get(text)
+        for run in self._runs():
+            row = self.db.execute(
+                "SELECT data FROM symbol_pending WHERE run = ? AND first <= ? "
+                "ORDER BY first DESC LIMIT 1", (run, text)).fetchone()  # fmt: skip
+            if row is not None:
+                pending = Block(row[0])
+                if (k := pending.find(text)) is not None:
+                    parts.append(_blobs(pending.stream(k)))
+        sid = self.id_of(text)
         if sid is not None:
             for (data,) in self.db.execute("SELECT data FROM symbol_runs"):
                 sids, blobs = unpack_run(data)
@@ -253,107 +291,128 @@ class SymbolTable:
                 parts.append(blobs[lo:hi])
         return np.unique(np.concatenate(parts)).tolist() if parts else []
 
-    def begin_bulk(self) -> None:
-        """An indexing run starts: remember text -> id for its batches; on a store without
-        symbols every unseen text is new, so no lookups at all."""
-        self._cache = self._new_texts()  # left by an interrupted run, if any
-        self._all_new = self.counts()["symbols"] == len(self._cache)
-
-    def end_bulk(self) -> None:
-        self._cache = None
-        self._all_new = False
-
-    def _known(self, texts: list[bytes]) -> dict[bytes, int]:
-        """Ids of the texts already interned: recent layer, then the blocks."""
-        info: dict[bytes, int] = {}
-        for k in range(0, len(texts), 500):
-            chunk = texts[k : k + 500]
-            marks = ",".join("?" * len(chunk))
-            info.update(self.db.execute(
-                f"SELECT text, id FROM symbols WHERE text IN ({marks})", chunk))  # fmt: skip
-        # in a bulk run the cache already holds every recent text (begin_bulk loaded them)
-        if len(info) < len(texts) and self._cache is None and self.db.execute(
-            "SELECT 1 FROM symbol_texts LIMIT 1"
-        ).fetchone():
-            fresh = self._new_texts()
-            info.update((t, fresh[t]) for t in texts if t in fresh)
-        rest = sorted(t for t in texts if t not in info)
-        if rest and self.db.execute("SELECT 1 FROM symbol_blocks LIMIT 1").fetchone():
-            q = "SELECT first FROM symbol_blocks ORDER BY first"
-            firsts = [r[0] for r in self.db.execute(q)]
-            by_block: dict[int, list[bytes]] = {}
-            for t in rest:
-                by_block.setdefault(bisect_right(firsts, t) - 1, []).append(t)
-            found = []
-            for b, ts in by_block.items():
-                if b < 0:
-                    continue
-                block = self._block_for(firsts[b])
-                assert block is not None
-                for t in ts:
-                    if (k := block.find(t)) is not None:
-                        found.append((t, int(block.ids[k])))
-            # the recent layer must name every text its runs use (compaction needs them)
-            self.db.executemany("INSERT OR IGNORE INTO symbols(text, id) VALUES (?, ?)", found)
-            info.update(found)
-        return info
-
-    def ids(self, texts: list[bytes]) -> dict[bytes, int]:
-        """text -> id for every text, interning the new ones (inside the caller's transaction).
-
-        In a bulk run the cache remembers every text the run met, up to CACHE_MAX; past that
-        the recent layer is folded into the blocks first (compaction, as an LSM flushes a full
-        memtable) and lookups go to the blocks, so neither memory nor lookup time grows with
-        the run."""
-        if self._cache is not None and len(self._cache) + len(texts) > CACHE_MAX:
-            self.compact()  # before this batch's run exists: every run's texts are recent
-        cache = self._cache
-        out: dict[bytes, int] = {}
-        missing = texts
-        if cache is not None:
-            found = list(map(cache.get, texts))
-            missing = [t for t, sid in zip(texts, found, strict=True) if sid is None]
-            out.update(zip(compress(texts, found), filter(None, found), strict=True))  # ids >= 1
-        if missing and not self._all_new:
-            out.update(self._known(missing))
-        new = sorted(t for t in missing if t not in out)
-        if new:
-            first = int(self._get("next_symbol_id") or 1)
-            self.db.execute("INSERT INTO symbol_texts(data) VALUES (?)", (pack_texts(new, first),))
-            out.update(zip(new, range(first, first + len(new)), strict=True))
-            self._set("next_symbol_id", str(first + len(new)))
-            text_bytes = int(self._get("symbol_text_bytes") or 0) + sum(map(len, new))
-            self._set("symbol_text_bytes", str(text_bytes))
-        if cache is not None:
-            cache.update((t, out[t]) for t in missing)
-        return out
-
-    def add(self, per_blob: dict[int, set[bytes]]) -> tuple[list[int], np.ndarray, list[int]]:
-        """Intern the symbols of new blobs and write the batch's postings as one run.
-        Returns the blob ids (ascending), the id of every (blob, text) pair in that order,
-        and how many pairs each blob has."""
-        ids = self.ids(list(set().union(*per_blob.values())))
-        blobs = sorted(per_blob)
-        sizes = [len(per_blob[b]) for b in blobs]
-        pairs = chain.from_iterable(map(per_blob.__getitem__, blobs))
-        sid = np.fromiter(map(ids.__getitem__, pairs), dtype=np.int64, count=sum(sizes))
-        blob = np.repeat(np.array(blobs, dtype=np.int64), sizes)
-        order = np.lexsort((blob, sid))
-        if sid.size:
-            self.db.execute("INSERT INTO symbol_runs(data) VALUES (?)",
-                            (pack_run(sid[order], blob[order]),))  # fmt: skip
-        return blobs, sid, sizes
+    # writes (inside the caller's transaction)
+    def add(self, per_blob: dict[int, set[bytes]]) -> None:
+        """The symbols of new blobs as one pending run: texts sorted, each with its blobs."""
+        pairs = sorted((t, b) for b, texts in per_blob.items() for t in texts)
+        if not pairs:
+            return
+        if not self._has_pending():
+            for statement in PENDING:
+                self.db.execute(statement)
+        if len(self._runs()) >= MAX_RUNS:
+            self._merge_runs()
+        texts, streams = [], []
+        for text, group in groupby(pairs, key=itemgetter(0)):
+            texts.append(text)
+            streams.append(_stream(np.fromiter((b for _, b in group), dtype=np.int64)))
+        (run,) = self.db.execute("SELECT coalesce(max(run), 0) + 1 FROM symbol_pending").fetchone()
+        self.db.executemany(
+            "INSERT INTO symbol_pending(run, first, count, data) VALUES (?, ?, ?, ?)",
+            ((run, *row) for row in pack_blocks(texts, [0] * len(texts), streams)))  # fmt: skip
+        self._set("symbol_refs", str(self.refs() + len(pairs)))
 
     def pending(self) -> bool:
         """Is there anything for `compact` to fold?"""
-        return bool(self._new_texts()) or any(
+        return bool(self._runs()) or any(
             self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
-            for table in ("symbols", "symbol_runs"))  # fmt: skip
+            for table in ("symbol_texts", "symbols", "symbol_runs"))  # fmt: skip
+
+    def _entries(self, table: str, ids: list[int], rank: int) -> Iterator[tuple]:
+        """(text, rank, id, stream) of the blocks `ids` of `table`, in order, one block
+        decoded at a time."""
+        for row_id in ids:
+            (data,) = self.db.execute(f"SELECT data FROM {table} WHERE id = ?",
+                                      (row_id,)).fetchone()  # fmt: skip
+            for text, sid, stream in Block(data).entries():
+                yield text, rank, sid, stream
+
+    def _run_sources(self) -> list[Iterator[tuple]]:
+        rows = self.db.execute("SELECT run, id FROM symbol_pending ORDER BY run, first")
+        by_run: dict[int, list[int]] = {}
+        for run, row_id in rows.fetchall():
+            by_run.setdefault(run, []).append(row_id)
+        return [self._entries("symbol_pending", ids, k + 1)
+                for k, ids in enumerate(by_run.values())]  # fmt: skip
+
+    def _write(self, table: str, merged: Iterator[tuple[bytes, int, bytes]],
+               run: int | None = None) -> int:  # fmt: skip
+        """Pack merged (text, id, stream) entries into blocks of `table`, FLUSH at a time."""
+        texts: list[bytes] = []
+        ids: list[int] = []
+        streams: list[bytes] = []
+        written = 0
+
+        def flush() -> None:
+            rows = pack_blocks(texts, ids, streams)
+            if run is None:
+                self.db.executemany(f"INSERT INTO {table}(first, count, data) VALUES (?, ?, ?)",
+                                    rows)  # fmt: skip
+            else:
+                self.db.executemany(f"INSERT INTO {table}(run, first, count, data) "
+                                    "VALUES (?, ?, ?, ?)", ((run, *r) for r in rows))  # fmt: skip
+            texts.clear(), ids.clear(), streams.clear()
+
+        for text, sid, stream in merged:
+            texts.append(text), ids.append(sid), streams.append(stream)
+            written += 1
+            if len(texts) == FLUSH:
+                flush()
+        if texts:
+            flush()
+        return written
+
+    def _merge_runs(self) -> None:
+        """The pending runs merged into one (the blocks untouched): lookups search one run."""
+        (last,) = self.db.execute("SELECT max(id) FROM symbol_pending").fetchone()
+        merged = ((text, 0, _union([e[3] for e in group])) for text, group in
+                  groupby(heapq.merge(*self._run_sources()), key=itemgetter(0)))  # fmt: skip
+        (run,) = self.db.execute("SELECT max(run) + 1 FROM symbol_pending").fetchone()
+        self._write("symbol_pending", merged, run)
+        self.db.execute("DELETE FROM symbol_pending WHERE id <= ?", (last,))
 
     def compact(self) -> int:
-        """Fold the recent layer into the sorted blocks (call inside a transaction): blocks a
-        recent text falls in are rewritten with it, cut into runs of BLOCK. Returns texts folded."""
-        recent = self._new_texts()
+        """Merge the pending runs (and an older store's recent layer) into the blocks, in one
+        streaming pass (call inside a transaction). Returns the texts folded in."""
+        folded = self._fold_legacy()
+        if not self._runs():
+            return folded
+        old = [i for (i,) in self.db.execute("SELECT id FROM symbol_blocks ORDER BY first")]
+        sources = [self._entries("symbol_blocks", old, 0), *self._run_sources()]
+        next_id = int(self._get("next_symbol_id") or 1)
+        new_bytes = 0
+
+        def merged() -> Iterator[tuple[bytes, int, bytes]]:
+            nonlocal next_id, new_bytes, folded
+            for text, group in groupby(heapq.merge(*sources), key=itemgetter(0)):
+                entries = list(group)
+                folded += 1
+                if entries[0][1] == 0:  # in the blocks: it keeps its id
+                    sid = entries[0][2]
+                else:
+                    sid, next_id = next_id, next_id + 1
+                    new_bytes += len(text)
+                yield text, sid, _union([e[3] for e in entries])
+
+        self._write("symbol_blocks", merged())
+        if old:
+            self.db.executemany("DELETE FROM symbol_blocks WHERE id = ?", ((i,) for i in old))
+        self.db.execute("DELETE FROM symbol_pending")
+        self._set("next_symbol_id", str(next_id))
+        self._set("symbol_text_bytes", str(int(self._get("symbol_text_bytes") or 0) + new_bytes))
+        return folded
+
+    # an older store's recent layer
+    def _legacy_texts(self) -> dict[bytes, int]:
+        out: dict[bytes, int] = {}
+        for (data,) in self.db.execute("SELECT data FROM symbol_texts ORDER BY id"):
+            out.update(unpack_texts(data))
+        return out
+
+    def _fold_legacy(self) -> int:
+        """Fold an older store's recent layer (texts with ids, id-keyed runs) into the
+        blocks: blocks a recent text falls in are rewritten with it."""
+        recent = self._legacy_texts()
         recent.update(self.db.execute("SELECT text, id FROM symbols"))
         texts = sorted(recent)
         runs = [unpack_run(d) for (d,) in self.db.execute("SELECT data FROM symbol_runs")]
@@ -369,9 +428,6 @@ class SymbolTable:
             stream_of = {}
         streams = list(map(stream_of.get, ids, repeat(b"")))
         blocks = self.db.execute("SELECT id, first FROM symbol_blocks ORDER BY first").fetchall()
-        if not blocks:  # a first load: the recent texts, sorted, are the blocks
-            self._insert_blocks(pack_blocks(texts, ids, streams))
-            return self._clear_recent(len(texts))
         firsts = [b[1] for b in blocks]
         groups: dict[int, list[tuple[bytes, int, bytes]]] = {}
         for text, sid, stream in zip(texts, ids, streams, strict=True):
@@ -387,29 +443,21 @@ class SymbolTable:
                 self.db.execute("DELETE FROM symbol_blocks WHERE id = ?", (blocks[b][0],))
             for text, sid, stream in rows:
                 old = merged.get(text)
-                if old is not None and old[1]:
-                    stream = _stream(np.concatenate((_blobs(old[1]), _blobs(stream))))
-                merged[text] = (sid, stream)
+                merged[text] = (sid, _union([old[1], stream]) if old and old[1] else stream)
             items = sorted(merged.items())
-            self._insert_blocks(pack_blocks([t for t, _ in items], [v[0] for _, v in items],
-                                            [v[1] for _, v in items]))  # fmt: skip
-        return self._clear_recent(len(texts))
-
-    def _clear_recent(self, folded: int) -> int:
+            self._write("symbol_blocks", ((t, v[0], v[1]) for t, v in items))
         self.db.execute("DELETE FROM symbols")
         self.db.execute("DELETE FROM symbol_texts")
         self.db.execute("DELETE FROM symbol_runs")
-        if self._cache is not None:
-            self._cache.clear()
-            self._all_new = False
-        return folded
+        return len(texts)
 
-    def _insert_blocks(self, rows: list[tuple[bytes, int, bytes]]) -> None:
-        self.db.executemany("INSERT INTO symbol_blocks(first, count, data) VALUES (?, ?, ?)", rows)
+    def refs(self) -> int:
+        return int(self._get("symbol_refs") or 0)
 
     def counts(self) -> dict[str, int]:
         return {"symbols": int(self._get("next_symbol_id") or 1) - 1,
-                "symbol_text_bytes": int(self._get("symbol_text_bytes") or 0)}  # fmt: skip
+                "symbol_text_bytes": int(self._get("symbol_text_bytes") or 0),
+                "symbol_refs": self.refs()}  # fmt: skip
 
 
 __all__ = ["BLOCK", "Block", "SymbolTable", "pack_block", "pack_blocks"]
