@@ -126,3 +126,29 @@ def test_hidden_missing_tokens_print_like_tree_sitter(language: str, source: byt
     theirs = {(n.start_byte, n.end_byte, n.type): str(n) for n in ts_preorder(expected)}
     for node in _all(tree):
         assert str(node) == theirs[(node.start_byte, node.end_byte, node.type)]
+
+
+def test_chunked_comparison_finds_what_a_whole_one_finds(monkeypatch):
+    """compare_trees walks CHUNK nodes at a time and compares S-expressions per subtree of
+    at most SEXP_NODES: small limits find the same node mismatches, and an S-expression
+    difference inside a subtree still shows."""
+    from cstvault import verify
+
+    ok = SNIPPETS["python"]["ok"]
+    mine = cstvault.parse(ok, "python")
+    longer = ok.replace(b"def ", b"def xx", 1)  # every node after it shifts by two bytes
+    assert longer != ok
+    whole = compare_trees("a.py", parse(longer, "python"), mine, limit=1000)
+    assert whole and compare_trees("a.py", parse(ok, "python"), mine) == []
+    monkeypatch.setattr(verify, "CHUNK", 7)
+    monkeypatch.setattr(verify, "SEXP_NODES", 5)
+    assert len(mine) > 3 * 7
+    assert compare_trees("a.py", parse(ok, "python"), mine) == []
+    chunked = compare_trees("a.py", parse(longer, "python"), mine, limit=1000)
+    assert sorted((m.node, m.attribute) for m in chunked) == sorted(
+        (m.node, m.attribute) for m in whole)  # fmt: skip
+    # a MISSING token differs only in the S-expression of the subtree holding it
+    broken = cstvault.parse(b"def f(:\n    pass\n", "python")
+    expected = parse(b"def f():\n    pass\n", "python")
+    found = compare_trees("b.py", expected, broken, limit=1000)
+    assert found

@@ -12,9 +12,11 @@ leaves every blob readable (old or new frames); running freeze again resumes.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +32,11 @@ DICT_BYTES = 64 * 1024  # one zstd dictionary per language for tree records, one
 DICT_SAMPLES = 64  # blobs sampled per language to train them
 DICT_MIN_FILES = 16  # fewer blobs of a language: its frames go without a dictionary
 
+CONTEXTS = 2  # zstd contexts per dictionary kept by each thread: a level-19 context
+# sized for a large frame holds tens of MB, so few are kept, least recently used first
+
 _DICTS: dict[int, bytes] = {}
-_CTX: dict[int, tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor]] = {}
+_LOCAL = threading.local()  # each thread's contexts (a context may not be shared)
 
 
 @dataclass
@@ -51,24 +56,44 @@ class FreezeReport:
 def _init(dicts: dict[int, bytes]) -> None:
     _DICTS.clear()
     _DICTS.update(dicts)
-    _CTX.clear()
+    _LOCAL.__dict__.clear()  # this thread's; the pool's threads are new for each freeze
 
 
-def _ctx(did: int) -> tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor]:
-    c = _CTX.get(did)
+def _contexts(kind: str, did: int, make: Callable[[], object]) -> object:
+    """This thread's compressor or decompressor for dictionary `did` (an LRU of CONTEXTS)."""
+    cache: OrderedDict | None = getattr(_LOCAL, kind, None)
+    if cache is None:
+        cache = OrderedDict()
+        setattr(_LOCAL, kind, cache)
+    c = cache.get(did)
     if c is None:
-        d = zstandard.ZstdCompressionDict(_DICTS[did]) if did else None
-        c = _CTX[did] = (zstandard.ZstdDecompressor(dict_data=d),
-                         zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=d))  # fmt: skip
+        c = cache[did] = make()
+        if len(cache) > CONTEXTS:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(did)
     return c
 
 
+def _dict(did: int) -> zstandard.ZstdCompressionDict | None:
+    return zstandard.ZstdCompressionDict(_DICTS[did]) if did else None
+
+
+def _unpack(did: int) -> zstandard.ZstdDecompressor:
+    return _contexts("d", did, lambda: zstandard.ZstdDecompressor(dict_data=_dict(did)))
+
+
+def _pack(did: int) -> zstandard.ZstdCompressor:
+    return _contexts("c", did, lambda: zstandard.ZstdCompressor(level=FROZEN_LEVEL,
+                                                                dict_data=_dict(did)))
+
+
 def recompress(task: tuple[bytes, int, int, bytes, int, int]) -> tuple[bytes, bytes]:
-    """Worker: (tree frame, its dictionary, the target one, source frame, its dictionary,
-    the target one) -> zstd-19 frames."""
+    """(tree frame, its dictionary, the target one, source frame, its dictionary, the
+    target one) -> zstd-19 frames (zstd runs without the GIL: threads compress in parallel)."""
     tree, t_from, t_to, src, s_from, s_to = task
-    return (_ctx(t_to)[1].compress(_ctx(t_from)[0].decompress(tree)),
-            _ctx(s_to)[1].compress(_ctx(s_from)[0].decompress(src)))  # fmt: skip
+    return (_pack(t_to).compress(_unpack(t_from).decompress(tree)),
+            _pack(s_to).compress(_unpack(s_from).decompress(src)))  # fmt: skip
 
 
 def _train_one(job: tuple[str, list[bytes], list[bytes]]) -> tuple[bytes, bytes] | None:
@@ -95,8 +120,8 @@ def train_dictionaries(store: Store, rows: list[BlobRow], jobs: int) -> int:
         step = max(1, len(blobs) // DICT_SAMPLES)
         pairs = [store.read_blob(b, f"blob {b.id}") for b in blobs[::step][:DICT_SAMPLES]]
         todo.append((lang, [r for r, _ in pairs], [src for _, src in pairs]))
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
+    if jobs > 1 and len(todo) > 1:  # zstd trains without the GIL
+        with ThreadPoolExecutor(min(jobs, len(todo))) as pool:
             trained = list(pool.map(_train_one, todo))
     else:
         trained = list(map(_train_one, todo))
@@ -167,15 +192,13 @@ def freeze_store(store: Store, jobs: int = 2,
     have = cat.dictionaries()
     dicts = {did: data for (did, data) in have.values()}
     target = {key: did for key, (did, _) in have.items()}
-    pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(dicts,)) \
-        if jobs > 1 and rows else None  # fmt: skip
-    if pool is None:
-        _init(dicts)
+    _init(dicts)
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="cstvault-freeze", initializer=_init,
+                              initargs=(dicts,)) if jobs > 1 and rows else None  # fmt: skip
     try:
         for batch in _batches(rows, by_segment=quota is not None):
             tasks = [_task(store, b, target) for b in batch]
-            done = list(pool.map(recompress, tasks, chunksize=8) if pool
-                        else map(recompress, tasks))  # fmt: skip
+            done = list(pool.map(recompress, tasks) if pool else map(recompress, tasks))
             if quota is not None:
                 need = sum(len(t) + len(s) for t, s in done)
                 check_quota(quota, store.segment_bytes(), need,

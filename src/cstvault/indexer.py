@@ -43,11 +43,12 @@ BATCH_BYTES = 16 * 1024 * 1024
 DIGEST_BYTES = 16  # dedup key: 128 bits of sha256 (collision odds ~1e-21 at 10^9 blobs)
 COMPACT_SHARE = 10  # compact the catalog when a run added at least 1/10 of its blobs
 AHEAD = 8  # files in flight per encoding thread
-# memory a file's parse and extraction hold at their peak, per source byte: tree-sitter's
-# tree (~100 B a node) plus the columns; tsc.js (6 MB, 1.29M nodes) peaks at ~26 B a byte
-PARSE_BYTES_PER_BYTE = 32
-PARSE_BUDGET = 96 << 20  # estimated parse memory of the files in flight, together
-TRIM_AFTER_BYTES = 1 << 20  # a file this large hands its freed heap back to the OS
+# memory a file's parse and extraction hold at their peak, per source byte, at most:
+# tree-sitter's tree (~100 B a node) plus the columns. Measured: tsc.js (6 MB, 1.29M nodes)
+# 28 B a byte, three.webgpu.js 38, the minified draco_encoder.js 146
+PARSE_BYTES_PER_BYTE = 160
+PARSE_BUDGET = 96 << 20  # estimated parse memory of the files in flight (> 600 KB: alone)
+TRIM_AFTER_BYTES = 256 << 10  # a file this large hands its freed heap back to the OS
 
 
 @dataclass
@@ -301,8 +302,13 @@ def index(
 
         results = _run(_ahead(walk_then_record()), jobs, dicts, level)
         batch = _Batch(store, report, batch_files, on_commit, quota)
-        for done, enc in enumerate(results, 1):
+        done = 0
+        for enc in results:
+            if enc is None:  # a large file is next, encoded alone: hold nothing meanwhile
+                batch.flush()
+                continue
             batch.add(enc)
+            done += 1
             if progress:  # the total once the walk has found every file
                 progress(done, sum(found.values()) if walk_done[0] else None, enc.path)
         batch.flush()
@@ -327,12 +333,13 @@ def _store_dictionaries(store: Store) -> dict:
 
 
 def _run(tasks: Iterable[tuple[tuple[str, str, str], int]], jobs: int, dicts: dict,
-         level: int) -> Iterator[Encoded]:  # fmt: skip
+         level: int) -> Iterator[Encoded | None]:  # fmt: skip
     """Encode (task, source bytes) pairs in order, in `jobs` threads of this process (the
     parse and extraction run in C without the GIL). At most AHEAD files per thread are in
     flight, and their estimated parse memory (PARSE_BYTES_PER_BYTE a source byte) stays
-    under PARSE_BUDGET: a file whose estimate is larger is encoded alone. So memory does not
-    grow with the corpus, and one process holds one copy of everything imported."""
+    under PARSE_BUDGET: a file whose estimate is larger is encoded alone, announced by a
+    None so that the caller can commit its batch first. So memory does not grow with the
+    corpus, and one process holds one copy of everything imported."""
     _init_worker(dicts, level)
     if jobs <= 1:
         yield from (_encode(t) for t, _ in tasks)
@@ -346,6 +353,9 @@ def _run(tasks: Iterable[tuple[tuple[str, str, str], int]], jobs: int, dicts: di
                 fut, done = window.popleft()
                 inflight -= done
                 yield fut.result()
+            if cost > PARSE_BUDGET:  # encoded alone: the caller commits what it holds
+                yield None  # (the window is empty now), and freed heap goes back first
+                release_free_memory()
             window.append((pool.submit(_encode, task), cost))
             inflight += cost
         while window:

@@ -6,7 +6,7 @@ is the decoded record. Attribute columns are compared with numpy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,88 +87,120 @@ class Report:
         }
 
 
-def reference(tree: ts.Tree) -> dict[str, list[Any]]:
-    """Every compared attribute of every node, read from tree-sitter's own cursor walk."""
-    out: dict[str, list[Any]] = {a: [] for a in ATTRIBUTES}
-    apps = [out[a].append for a in ATTRIBUTES]
-    (a_type, a_kind, a_field, a_named, a_extra, a_missing, a_error, a_herr, a_sb, a_eb,
-     a_sr, a_sc, a_er, a_ec, a_cc) = apps  # fmt: skip
+CHUNK = 1 << 16  # nodes compared at a time: memory stays flat whatever the tree's size
+SEXP_NODES = 1 << 16  # S-expressions are compared per subtree of at most this many nodes
+
+
+def reference(tree: ts.Tree, chunk: int | None = None) -> Iterator[dict[str, list[Any]]]:
+    """Every compared attribute of every node, read from tree-sitter's own cursor walk, in
+    preorder chunks of `chunk` (default CHUNK) nodes."""
+    chunk = chunk or CHUNK
     c = tree.walk()
     while True:
-        n = c.node
-        a_type(n.type)
-        a_kind(n.kind_id)
-        a_field(c.field_name)
-        a_named(n.is_named)
-        a_extra(n.is_extra)
-        a_missing(n.is_missing)
-        a_error(n.is_error)
-        a_herr(n.has_error)
-        a_sb(n.start_byte)
-        a_eb(n.end_byte)
-        sp, ep = n.start_point, n.end_point
-        a_sr(sp[0])
-        a_sc(sp[1])
-        a_er(ep[0])
-        a_ec(ep[1])
-        a_cc(n.child_count)
-        if c.goto_first_child():
-            continue
-        while not c.goto_next_sibling():
-            if not c.goto_parent():
-                return out
+        out: dict[str, list[Any]] = {a: [] for a in ATTRIBUTES}
+        (a_type, a_kind, a_field, a_named, a_extra, a_missing, a_error, a_herr, a_sb, a_eb,
+         a_sr, a_sc, a_er, a_ec, a_cc) = (out[a].append for a in ATTRIBUTES)  # fmt: skip
+        for _ in range(chunk):
+            n = c.node
+            a_type(n.type)
+            a_kind(n.kind_id)
+            a_field(c.field_name)
+            a_named(n.is_named)
+            a_extra(n.is_extra)
+            a_missing(n.is_missing)
+            a_error(n.is_error)
+            a_herr(n.has_error)
+            a_sb(n.start_byte)
+            a_eb(n.end_byte)
+            sp, ep = n.start_point, n.end_point
+            a_sr(sp[0])
+            a_sc(sp[1])
+            a_er(ep[0])
+            a_ec(ep[1])
+            a_cc(n.child_count)
+            if c.goto_first_child():
+                continue
+            while not c.goto_next_sibling():
+                if not c.goto_parent():
+                    yield out
+                    return
+        yield out
 
 
-def ours(tree: Tree) -> dict[str, np.ndarray]:
-    """The same attributes from a decoded tree, as arrays."""
+def ours(tree: Tree, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """The same attributes from a decoded tree, as arrays, for nodes start:stop."""
     cols = tree.columns
+    sl = slice(start, len(tree) if stop is None else stop)
     tables = languages.tables(tree.language_name)
     names = np.array(tables.names, dtype=object)
     fields = np.array(tree._field_names, dtype=object)
-    flags = cols.flags
-    sr, sc = tree.points(cols.start)
-    er, ec = tree.points(cols.end)
-    field_names = fields[cols.field]
-    field_names[0] = None  # tree-sitter's cursor reports no field at its root
+    flags, kind, first, last = cols.flags[sl], cols.kind[sl], cols.start[sl], cols.end[sl]
+    sr, sc = tree.points(first)
+    er, ec = tree.points(last)
+    field_names = fields[cols.field[sl]]
+    if start == 0 and field_names.size:
+        field_names[0] = None  # tree-sitter's cursor reports no field at its root
     return {
-        "type": names[tables.name_index(cols.kind)],
-        "kind_id": cols.kind.astype(np.int64),
+        "type": names[tables.name_index(kind)],
+        "kind_id": kind.astype(np.int64),
         "field_name": field_names,
         "is_named": (flags & NAMED) != 0,
         "is_extra": (flags & EXTRA) != 0,
         "is_missing": (flags & MISSING) != 0,
-        "is_error": cols.kind == ERROR_KIND,
+        "is_error": kind == ERROR_KIND,
         "has_error": (flags & HAS_ERROR) != 0,
-        "start_byte": cols.start,
-        "end_byte": cols.end,
+        "start_byte": first,
+        "end_byte": last,
         "start_row": sr,
         "start_column": sc,
         "end_row": er,
         "end_column": ec,
-        "child_count": tree._structure().child_count,
+        "child_count": tree._structure().child_count[sl],
     }
 
 
 def compare_trees(path: str, expected: ts.Tree, got: Tree, limit: int = 20) -> list[Mismatch]:
-    """Node-by-node comparison in preorder plus str(root); returns the first mismatches."""
-    ref = reference(expected)
-    mine = ours(got)
+    """Node-by-node comparison in preorder (CHUNK nodes at a time) plus the S-expressions
+    (of the root, or of its subtrees of at most SEXP_NODES nodes); the first mismatches."""
     found: list[Mismatch] = []
-    n_ref, n_got = len(ref["kind_id"]), len(mine["kind_id"])
-    if n_ref != n_got:
+    n_got, n_ref = len(got), 0
+    for ref in reference(expected):
+        a = n_ref
+        n_ref += len(ref["kind_id"])
+        if a >= n_got:
+            continue
+        mine = ours(got, a, min(n_ref, n_got))
+        m = len(mine["kind_id"])
+        for attr in ATTRIBUTES:
+            exp = np.array(ref[attr][:m], dtype=object if attr in ("type", "field_name")
+                           else None)  # fmt: skip
+            bad = np.flatnonzero(exp != mine[attr])
+            for i in bad[:limit].tolist():
+                found.append(Mismatch(path, a + i, attr, _plain(exp[i]), _plain(mine[attr][i])))
+        if len(found) >= limit:
+            break
+    if n_ref != n_got and len(found) < limit:
         found.append(Mismatch(path, min(n_ref, n_got), "node_count", n_ref, n_got))
-    n = min(n_ref, n_got)
-    for attr in ATTRIBUTES:
-        exp = np.array(ref[attr], dtype=object if attr in ("type", "field_name") else None)
-        g = mine[attr]
-        bad = np.flatnonzero(exp[:n] != g[:n])
-        for i in bad[:limit].tolist():
-            found.append(Mismatch(path, i, attr, _plain(exp[i]), _plain(g[i])))
-    exp_s, got_s = str(expected.root_node), str(got.root_node)
-    if exp_s != got_s:
-        at = next((k for k, (a, b) in enumerate(zip(exp_s, got_s, strict=False)) if a != b), n)
-        found.append(Mismatch(path, -1, "str(root)", exp_s[at : at + 80], got_s[at : at + 80]))
+    if not found:
+        found.extend(_sexp_mismatches(path, expected.root_node, got.root_node, limit))
     return found[:limit]
+
+
+def _sexp_mismatches(path: str, expected: ts.Node, got, limit: int) -> list[Mismatch]:
+    """str() of both nodes; a node of more than SEXP_NODES descendants is compared through
+    its children instead (its own attributes were compared node by node)."""
+    todo, found = [(expected, got)], []
+    while todo and len(found) < limit:
+        e, g = todo.pop()
+        if e.descendant_count > SEXP_NODES and e.child_count:
+            todo.extend(zip(reversed(e.children), reversed(g.children), strict=False))
+            continue
+        exp_s, got_s = str(e), str(g)
+        if exp_s != got_s:
+            at = next((k for k, (a, b) in enumerate(zip(exp_s, got_s, strict=False))
+                       if a != b), min(len(exp_s), len(got_s)))  # fmt: skip
+            found.append(Mismatch(path, -1, "str(root)", exp_s[at : at + 80], got_s[at : at + 80]))
+    return found
 
 
 def _plain(v: Any) -> Any:

@@ -7,6 +7,15 @@
 #include "subtree.h"
 #include "tree.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+/* A parse of a source this large gives the tree's freed heap back to the OS (malloc_trim)
+ * before its columns become Python objects: glibc would keep it, and a large file's peak
+ * would be its tree plus every array made after it. */
+#define TRIM_AFTER (256 * 1024)
+
 typedef struct {
     size_t n, cap;
     uint16_t *kind, *gram, *field;
@@ -441,6 +450,9 @@ PyObject *parse_extract(PyObject *self, PyObject *args) {
     if (tree) {
         rc = extract_c(tree, query, &x);
         ts_tree_delete(tree);
+#ifdef __GLIBC__
+        if (src.len >= TRIM_AFTER) malloc_trim(0);
+#endif
     }
     Py_END_ALLOW_THREADS
     give_parser(lang, parser);

@@ -105,7 +105,7 @@ BLOB_COLUMNS = ("id, language, size, lines, nodes, tree_seg, tree_off, tree_len,
 _B_COLUMNS = ", ".join("b." + c.strip() for c in BLOB_COLUMNS.split(","))
 PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
-WRITE_CACHE_KIB = 65536
+WRITE_CACHE_KIB = 16384  # a writer's: the catalog's B-trees grow by appends
 DIR_CACHE = 4096  # directory ids a connection remembers
 
 
@@ -216,8 +216,8 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self._sync = "FULL"
-        # readers: B-tree interior pages stay cached, leaves come from the OS; writers insert
-        # symbols in random key order and want their B-trees cached
+        # readers: B-tree interior pages stay cached, leaves come from the OS; writers keep
+        # more (files and blobs are inserted by path and digest: random keys)
         cache_kib = WRITE_CACHE_KIB if create else READ_CACHE_KIB
         self.db.execute(f"PRAGMA cache_size=-{cache_kib}")
         has_meta = self.db.execute(

@@ -293,24 +293,30 @@ class SymbolTable:
 
     # writes (inside the caller's transaction)
     def add(self, per_blob: dict[int, set[bytes]]) -> None:
-        """The symbols of new blobs as one pending run: texts sorted, each with its blobs."""
-        pairs = sorted((t, b) for b, texts in per_blob.items() for t in texts)
-        if not pairs:
+        """The symbols of new blobs as one pending run: texts sorted, each with its blobs
+        (postings made by one vectorised sort and encode)."""
+        texts = sorted(set().union(*per_blob.values()))
+        if not texts:
             return
         if not self._has_pending():
             for statement in PENDING:
                 self.db.execute(statement)
         if len(self._runs()) >= MAX_RUNS:
             self._merge_runs()
-        texts, streams = [], []
-        for text, group in groupby(pairs, key=itemgetter(0)):
-            texts.append(text)
-            streams.append(_stream(np.fromiter((b for _, b in group), dtype=np.int64)))
+        index = {t: k for k, t in enumerate(texts)}
+        blobs = sorted(per_blob)
+        sizes = [len(per_blob[b]) for b in blobs]
+        pairs = sum(sizes)
+        tid = np.fromiter((index[t] for b in blobs for t in per_blob[b]), dtype=np.int64,
+                          count=pairs)  # fmt: skip
+        blob = np.repeat(np.array(blobs, dtype=np.int64), sizes)
+        order = np.lexsort((blob, tid))
+        _, streams = _streams(tid[order], blob[order])  # one stream per text, in order
         (run,) = self.db.execute("SELECT coalesce(max(run), 0) + 1 FROM symbol_pending").fetchone()
         self.db.executemany(
             "INSERT INTO symbol_pending(run, first, count, data) VALUES (?, ?, ?, ?)",
             ((run, *row) for row in pack_blocks(texts, [0] * len(texts), streams)))  # fmt: skip
-        self._set("symbol_refs", str(self.refs() + len(pairs)))
+        self._set("symbol_refs", str(self.refs() + pairs))
 
     def pending(self) -> bool:
         """Is there anything for `compact` to fold?"""
