@@ -149,3 +149,49 @@ def test_zipf_ranks_follow_numpys_zipf():
         assert abs(p_ours - p_theirs) < 0.012, (k, p_ours, p_theirs)
     # the heavy tail too: the share above 1,000 (about 15% at a = 1.2)
     assert abs(np.mean(ours > 1000) - np.mean(theirs > 1000)) < 0.012
+
+
+def test_bench_index_scale_rows(tmp_path):
+    """`bench index`: a row per part and for the whole tree, peaks sampled in the processes
+    it runs (never zero), the last row's keys repeated at the top, a largest-file row."""
+    root = tmp_path / "code"
+    root.mkdir()
+    for lang, cases in SNIPPETS.items():
+        for name, src in cases.items():
+            (root / f"{lang}_{name}.{EXT[lang]}").write_bytes(src * 5)
+    res = CliRunner().invoke(cli.main, [
+        "bench", "index", "--corpus", str(root), "--work", str(tmp_path / "w"), "--steps", "40",
+        "--jobs", "2", "--no-verify", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    rows = out["scale"]
+    assert len(rows) == 2 and 40 <= rows[0]["lines"] < rows[1]["lines"]
+    assert rows[1]["files"] == 3 * len(SNIPPETS)
+    for r in rows + [out["largest_file"]]:
+        for key in ("index_peak_rss_mb", "freeze_peak_rss_mb", "gc_peak_rss_mb"):
+            assert r[key] > 5, (key, r)  # a Python process at least
+        assert r["index_end_to_end_lines_per_s"] > 0 and r["disk_bytes_per_line"] > 0
+    for key in ("index_peak_rss_mb", "freeze_peak_rss_mb", "index_end_to_end_lines_per_s"):
+        assert out[key] == rows[-1][key]
+    largest = out["largest_file"]
+    assert largest["files"] == 1 and largest["file_bytes"] > 0
+    python = sum(len(src * 5) for src in SNIPPETS["python"].values())
+    assert largest["file_bytes"] >= python  # every Python file of the tree, concatenated
+
+
+def test_rss_sampler_sees_a_child_process():
+    """The sampler sums a process and the processes it starts."""
+    import subprocess
+    import sys
+
+    from cstvault.bench.rss import Sampler
+
+    code = ("import subprocess, sys, time\n"
+            "x = bytearray(60 << 20)\n"  # the parent holds 60 MB, its child 60 MB more
+            "subprocess.run([sys.executable, '-c', 'import time; y = bytearray(60 << 20); "
+            "[y.__setitem__(k, 1) for k in range(0, len(y), 4096)]; time.sleep(1)'])\n"
+            "for k in range(0, len(x), 4096): x[k] = 1\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    with Sampler(proc.pid) as s:
+        proc.wait()
+    assert s.peak > 110 << 20

@@ -106,6 +106,51 @@ def register(group: click.Group) -> None:
                         "cold_vs_reparse_median_ratio", "hit_ratios"):  # fmt: skip
                 click.echo(f"{key:30s} {result.get(key)}")
 
+    @group.command("index")
+    @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path, exists=True,
+                  file_okay=False), default=None,
+                  help="Tree to index (default: the bench corpus in the cache directory).")
+    @click.option("--work", type=click.Path(path_type=Path), default=None,
+                  help="Where the parts and their stores go (default: the cache directory).")
+    @click.option("--jobs", "-j", type=int, default=2, show_default=True)
+    @click.option("--steps", default="1000000,2000000,4000000", show_default=True,
+                  help="Line counts of the parts indexed before the whole corpus.")
+    @click.option("--largest/--no-largest", default=True, show_default=True,
+                  help="Also index one generated Python file as large as the size cap.")
+    @click.option("--verify/--no-verify", default=True, show_default=True,
+                  help="Also run `verify --store` on each store (sampled the same way).")
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def index_cmd(corpus_dir: Path | None, work: Path | None, jobs: int, steps: str,
+                  largest: bool, verify: bool, seed: int, as_json: bool) -> None:  # fmt: skip
+        """Peak RSS (all processes, sampled) of index, freeze, gc and verify, and their speed,
+        as the indexed part of the corpus grows, and for the largest file admitted."""
+        from . import corpus as corpus_mod
+        from . import index as index_mod
+
+        corpus = corpus_dir or corpus_mod.DEFAULT_DIR / "corpus"
+        if not corpus.is_dir():
+            raise click.ClickException(f"no corpus at {corpus}: run `cstvault bench corpus`")
+        try:
+            counts = tuple(int(x) for x in steps.split(",") if x.strip())
+        except ValueError as exc:
+            raise click.UsageError(f"--steps: comma-separated line counts ({exc})") from exc
+        t0 = time.perf_counter()
+        result = index_mod.run(corpus, work or corpus_mod.DEFAULT_DIR / "bench-index", jobs,
+                               seed, counts, largest, verify,
+                               log=lambda m: err.print(m, style="dim"))  # fmt: skip
+        _stamp(result, "index", t0)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+            return
+        rows = result["scale"] + ([result["largest_file"]] if "largest_file" in result else [])
+        for r in rows:
+            click.echo(f"{r['lines']:>11,d} lines  index {r['index_peak_rss_mb']:7.1f} MB "
+                       f"{r['index_lines_per_s']:>8,d} lines/s  freeze "
+                       f"{r['freeze_peak_rss_mb']:7.1f} MB  gc {r['gc_peak_rss_mb']:6.1f} MB  "
+                       f"verify {r.get('verify_peak_rss_mb', '-')} MB  end to end "
+                       f"{r['index_end_to_end_lines_per_s']:,d} lines/s")  # fmt: skip
+
     @group.command()
     @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
                   help="An indexed store (e.g. the one `bench store` leaves in the cache).")
