@@ -58,9 +58,11 @@ def test_bench_store_json(tmp_path):
     out = json.loads(res.output[res.output.index("{") :])
     for key in ("attributable_rss_mb", "cold_open_p50_ms", "cold_vs_reparse_median_ratio",
                 "disk_bytes_per_line", "index_lines_per_s", "open_ms", "tiers", "freeze",
-                "index_and_freeze_lines_per_s", "dictionaries",
+                "index_end_to_end_lines_per_s", "dictionaries", "index_peak_rss_mb",
+                "freeze_peak_rss_mb",
                 "index_cpu_steal_percent"):  # fmt: skip
         assert key in out, key
+    assert out["index_peak_rss_mb"] > 5 and out["freeze_peak_rss_mb"] > 5  # sampled, a process
     stages = out["cold_open_stages_p50_us"]
     assert set(stages) == {"lookup", "frame", "zstd", "tree"}
     assert all(v > 0 for v in stages.values())

@@ -76,8 +76,11 @@ def test_parallel_index_matches_serial(repo, tmp_path):
             assert str(sa.tree(path).root_node) == str(sb.tree(path).root_node)
 
 
-@pytest.mark.parametrize("jobs", [1, 2])  # 2: the walk streams tasks to the workers
-def test_resume_and_changes(repo, jobs):
+@pytest.mark.parametrize(("jobs", "walk_chunk"), [(1, 512), (2, 512), (2, 3)])
+def test_resume_and_changes(repo, jobs, walk_chunk, monkeypatch):
+    """Re-runs index only what changed and drop what is gone; the walk's paths go to the
+    catalog WALK_CHUNK at a time (3: chunks end inside and across directories)."""
+    monkeypatch.setattr(indexer, "WALK_CHUNK", walk_chunk)
     seen: list[tuple[int, int]] = []
     first = indexer.index(repo, jobs=jobs, progress=lambda d, t, _: seen.append((d, t)))
     total = first.files + sum(first.skipped.values())
@@ -459,3 +462,21 @@ def test_checked_stats_leaves_out_a_damaged_row():
             ("b\udcff.py", 3, 4, 2, row_check("b\udcff.py", 2, 3, 4)),
             ("c.py", 7, 8, 3, row_check("c.py", 3, 7, 8) ^ 1)]  # fmt: skip
     assert _native.checked_stats(rows) == {"a.py": (10, 5), "b\udcff.py": (3, 4)}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_duplicates_across_lookups_and_batches_make_one_blob(tmp_path, monkeypatch, jobs):
+    """Content keys are looked up LOOKUP files at a time; a duplicate whose first copy was
+    committed by a batch closed within the same lookup is still found."""
+    monkeypatch.setattr(indexer, "LOOKUP", 4)
+    root = tmp_path / "r"
+    root.mkdir()
+    for k in range(11):
+        (root / f"a{k:02d}.py").write_bytes(b"same = 1\n")
+        (root / f"b{k:02d}.py").write_bytes(b"other_%d = 2\n" % (k % 3))
+    rep = indexer.index(root, jobs=jobs, batch_files=3)
+    assert rep.files == 22 and rep.new_blobs == 1 + 3 and rep.deduplicated == 22 - 4
+    with cstvault.open(root) as store:
+        assert store.stats()["blobs"] == 4
+        assert verify_store(store).mismatched == 0
+        assert store.files_with_symbol("same") == [f"a{k:02d}.py" for k in range(11)]

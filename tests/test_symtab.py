@@ -208,3 +208,20 @@ def test_distinct_slices_matches_python(source, spans, max_len):
     ends = np.array([e for _, e in spans], dtype=np.int64)
     want = {source[s:e] for s, e in spans if 0 <= s < e <= len(source) and e - s <= max_len}
     assert _native.distinct_slices(source, starts, ends, max_len) == want
+
+
+@given(st.lists(st.sets(st.integers(1, 2**40), max_size=25), min_size=1, max_size=6))
+def test_merge_postings_is_the_union(sets):
+    """The C merge of posting streams equals the numpy union, whatever their overlap."""
+    from cstvault import _native
+
+    streams = [symtab._stream(np.array(sorted(s), dtype=np.int64)) for s in sets]
+    want = sorted(set().union(*sets))
+    got = _native.merge_postings(streams)
+    assert symtab._blobs(got).tolist() == want
+    assert got == symtab._stream(np.array(want, dtype=np.int64))
+
+
+def test_merge_postings_rejects_a_cut_stream():
+    with pytest.raises(CorruptRecord):
+        symtab._union([b"\x05", b"\x81"])  # a continuation byte with nothing after

@@ -43,6 +43,8 @@ BATCH_BYTES = 16 * 1024 * 1024
 DIGEST_BYTES = 16  # dedup key: 128 bits of sha256 (collision odds ~1e-21 at 10^9 blobs)
 COMPACT_SHARE = 10  # compact the catalog when a run added at least 1/10 of its blobs
 AHEAD = 8  # files in flight per encoding thread
+WALK_CHUNK = 512  # walked files looked up in the catalog at a time
+LOOKUP = 64  # encoded files whose content keys are looked up at a time
 # memory a file's parse and extraction hold at their peak, per source byte, at most:
 # tree-sitter's tree (~100 B a node) plus the columns. Measured: tsc.js (6 MB, 1.29M nodes)
 # 28 B a byte, three.webgpu.js 38, the minified draco_encoder.js 146
@@ -248,23 +250,18 @@ def index(
         quota = store.catalog.disk_quota()
         dicts = _store_dictionaries(store)
         fresh = not store.catalog.has_files()  # nothing stored: no file can be unchanged
-        present: set[str] = set()
         found: dict[str, int] = {}  # files to encode, by language
         links: list[tuple[str, str]] = []  # symbolic links not followed, and why
+        cat = store.catalog
 
         def skipped(path: Path, reason: str) -> None:
             links.append((path.relative_to(root).as_posix(), reason))
 
-        def tasks() -> Iterator[tuple[tuple[str, str, str], int]]:
-            known = {} if fresh else store.catalog.file_stats()  # one statement, not one a file
-            top = os.fspath(root).rstrip(os.sep) or os.sep
-            for path, language, st in walk_files([root], skipped):
-                rel = path[len(top) + 1 :]
-                if os.sep != "/":
-                    rel = rel.replace(os.sep, "/")
-                if only is not None and rel not in only:
-                    continue
-                present.add(rel)
+        def decide(chunk: list[tuple[str, str, os.stat_result | None]], k: int
+                   ) -> Iterator[tuple[tuple[str, str, str], int]]:  # fmt: skip
+            """The walked files to encode: those not stored as they are now."""
+            known = {} if fresh else cat.add_walked(k, [rel for rel, _, _ in chunk])
+            for rel, language, st in chunk:
                 was = known.get(rel)
                 if was is not None:
                     if st is None:  # vanished or unreadable since listed: left as stored
@@ -275,16 +272,35 @@ def index(
                 found[language] = found.get(language, 0) + 1
                 yield (str(root), rel, language), st.st_size if st is not None else 0
 
+        def tasks() -> Iterator[tuple[tuple[str, str, str], int]]:
+            """The walk, WALK_CHUNK files at a time: each chunk's paths go to the catalog's
+            temporary table of walked paths, and their stored sizes and mtimes come back
+            (one statement a chunk; nothing the size of the tree is held in memory)."""
+            top = os.fspath(root).rstrip(os.sep) or os.sep
+            chunk: list[tuple[str, str, os.stat_result | None]] = []
+            k = 0
+            for path, language, st in walk_files([root], skipped):
+                rel = path[len(top) + 1 :]
+                if os.sep != "/":
+                    rel = rel.replace(os.sep, "/")
+                if only is not None and rel not in only:
+                    continue
+                chunk.append((rel, language, st))
+                if len(chunk) == WALK_CHUNK:
+                    yield from decide(chunk, k)
+                    chunk, k = [], k + 1
+            yield from decide(chunk, k)
+
         def walked() -> None:
             """Once the walk is complete: drop what is gone, record the links not followed;
             no write at all when nothing changed (a write would make readers wait for a new
             path index)."""
-            cat = store.catalog
             mine = [(p, r) for p, r in links if only is None or p in only]
             for path, reason in mine:
                 report.skip(path, reason)
             known = cat.skipped()
-            gone, stale = cat.missing(present, {p for p, _ in links})
+            gone, stale = ([], []) if fresh else cat.missing_from_walk({p for p, _ in links})
+            cat.end_walk()
             if not (gone or stale or any(known.get(p) != r for p, r in mine)):
                 return
             cat.begin()
@@ -300,6 +316,8 @@ def index(
             walked()
             walk_done[0] = True
 
+        if not fresh:
+            cat.begin_walk()
         results = _run(_ahead(walk_then_record()), jobs, dicts, level)
         batch = _Batch(store, report, batch_files, on_commit, quota)
         done = 0
@@ -399,39 +417,55 @@ class _Batch:
         self.largest = store.catalog.largest_blob_frames() if quota is not None else 0
         self.rows: list[tuple[Encoded, tuple, tuple] | tuple[Encoded, int]] = []
         self.pending: dict[bytes, tuple[tuple, tuple]] = {}
+        self.queue: list[Encoded] = []  # files whose content keys are not looked up yet
         self.bytes = 0
 
     def add(self, enc: Encoded) -> None:
+        """Take a file's encoding; its content key is looked up with the next LOOKUP."""
+        self.queue.append(enc)
+        if len(self.queue) >= LOOKUP:
+            self._take()
+
+    def _take(self) -> None:
+        """The queued files: each content key looked up in one statement, frames of new
+        blobs appended, the batch committed when full."""
+        queue, self.queue = self.queue, []
         cat = self.store.catalog
+        stored = cat.blob_ids([e.digest for e in queue if not e.skipped])
+        for k, enc in enumerate(queue):
+            self._place(enc, stored.get(enc.digest))
+            if len(self.rows) >= self.limit or self.bytes >= BATCH_BYTES:
+                self.flush()  # the blobs it committed are stored now for the rest too
+                stored.update(cat.blob_ids([e.digest for e in queue[k + 1 :] if not e.skipped]))
+
+    def _place(self, enc: Encoded, blob: int | None) -> None:
         if enc.skipped:
             self.rows.append((enc, -1))
+        elif blob is not None:
+            self.rows.append((enc, blob))
+        elif enc.digest in self.pending:
+            self.rows.append((enc, *self.pending[enc.digest]))
         else:
-            blob = cat.blob_id(enc.digest)
-            if blob is not None:
-                self.rows.append((enc, blob))
-            elif enc.digest in self.pending:
-                self.rows.append((enc, *self.pending[enc.digest]))
-            else:
-                need = len(enc.tree) + len(enc.source)
-                self.largest = max(self.largest, need)
-                room = freeze_room(self.largest)
-                try:
-                    check_quota(self.quota, self.disk, need + room,
-                                f"{enc.path} (with {room:,} bytes kept for freezing)")  # fmt: skip
-                except DiskQuotaExceeded:
-                    self.flush()
-                    raise
-                self.disk += need
-                writer = self.store.writer()
-                tree = writer.append(enc.tree)
-                src = writer.append(enc.source)
-                self.pending[enc.digest] = (tree, src)
-                self.rows.append((enc, tree, src))
-                self.bytes += len(enc.tree) + len(enc.source)
-        if len(self.rows) >= self.limit or self.bytes >= BATCH_BYTES:
-            self.flush()
+            need = len(enc.tree) + len(enc.source)
+            self.largest = max(self.largest, need)
+            room = freeze_room(self.largest)
+            try:
+                check_quota(self.quota, self.disk, need + room,
+                            f"{enc.path} (with {room:,} bytes kept for freezing)")  # fmt: skip
+            except DiskQuotaExceeded:
+                self.flush()
+                raise
+            self.disk += need
+            writer = self.store.writer()
+            tree = writer.append(enc.tree)
+            src = writer.append(enc.source)
+            self.pending[enc.digest] = (tree, src)
+            self.rows.append((enc, tree, src))
+            self.bytes += len(enc.tree) + len(enc.source)
 
     def flush(self) -> None:
+        if self.queue:
+            self._take()  # commits through flush when it fills the batch; the rest below
         if not self.rows:
             return
         faults.point("index.frames_written")

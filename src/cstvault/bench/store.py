@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from . import cpu_times, fresh_process, steal_percent
+from .rss import Sampler
 
 # what both the workload process and its baseline import (nothing here loads numpy)
 _IMPORTS = "import cstvault, cstvault.store, cstvault.bench.zipf, json, random, sys, time\n"
@@ -178,7 +179,9 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
     if root is not None:
         log(f"indexing {root} into {store_dir} with {jobs} jobs")
         before, ours = cpu_times(), os.times()
-        rep = index(root, store_dir, jobs=jobs, compact=False)  # freeze compacts, as in the CLI
+        with Sampler() as sampled:  # this process and any it starts, every 20 ms
+            rep = index(root, store_dir, jobs=jobs, compact=False)  # freeze compacts, as the CLI
+        out["index_peak_rss_mb"] = round(sampled.peak / 2**20, 1)
         out["index_cpu_steal_percent"] = steal_percent(before, cpu_times())
         # CPU seconds of this process and its (reaped) workers: what the run cost whatever
         # share of the cores the hypervisor left it
@@ -191,10 +194,12 @@ def run(root: Path | None, store_dir: Path, jobs: int, budget_mb: float, ops: in
         with Store.open(store_dir) as store:
             out["disk_bytes_per_line_before_freeze"] = store.stats()["disk_bytes_per_line"]
         log("freezing the frames to zstd-19")
-        fz = freeze(store_dir, jobs=jobs)
+        with Sampler() as sampled:
+            fz = freeze(store_dir, jobs=jobs)
+        out["freeze_peak_rss_mb"] = round(sampled.peak / 2**20, 1)
         out["freeze"] = fz.as_dict()
         total = rep.seconds + fz.seconds
-        out["index_and_freeze_lines_per_s"] = round(rep.lines / total) if total else None
+        out["index_end_to_end_lines_per_s"] = round(rep.lines / total) if total else None
     with Store.open(store_dir) as store:
         stats = store.stats()
     for key in ("files", "blobs", "lines", "nodes", "segments", "symbols",

@@ -159,8 +159,81 @@ static PyObject *leb128(PyObject *self, PyObject *arg) {
     return res;
 }
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* merge_postings(streams) -> bytes: posting streams (ascending ids, LEB128 deltas from 0)
+ * made one, every id once and ascending; CorruptRecord on a stream cut inside a value. */
+static PyObject *merge_postings(PyObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "merge_postings takes a sequence of bytes");
+    if (!seq) return NULL;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(seq), total = 0, n = 0;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (!PyBytes_Check(items[i])) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "merge_postings takes bytes");
+            return NULL;
+        }
+        total += PyBytes_GET_SIZE(items[i]); /* at least a byte an id */
+    }
+    uint64_t *v = PyMem_Malloc((size_t)(total ? total : 1) * sizeof(uint64_t));
+    if (!v) { Py_DECREF(seq); return PyErr_NoMemory(); }
+    int ordered = 1;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(items[i]);
+        Py_ssize_t len = PyBytes_GET_SIZE(items[i]), at = 0;
+        uint64_t acc = 0;
+        while (at < len) {
+            uint64_t x = 0;
+            int shift = 0;
+            for (;;) {
+                if (at == len || shift > 63) {
+                    PyMem_Free(v);
+                    Py_DECREF(seq);
+                    PyErr_SetString(Corrupt, "posting stream cut inside a value");
+                    return NULL;
+                }
+                uint8_t c = b[at++];
+                x |= (uint64_t)(c & 0x7F) << shift;
+                shift += 7;
+                if (!(c & 0x80)) break;
+            }
+            acc += x;
+            if (n && acc <= v[n - 1]) ordered = 0;
+            v[n++] = acc;
+        }
+    }
+    Py_DECREF(seq);
+    if (!ordered) {
+        qsort(v, (size_t)n, sizeof(uint64_t), cmp_u64);
+        Py_ssize_t m = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!m || v[i] != v[m - 1]) v[m++] = v[i];
+        n = m;
+    }
+    uint8_t *out;
+    PyObject *res = new_bytes(n * 10, (void **)&out);
+    if (!res) { PyMem_Free(v); return NULL; }
+    Py_ssize_t at = 0;
+    uint64_t prev = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t x = v[i] - prev;
+        prev = v[i];
+        while (x >= 0x80) { out[at++] = (uint8_t)(x | 0x80); x >>= 7; }
+        out[at++] = (uint8_t)x;
+    }
+    PyMem_Free(v);
+    if (_PyBytes_Resize(&res, at) < 0) return NULL;
+    return res;
+}
+
 PyMethodDef crc_methods[] = {
     {"leb128", leb128, METH_O, "leb128(u64 buffer) -> bytes: LEB128 of each value"},
+    {"merge_postings", merge_postings, METH_O,
+     "merge_postings(streams) -> bytes: LEB128-delta id streams merged, each id once"},
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, value=0) -> CRC32C (Castagnoli)"},
     {"crc32c_table", py_crc32c_table, METH_VARARGS, "crc32c by the table (tests)"},
     {"crc32c_hardware", py_crc32c_hw, METH_NOARGS, "Whether CRC32C uses the SSE4.2 instruction."},

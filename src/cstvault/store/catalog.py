@@ -105,7 +105,7 @@ BLOB_COLUMNS = ("id, language, size, lines, nodes, tree_seg, tree_off, tree_len,
 _B_COLUMNS = ", ".join("b." + c.strip() for c in BLOB_COLUMNS.split(","))
 PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
-WRITE_CACHE_KIB = 16384  # a writer's: the catalog's B-trees grow by appends
+WRITE_CACHE_KIB = 4096  # a writer's: small, so the indexer's RSS stays flat (pages come from the OS cache)
 DIR_CACHE = 4096  # directory ids a connection remembers
 
 
@@ -296,16 +296,16 @@ class Catalog:
         row = self.db.execute("SELECT id FROM blobs WHERE hash = ?", (digest,)).fetchone()
         return row[0] if row else None
 
+    def blob_ids(self, digests: list[bytes]) -> dict[bytes, int]:
+        """The stored blobs among these content keys, in one statement a chunk."""
+        out: dict[bytes, int] = {}
+        for chunk, marks in _in_chunks(digests):
+            out.update(self.db.execute(
+                f"SELECT hash, id FROM blobs WHERE hash IN ({marks})", chunk))  # fmt: skip
+        return out
+
     def has_files(self) -> bool:
         return self.db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
-
-    def file_stats(self) -> dict[str, tuple[int, int]]:
-        """(size, mtime_ns) of every stored file by path, in one statement; a damaged row is
-        left out (the file is indexed again)."""
-        from .. import _native
-
-        return _native.checked_stats(self.db.execute(
-            f'SELECT {PATH}, f.size, f.mtime_ns, f.blob, f."check" FROM {FILE}'))  # fmt: skip
 
     def file_stat(self, path: str) -> tuple[int, int] | None:
         row = self.db.execute(
@@ -622,16 +622,43 @@ class Catalog:
         )
         self._delete_file(path)
 
-    def missing(self, present: set[str],
-                also_skipped: set[str] = frozenset()) -> tuple[list[str], list[str]]:  # fmt: skip
-        """(stored files not `present`, skip records of paths neither present nor in
-        `also_skipped`): what `remove_missing` deletes."""
-        gone = [p for (p,) in self.db.execute(f"SELECT {PATH} FROM {FILE}") if p not in present]
-        stale = [p for p in self.skipped() if p not in present and p not in also_skipped]
+    # a walk's paths, kept in a temporary table (SQLite's, on disk past its page cache)
+    # instead of a set in memory: what `index` compares the stored files with
+    def begin_walk(self) -> None:
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS walked(dir, name, chunk INTEGER, "
+                        "PRIMARY KEY (dir, name)) WITHOUT ROWID")  # fmt: skip
+        self.db.execute("CREATE INDEX IF NOT EXISTS temp.walked_chunk ON walked(chunk)")
+        self.db.execute("DELETE FROM temp.walked")
+
+    def add_walked(self, chunk: int, paths: list[str]) -> dict[str, tuple[int, int]]:
+        """Record a chunk of walked paths; (size, mtime_ns) of those stored (a damaged row
+        is left out: the file is indexed again)."""
+        from .. import _native
+
+        self.db.executemany("INSERT OR IGNORE INTO temp.walked(dir, name, chunk) "
+                            "VALUES (?, ?, ?)", ((*split(p), chunk) for p in paths))  # fmt: skip
+        return _native.checked_stats(self.db.execute(
+            f'SELECT {PATH}, f.size, f.mtime_ns, f.blob, f."check" FROM temp.walked w '
+            "JOIN dirs d ON d.path = w.dir JOIN files f ON f.dir = d.id AND f.name = w.name "
+            "WHERE w.chunk = ?", (chunk,)))  # fmt: skip
+
+    def missing_from_walk(self, also_skipped: set[str]) -> tuple[list[str], list[str]]:
+        """(stored files the walk did not find, skip records of paths it did not find nor
+        in `also_skipped`): what `remove_missing` deletes."""
+        gone = [p for (p,) in self.db.execute(
+            f"SELECT {PATH} FROM {FILE} WHERE NOT EXISTS (SELECT 1 FROM temp.walked w "
+            "WHERE w.dir = d.path AND w.name = f.name)")]  # fmt: skip
+        found = "SELECT 1 FROM temp.walked WHERE dir = ? AND name = ?"
+        stale = [p for p in self.skipped() if p not in also_skipped
+                 and self.db.execute(found, split(p)).fetchone() is None]  # fmt: skip
         return gone, stale
 
+    def end_walk(self) -> None:
+        self.db.execute("DROP TABLE IF EXISTS temp.walked")
+
     def remove_missing(self, gone: list[str], stale: list[str]) -> int:
-        """Delete the files and skip records `missing` found; returns the files deleted."""
+        """Delete the files and skip records `missing_from_walk` found; returns the files
+        deleted."""
         for p in gone:
             self._delete_file(p)
         self.db.executemany("DELETE FROM skipped WHERE path = ?", [(db_text(p),) for p in stale])
@@ -738,7 +765,13 @@ class Catalog:
         return out
 
     def symbol_counts(self) -> dict[str, int]:
-        return self.symbols.counts()
+        counts = self.symbols.counts()
+        if self._meta_value("symbol_refs") is None and self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'blob_symbols'").fetchone():
+            # a store made before the count was kept: its per-blob id sets still hold it
+            (counts["symbol_refs"],) = self.db.execute(
+                "SELECT coalesce(sum(count), 0) FROM blob_symbols").fetchone()  # fmt: skip
+        return counts
 
     def referenced_segment_ends(self) -> dict[int, int]:
         """For each segment with a referenced frame, the end of its last referenced frame."""

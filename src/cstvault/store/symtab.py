@@ -36,6 +36,7 @@ else:
     from .._numpy import np
 import zstandard
 
+from .. import _native
 from ..checksum import crc32c
 from ..codec import CorruptRecord, varint
 
@@ -45,7 +46,7 @@ LEVEL = 3  # of every sealed frame here: blocks are rewritten by compactions, le
 _HEAD = struct.Struct("<IIIII")  # entries, bytes of: lengths, ids, posting lengths, postings
 _RUN = struct.Struct("<II")  # pairs, bytes of the id deltas
 _TEXTS = struct.Struct("<IQI")  # texts, id of the first, bytes of the lengths
-MAX_RUNS = 64  # pending runs a lookup may have to search before they are merged into one
+MAX_RUNS = 256  # pending runs a lookup may search before they are merged into one
 FLUSH = 16 * BLOCK  # merged entries packed into blocks at a time
 
 SCHEMA = """
@@ -229,10 +230,13 @@ def unpack_texts(data: bytes) -> list[tuple[bytes, int]]:
 
 
 def _union(streams: list[bytes]) -> bytes:
-    """One posting stream holding every blob of `streams` once, ascending."""
+    """One posting stream holding every blob of `streams` once, ascending (in C)."""
     if len(streams) == 1:
         return streams[0]
-    return _stream(np.unique(np.concatenate([_blobs(x) for x in streams if x])))
+    try:
+        return _native.merge_postings(streams)
+    except _native.CorruptRecord as exc:
+        raise CorruptRecord(f"symbol postings unreadable: {exc}") from None
 
 
 class SymbolTable:
