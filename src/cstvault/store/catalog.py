@@ -105,7 +105,7 @@ BLOB_COLUMNS = ("id, language, size, lines, nodes, tree_seg, tree_off, tree_len,
 _B_COLUMNS = ", ".join("b." + c.strip() for c in BLOB_COLUMNS.split(","))
 PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
-WRITE_CACHE_KIB = 4096  # a writer's: small, so the indexer's RSS stays flat (pages come from the OS cache)
+WRITE_CACHE_KIB = 4096  # a writer's: small, so the indexer's RSS stays flat (OS page cache)
 DIR_CACHE = 4096  # directory ids a connection remembers
 
 
