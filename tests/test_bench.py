@@ -169,6 +169,7 @@ def test_bench_index_scale_rows(tmp_path):
     rows = out["scale"]
     assert len(rows) == 2 and 40 <= rows[0]["lines"] < rows[1]["lines"]
     assert rows[1]["files"] == 3 * len(SNIPPETS)
+    assert 0 < rows[0]["largest_file_bytes"] <= rows[1]["largest_file_bytes"]
     for r in rows + [out["largest_file"]]:
         for key in ("index_peak_rss_mb", "freeze_peak_rss_mb", "gc_peak_rss_mb"):
             assert r[key] > 5, (key, r)  # a Python process at least

@@ -25,22 +25,23 @@ from .rss import run_sampled
 STEPS = (1_000_000, 2_000_000, 4_000_000)  # then the whole corpus
 
 
-def _files(corpus: Path, seed: int) -> list[tuple[str, str, int]]:
-    """(relative path, language, lines) of every indexable file, in a seeded shuffle."""
+def _files(corpus: Path, seed: int) -> list[tuple[str, str, int, int]]:
+    """(relative path, language, lines, bytes) of every indexable file, seeded shuffle."""
     out = []
     for path, language in iter_files([corpus]):
         data = path.read_bytes()
         if len(data) <= MAX_FILE_BYTES:
-            out.append((path.relative_to(corpus).as_posix(), language, count_lines(data)))
+            out.append((path.relative_to(corpus).as_posix(), language, count_lines(data),
+                        len(data)))  # fmt: skip
     random.Random(seed).shuffle(out)
     return out
 
 
-def _linked(corpus: Path, files: list[tuple[str, str, int]], target: Path) -> None:
+def _linked(corpus: Path, files: list[tuple[str, str, int, int]], target: Path) -> None:
     """`files` of `corpus` hard-linked (copied across file systems) under `target`."""
     if target.exists():
         shutil.rmtree(target)
-    for rel, _, _ in files:
+    for rel, *_ in files:
         dst = target / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -49,13 +50,13 @@ def _linked(corpus: Path, files: list[tuple[str, str, int]], target: Path) -> No
             shutil.copy2(corpus / rel, dst)
 
 
-def _largest(corpus: Path, files: list[tuple[str, str, int]], target: Path) -> Path:
+def _largest(corpus: Path, files: list[tuple[str, str, int, int]], target: Path) -> Path:
     """One Python file just under the size cap: corpus Python files, sorted, concatenated."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     parts, size = [], 0
-    for rel, language, _ in sorted(files):
+    for rel, language, *_ in sorted(files):
         if language != "python":
             continue
         data = (corpus / rel).read_bytes()
@@ -114,17 +115,19 @@ def run(corpus: Path, work: Path, jobs: int, seed: int, steps: tuple[int, ...], 
     total = sum(f[2] for f in files)
     rows = []
     for n in [s for s in steps if s < total] + [total]:
+        k, acc = 0, 0
+        while k < len(files) and acc < n:
+            acc += files[k][2]
+            k += 1
         if n < total:
-            k, acc = 0, 0
-            while k < len(files) and acc < n:
-                acc += files[k][2]
-                k += 1
             root = work / f"part-{n}"
             _linked(corpus, files[:k], root)
         else:
             root = corpus
         log(f"step: {n:,} lines")
-        rows.append(measure(root, work / f"store-{n}", jobs, verify))
+        row = measure(root, work / f"store-{n}", jobs, verify)
+        row["largest_file_bytes"] = max(f[3] for f in files[:k])  # what a parse peak follows
+        rows.append(row)
     out: dict = {"jobs": jobs, "seed": seed, "corpus": str(corpus), "scale": rows}
     if largest:
         log("the largest file the size cap admits")
