@@ -53,12 +53,17 @@ def test_compacted_blocks_answer_and_incremental_runs_merge(tmp_path):
         assert store.stats()["symbols"] == total + 1
 
 
-def test_pending_runs_are_read_before_compaction(tmp_path):
+def indexed(tmp_path, symbols: int):
+    """A store of one file defining x_0000 .. x_{symbols - 1}; its root."""
     root = tmp_path / "r"
     root.mkdir()
-    (root / "a.py").write_bytes(names("x", 5))
+    (root / "a.py").write_bytes(names("x", symbols))
     indexer.index(root, jobs=1)
-    with cstvault.open(root, write=True) as store:
+    return root
+
+
+def test_pending_runs_are_read_before_compaction(tmp_path):
+    with cstvault.open(indexed(tmp_path, 5), write=True) as store:
         cat = store.catalog
         refs = cat.symbol_counts()["symbol_refs"]
         cat.begin()
@@ -79,11 +84,7 @@ def test_pending_runs_are_read_before_compaction(tmp_path):
 def test_many_runs_are_merged_into_one_before_a_lookup_would_search_them_all(
         tmp_path, monkeypatch):  # fmt: skip
     monkeypatch.setattr(symtab, "MAX_RUNS", 3)
-    root = tmp_path / "r"
-    root.mkdir()
-    (root / "a.py").write_bytes(names("x", 2))
-    indexer.index(root, jobs=1)
-    with cstvault.open(root, write=True) as store:
+    with cstvault.open(indexed(tmp_path, 2), write=True) as store:
         cat = store.catalog
         for k in range(7):
             cat.begin()
@@ -99,10 +100,7 @@ def test_many_runs_are_merged_into_one_before_a_lookup_would_search_them_all(
 
 def test_an_older_stores_recent_layer_is_read_and_folded(tmp_path):
     """Rows of the recent layer older stores wrote (texts with ids, id-keyed runs)."""
-    root = tmp_path / "r"
-    root.mkdir()
-    (root / "a.py").write_bytes(names("x", 5))
-    indexer.index(root, jobs=1)
+    root = indexed(tmp_path, 5)
     with cstvault.open(root, write=True) as store:
         cat = store.catalog
         old = cat.symbols.id_of(b"x_0001")
@@ -138,10 +136,7 @@ def test_packed_texts_round_trip():
 
 
 def test_damaged_block_is_detected(tmp_path):
-    root = tmp_path / "r"
-    root.mkdir()
-    (root / "a.py").write_bytes(names("x", 5))
-    indexer.index(root, jobs=1)
+    root = indexed(tmp_path, 5)
     db = sqlite3.connect(root / ".cstvault" / "catalog.sqlite")
     data = bytearray(db.execute("SELECT data FROM symbol_blocks").fetchone()[0])
     data[len(data) // 2] ^= 0x40

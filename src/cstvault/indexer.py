@@ -339,6 +339,7 @@ def index(
         raise
     finally:
         store.close()
+        release_free_memory()  # what the run freed goes back before a freeze or a caller runs
     report.seconds = time.perf_counter() - t0
     return report
 

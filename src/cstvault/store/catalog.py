@@ -298,10 +298,14 @@ class Catalog:
 
     def blob_ids(self, digests: list[bytes]) -> dict[bytes, int]:
         """The stored blobs among these content keys, in one statement a chunk."""
-        out: dict[bytes, int] = {}
-        for chunk, marks in _in_chunks(digests):
-            out.update(self.db.execute(
-                f"SELECT hash, id FROM blobs WHERE hash IN ({marks})", chunk))  # fmt: skip
+        return self._pairs_in("SELECT hash, id FROM blobs WHERE hash IN ({})", digests)
+
+    def _pairs_in(self, sql: str, values: list) -> dict:
+        """The (key, value) rows of `sql` (its IN list `{}`) over `values`, IN_CHUNK at a
+        time."""
+        out: dict = {}
+        for chunk, marks in _in_chunks(values):
+            out.update(self.db.execute(sql.format(marks), chunk))
         return out
 
     def has_files(self) -> bool:
@@ -715,11 +719,7 @@ class Catalog:
 
     def definitions_of(self, blobs: list[int]) -> dict[int, bytes]:
         """Packed definitions of these blobs (those that have any)."""
-        out: dict[int, bytes] = {}
-        for chunk, marks in _in_chunks(blobs):
-            out.update(self.db.execute(
-                f"SELECT blob, data FROM definitions WHERE blob IN ({marks})", chunk))  # fmt: skip
-        return out
+        return self._pairs_in("SELECT blob, data FROM definitions WHERE blob IN ({})", blobs)
 
     def compact_symbols(self) -> int:
         """Merge the pending symbol runs into the compacted blocks, in one transaction."""
