@@ -88,7 +88,7 @@ class Report:
         }
 
 
-CHUNK = 1 << 16  # nodes compared at a time: memory stays flat whatever the tree's size
+CHUNK = 1 << 14  # nodes compared at a time: memory stays flat whatever the tree's size
 TRIM_BYTES = 256 << 10  # a file this large is verified after the free heap is handed back
 SEXP_NODES = 1 << 16  # S-expressions are compared per subtree of at most this many nodes
 
