@@ -56,7 +56,7 @@ class FreezeReport:
 def _init(dicts: dict[int, bytes]) -> None:
     _DICTS.clear()
     _DICTS.update(dicts)
-    _LOCAL.__dict__.clear()  # this thread's; the pool's threads are new for each freeze
+    _LOCAL.__dict__.clear()  # the caller's contexts (a pool's threads start with none)
 
 
 def _contexts(kind: str, did: int, make: Callable[[], object]) -> object:
@@ -193,8 +193,8 @@ def freeze_store(store: Store, jobs: int = 2,
     dicts = {did: data for (did, data) in have.values()}
     target = {key: did for key, (did, _) in have.items()}
     _init(dicts)
-    pool = ThreadPoolExecutor(jobs, thread_name_prefix="cstvault-freeze", initializer=_init,
-                              initargs=(dicts,)) if jobs > 1 and rows else None  # fmt: skip
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="cstvault-freeze") \
+        if jobs > 1 and rows else None  # fmt: skip
     try:
         for batch in _batches(rows, by_segment=quota is not None):
             tasks = [_task(store, b, target) for b in batch]

@@ -29,7 +29,7 @@ from .codec import EncodeError, encode
 from .extract import parse_extract, parse_extract_matches
 from .kinds import kind_bits
 from .query import QueryCursor
-from .sources import check_source, count_lines
+from .sources import LARGE_FILE_BYTES, check_source, count_lines
 from .store import Store
 from .store.segments import SEGMENT_LIMIT
 from .symbols import symbol_texts
@@ -50,7 +50,6 @@ LOOKUP = 64  # encoded files whose content keys are looked up at a time
 # 28 B a byte, three.webgpu.js 38, the minified draco_encoder.js 146
 PARSE_BYTES_PER_BYTE = 160
 PARSE_BUDGET = 96 << 20  # estimated parse memory of the files in flight (> 600 KB: alone)
-TRIM_AFTER_BYTES = 256 << 10  # a file this large hands its freed heap back to the OS
 
 
 @dataclass
@@ -385,7 +384,7 @@ def _encode(task: tuple[str, str, str]) -> Encoded:
     """`encode_file`; the heap a large file freed goes back to the OS (glibc would keep
     it, and the process's RSS would stay at its largest file's)."""
     enc = encode_file(task)
-    if enc.size >= TRIM_AFTER_BYTES:
+    if enc.size >= LARGE_FILE_BYTES:
         release_free_memory()
     return enc
 

@@ -264,8 +264,7 @@ def grammar_tables(name: str) -> KindTables:
     visible = [k for k in range(count) if lang.node_kind_is_visible(k)]
     identifier = [k for k in named if "identifier" in names[k] or names[k] in _SYMBOL_KINDS]
     token_len = [-1] * count
-    for k in visible:
-        if not lang.node_kind_is_named(k):
-            token_len[k] = len(names[k].encode("utf-8"))
+    for k in set(visible).difference(named):  # anonymous visible kinds: fixed tokens
+        token_len[k] = len(names[k].encode("utf-8"))
     fields = tuple(lang.field_name_for_id(f) for f in range(1, lang.field_count + 1))
     return _tables(names, fields, named, visible, identifier, token_len)

@@ -4,6 +4,9 @@ fetched only when first read."""
 from __future__ import annotations
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
+# past this size a file's freed heap is handed back to the OS after (or before) its
+# trees are made: glibc would keep it (binding/extract.c's TRIM_AFTER is the same)
+LARGE_FILE_BYTES = 256 << 10
 
 
 def check_source(source: bytes) -> str | None:

@@ -23,7 +23,7 @@ from ._native import release_free_memory
 from .codec import CorruptRecord, EncodeError, encode
 from .columns import ERROR_KIND, EXTRA, HAS_ERROR, MISSING, NAMED
 from .extract import parse, parse_extract
-from .sources import check_source, count_lines
+from .sources import LARGE_FILE_BYTES, check_source, count_lines
 from .tree import Tree, tree_from_record
 
 ATTRIBUTES = (
@@ -89,7 +89,6 @@ class Report:
 
 
 CHUNK = 1 << 14  # nodes compared at a time: memory stays flat whatever the tree's size
-TRIM_BYTES = 256 << 10  # a file this large is verified after the free heap is handed back
 SEXP_NODES = 1 << 16  # S-expressions are compared per subtree of at most this many nodes
 
 
@@ -252,7 +251,7 @@ def verify_store(store, progress: Callable[[str], None] | None = None) -> Report
         name = paths[0] if paths else f"<blob {blob.id}>"
         if progress:
             progress(name)
-        if blob.size >= TRIM_BYTES:  # two trees of a large file: first hand back the heap
+        if blob.size >= LARGE_FILE_BYTES:  # two trees of a large file: first hand back the heap
             release_free_memory()  # earlier files freed (glibc would keep it)
         try:
             record, source = store.read_blob(blob, name)

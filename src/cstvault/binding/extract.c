@@ -14,7 +14,7 @@
 /* A parse of a source this large gives the tree's freed heap back to the OS (malloc_trim)
  * before its columns become Python objects: glibc would keep it, and a large file's peak
  * would be its tree plus every array made after it. */
-#define TRIM_AFTER (256 * 1024)
+#define TRIM_AFTER (256 * 1024) /* sources.LARGE_FILE_BYTES */
 
 typedef struct {
     size_t n, cap;

@@ -311,15 +311,6 @@ class Catalog:
     def has_files(self) -> bool:
         return self.db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
 
-    def file_stat(self, path: str) -> tuple[int, int] | None:
-        row = self.db.execute(
-            f'SELECT f.size, f.mtime_ns, f.blob, f."check" FROM {FILE} WHERE {BY_PATH}',
-            split(path),
-        ).fetchone()
-        if row is None or row_check(path, row[2], row[0], row[1]) != row[3]:
-            return None  # unknown or damaged: the file is indexed again
-        return (row[0], row[1])
-
     def blob_for(self, path: str) -> tuple[BlobRow, tuple[int, int]] | None:
         """The blob of a stored file, and the file's (size, mtime_ns) when indexed."""
         found = self.current(path)
