@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cstvault import cli
@@ -103,6 +104,32 @@ def test_bench_store_json(tmp_path):
     assert texts["working_files_unchanged"] == texts["files"] > 0
     assert all(w["p50_us"] > 0 for w in texts["ways"].values())
     assert texts["cold_open_with_text_p50_ms"] > 0
+
+    res = CliRunner().invoke(
+        cli.main, ["bench", "disk", "--store", str(tmp_path / "st"), "--every", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    disk = json.loads(res.output[res.output.index("{") :])
+    parts = disk["disk_bytes_per_line"]
+    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"),
+                                           abs=0.005)  # fmt: skip
+    assert parts["total"] == pytest.approx(out["disk_bytes_per_line"]["total"], abs=0.005)
+    langs = disk["by_language"]
+    assert sum(r["lines"] for r in langs.values()) == disk["lines"] == out["lines"]
+    assert sum(r["blobs"] for r in disk["by_size"].values()) == disk["blobs"]
+    # every blob's source share adds up to the source frames on disk
+    src = sum(r["source_bytes_per_line"] * r["lines"] for r in langs.values()) / disk["lines"]
+    assert src == pytest.approx(parts["sources"], abs=0.01)
+    ideas = disk["ideas"]
+    assert ideas["sample_blobs"] == disk["blobs"]  # --every 1: all of them
+    for what in ("trees", "sources"):
+        layouts = ideas[what]["zstd19_bytes_per_line"]
+        assert {"per_file", "per_file_dictionary", "packs_1m", "packs_1m_dictionary"} \
+            <= set(layouts)
+        assert layouts["packs_1m"]["frames"] <= layouts["per_file"]["frames"]
+        assert layouts["packs_1m"]["bytes_per_line"] < layouts["per_file"]["bytes_per_line"]
+        speed = ideas[what]["per_file_dictionary_mb_per_cpu_s"]
+        assert set(speed) == {"1", "3", "9", "19"} and all(v > 0 for v in speed.values())
+    assert disk["catalog_ideas"]["symbol_blocks"]["stored"] > 0
 
 
 def test_steal_percent_from_cpu_counters():

@@ -36,7 +36,10 @@ def test_freeze_trains_dictionaries_and_later_runs_use_them(store_root):
         blobs = list(store.catalog.blobs())
         want = (dicts[("python", "tree")][0], dicts[("python", "source")][0])
         assert all((b.tree_dict, b.src_dict) == want for b in blobs)
-        assert sum(b.tree[2] + b.src[2] for b in blobs) < sum(before.values())
+        frames = {b.tree for b in blobs} | {b.src for b in blobs}  # a source pack counts once
+        assert len({b.src for b in blobs}) == 1  # 40 small sources: one pack
+        assert sum(loc[2] for loc in frames) < sum(before.values())
+        assert store.source("m07.py") == (store_root / "m07.py").read_bytes()
         assert store.tree("m05.py").text == (store_root / "m05.py").read_bytes()
         assert store.stats()["dictionary_bytes"] > 0
     (store_root / "new.py").write_text("def fresh(a):\n    return a\n")

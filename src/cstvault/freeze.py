@@ -24,10 +24,11 @@ import zstandard
 
 from . import faults
 from .indexer import FROZEN_LEVEL, check_quota, quota_bytes
-from .store import Store
+from .store import Store, packs
 from .store.catalog import BlobRow
 
 BATCH_BLOBS = 256
+BATCH_BYTES = 8 << 20  # of sources, decompressed at once while a batch's packs are made
 DICT_BYTES = 64 * 1024  # one zstd dictionary per language for tree records, one for sources
 DICT_SAMPLES = 64  # blobs sampled per language to train them
 DICT_MIN_FILES = 16  # fewer blobs of a language: its frames go without a dictionary
@@ -88,12 +89,38 @@ def _pack(did: int) -> zstandard.ZstdCompressor:
                                                                 dict_data=_dict(did)))
 
 
-def recompress(task: tuple[bytes, int, int, bytes, int, int]) -> tuple[bytes, bytes]:
-    """(tree frame, its dictionary, the target one, source frame, its dictionary, the
-    target one) -> zstd-19 frames (zstd runs without the GIL: threads compress in parallel)."""
-    tree, t_from, t_to, src, s_from, s_to = task
-    return (_pack(t_to).compress(_unpack(t_from).decompress(tree)),
-            _pack(s_to).compress(_unpack(s_from).decompress(src)))  # fmt: skip
+def recompress(task: tuple[bytes, int, int]) -> bytes:
+    """(tree frame, its dictionary, the target one) -> its zstd-19 frame (zstd runs without
+    the GIL: threads compress in parallel)."""
+    frame, did_from, did_to = task
+    return _pack(did_to).compress(_unpack(did_from).decompress(frame))
+
+
+def compress_sources(job: tuple[list[tuple[int, bytes]], int]) -> bytes:
+    """(blob id, source) members and the target dictionary -> one frame at zstd-19: the
+    source's own for a single member, else a source pack (store/packs.py)."""
+    members, did = job
+    c = _pack(did)
+    return c.compress(members[0][1]) if len(members) == 1 else packs.build(members, c.compress)
+
+
+def _groups(batch: list[BlobRow], sources: list[bytes]) -> list[list[int]]:
+    """Which blobs' sources share a frame: per language in batch order, packs of about
+    PACK_BYTES; a source of ALONE_BYTES or more keeps its own frame."""
+    out: list[list[int]] = []
+    open_: dict[str, tuple[list[int], list[int]]] = {}  # language -> (members, bytes)
+    for k, (b, src) in enumerate(zip(batch, sources, strict=True)):
+        if len(src) >= packs.ALONE_BYTES:
+            out.append([k])
+            continue
+        members, size = open_.setdefault(b.language, ([], [0]))
+        members.append(k)
+        size[0] += len(src)
+        if size[0] >= packs.PACK_BYTES:
+            out.append(members)
+            del open_[b.language]
+    out.extend(members for members, _ in open_.values())
+    return out
 
 
 def _train_one(job: tuple[str, list[bytes], list[bytes]]) -> tuple[bytes, bytes] | None:
@@ -136,25 +163,36 @@ def train_dictionaries(store: Store, rows: list[BlobRow], jobs: int) -> int:
     return sum(d is not None for d in trained)
 
 
-def _task(store: Store, b: BlobRow, target: dict[tuple[str, str], int]) -> tuple:
-    """What `recompress` needs of a blob: each frame, its dictionary and the one to use."""
-    return (store.raw_frame(b.tree), b.tree_dict, target.get((b.language, "tree"), b.tree_dict),
-            store.raw_frame(b.src), b.src_dict, target.get((b.language, "source"), b.src_dict))
-
-
 def _batches(rows: list[BlobRow], by_segment: bool) -> Iterator[list[BlobRow]]:
-    """Batches of BATCH_BLOBS; `by_segment`: never more than the blobs whose tree frame
+    """Batches of at most BATCH_BLOBS blobs and BATCH_BYTES of sources (held decompressed
+    while their packs are made); `by_segment`: never more than the blobs whose tree frame
     lies in one segment (rows are in segment order), so that each batch's old segment can
     go before the next batch is written: the room a quota must leave (`freeze_room`)."""
     batch: list[BlobRow] = []
+    size = 0
     for b in rows:
-        if batch and (len(batch) >= BATCH_BLOBS
+        if batch and (len(batch) >= BATCH_BLOBS or size >= BATCH_BYTES
                       or (by_segment and b.tree[0] != batch[0].tree[0])):  # fmt: skip
             yield batch
-            batch = []
+            batch, size = [], 0
         batch.append(b)
+        size += b.size
     if batch:
         yield batch
+
+
+def sparse_pack_rows(store: Store) -> list[BlobRow]:
+    """Frozen blobs whose source pack has fewer than half its members still stored (the
+    rest were dropped): `freeze` packs their sources again, so the old pack can go."""
+    cat = store.catalog
+    out = []
+    for loc, live, _ in cat.source_frames():
+        head = store.frame_head(loc, 12)
+        if head is not None and packs.is_pack(head):
+            members = int.from_bytes(head[8:12], "little")
+            if 2 * live < members:
+                out.extend(cat.blobs_with_source(loc))
+    return out
 
 
 def freeze(store_dir: str | Path, jobs: int = 2,
@@ -186,36 +224,60 @@ def freeze_store(store: Store, jobs: int = 2,
     report = FreezeReport()
     cat = store.catalog
     store.rotate_journal()
+    if cat.has_orphan_blobs():  # blobs no file names any more are neither frozen nor packed
+        cat.begin()
+        cat.drop_orphan_blobs()
+        cat.commit()
     rows = cat.blobs_below(FROZEN_LEVEL)
     quota = quota_bytes(disk_quota_mb) if disk_quota_mb is not None else cat.disk_quota()
     train_dictionaries(store, rows, jobs)
     have = cat.dictionaries()
     dicts = {did: data for (did, data) in have.values()}
     target = {key: did for key, (did, _) in have.items()}
+    sparse = sparse_pack_rows(store)  # frozen trees whose sources are packed again
+    kept_trees = {b.id for b in sparse}
+    rows += sparse
     _init(dicts)
     pool = ThreadPoolExecutor(jobs, thread_name_prefix="cstvault-freeze") \
         if jobs > 1 and rows else None  # fmt: skip
+    run = pool.map if pool else map
     try:
         for batch in _batches(rows, by_segment=quota is not None):
-            tasks = [_task(store, b, target) for b in batch]
-            done = list(pool.map(recompress, tasks) if pool else map(recompress, tasks))
+            trees = [b for b in batch if b.id not in kept_trees]
+            tree_tasks = [(store.raw_frame(b.tree), b.tree_dict,
+                           target.get((b.language, "tree"), b.tree_dict)) for b in trees]
+            sources = [store._source(b, f"blob {b.id}") for b in batch]
+            groups = _groups(batch, sources)
+            src_did = [target.get((batch[g[0]].language, "source"), batch[g[0]].src_dict)
+                       for g in groups]  # fmt: skip
+            frames = list(run(compress_sources, [
+                ([(batch[k].id, sources[k]) for k in g], did)
+                for g, did in zip(groups, src_did, strict=True)]))  # fmt: skip
+            del sources
+            tree19 = list(run(recompress, tree_tasks))
             if quota is not None:
-                need = sum(len(t) + len(s) for t, s in done)
+                need = sum(map(len, tree19)) + sum(map(len, frames))
                 check_quota(quota, store.segment_bytes(), need,
                             f"freezing {len(batch)} blobs")  # fmt: skip
             writer = store.writer()
-            moved = []
-            for b, task, (tree19, src19) in zip(batch, tasks, done, strict=True):
-                moved.append((b.id, writer.append(tree19), writer.append(src19),
-                              (task[2], task[5])))  # fmt: skip
-                report.bytes_before += len(task[0]) + len(task[3])
-                report.bytes_after += len(tree19) + len(src19)
+            report.bytes_before += sum(len(t[0]) for t in tree_tasks) + \
+                sum(n for n in {b.src: b.src[2] for b in batch}.values())  # a pack once
+            report.bytes_after += sum(map(len, tree19)) + sum(map(len, frames))
+            tree_at = {b.id: (writer.append(f), task[2])
+                       for b, task, f in zip(trees, tree_tasks, tree19, strict=True)}
+            src_at = {}
+            for g, did, frame in zip(groups, src_did, frames, strict=True):
+                loc = writer.append(frame)
+                for k in g:
+                    src_at[batch[k].id] = (loc, did)
             faults.point("freeze.frames_written")
             writer.sync()  # frames durable before the catalog points at them
             faults.point("freeze.frames_synced")
             cat.begin()
-            for blob, tree_loc, src_loc, dicts_to in moved:
-                cat.relocate(blob, tree_loc, src_loc, FROZEN_LEVEL, dicts_to)
+            for b in batch:
+                tree_loc, tree_did = tree_at.get(b.id, (b.tree, b.tree_dict))
+                src_loc, src_d = src_at[b.id]
+                cat.relocate(b.id, tree_loc, src_loc, FROZEN_LEVEL, (tree_did, src_d))
             faults.point("freeze.txn_begun")
             cat.commit()
             faults.point("freeze.committed")
@@ -235,4 +297,5 @@ def freeze_store(store: Store, jobs: int = 2,
     return report
 
 
-__all__ = ["FreezeReport", "freeze", "freeze_store", "recompress", "train_dictionaries"]
+__all__ = ["FreezeReport", "compress_sources", "freeze", "freeze_store", "recompress",
+           "sparse_pack_rows", "train_dictionaries"]

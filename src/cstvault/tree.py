@@ -306,7 +306,11 @@ class Node(_native.NodeBase):
         return self._t.language.field_id_for_name(name) or 0
 
     def child_by_field_id(self, field_id: int) -> Node | None:
-        """First child carrying the field (see docs/architecture.md on inherited fields)."""
+        """First child carrying the field (see docs/architecture.md on inherited fields).
+        None on an ERROR node, as tree-sitter: it has no field map of its own, so a child's
+        field (from a hidden node in between) is not found through it."""
+        if self.is_error:
+            return None
         fields = self._t._field
         for j in self._child_indexes():
             if fields[j] == field_id:

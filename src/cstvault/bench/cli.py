@@ -231,6 +231,24 @@ def register(group: click.Group) -> None:
 
     @group.command()
     @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
+                  help="A frozen store (e.g. the one `bench store` builds).")
+    @click.option("--every", type=int, default=4, show_default=True,
+                  help="Sample every N-th block of 200 consecutive blobs for the layouts.")
+    @click.option("--jobs", type=int, default=2, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def disk(store_dir: Path, every: int, jobs: int, as_json: bool) -> None:
+        """Where the store's bytes go (by part, table, language, file size) and what other
+        layouts would take: dictionaries, packs, zstd levels and their speed."""
+        from . import disk as disk_mod
+
+        def lines(result: dict) -> list[str]:
+            return [f"{k:20s} {v}" for k, v in result["disk_bytes_per_line"].items()]
+
+        _on_store("disk", lambda d, n, _: disk_mod.run(d, n, jobs), store_dir, every, "every",
+                  0, as_json, lines)  # fmt: skip
+
+    @group.command()
+    @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
                   help="An indexed store whose working tree is still in place.")
     @click.option("--files", type=int, default=5_000, show_default=True)
     @click.option("--seed", type=int, default=1, show_default=True)

@@ -77,9 +77,11 @@ static int status_of(const ColView *v, uint32_t i, uint32_t *value) {
 
 /* ts_node_child_by_field_id over the columns: the first child with the field; a child
  * through which its parent's field map inherits fields (a rule that was hidden: the status
- * stream marks it) is searched too, as tree-sitter does. */
+ * stream marks it) is searched too, as tree-sitter does; an ERROR node has none. */
 static int64_t child_with_field(const ColView *v, uint32_t i, TSFieldId field) {
     const TreeBase *t = v->t;
+    if (t->kind[i] == ERROR_SYMBOL) return -1; /* production 0: no field map of its own (a
+        child's field came from a hidden node in between, which ERROR does not inherit) */
     for (int64_t j = (int64_t)i + 1; j < (int64_t)i + t->size[i]; j += t->size[j]) {
         if (t->flags[j] & EXTRA) continue;
         if (t->field[j] == field) return j;

@@ -21,7 +21,7 @@ from ..checksum import crc32c
 from ..codec import CorruptRecord
 from ..sources import DeferredSource
 from ..tree import Node, Tree, tree_from_record
-from . import pathindex
+from . import packs, pathindex
 from .catalog import Catalog, FileRow, IncompleteStore, StoreVersionError
 from .history import IdsLoader
 from .journal import JOURNAL_BASE, journal_position, needs_replay
@@ -66,6 +66,7 @@ class Store:
         self._reader = SegmentReader(directory / SEGMENTS, keep_open=segment_lru)
         self._writer: SegmentWriter | None = None
         self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
+        self._packs = packs.PackCache()
         self._paths = pathindex.PathIndex(directory)
         catalog.before_write = self._before_write
         self._invalidate = pathindex.Invalidator(directory)
@@ -272,10 +273,17 @@ class Store:
         """A frame's compressed bytes as stored, CRC-checked (freeze recompresses them)."""
         return self._reader.read(*loc)
 
+    def frame_head(self, loc: tuple[int, int, int, int], n: int) -> bytes | None:
+        """The first `n` bytes of a frame, unchecked (None if unreadable): enough to tell a
+        source pack and its member count, never used as data."""
+        try:
+            return self._reader._pread(loc[0], loc[1], min(n, loc[2]))
+        except CorruptRecord:
+            return None
+
     def read_blob(self, blob, name: str) -> tuple[bytes, bytes]:
         """A blob's tree record and stored source, CRC-checked; `name` labels errors."""
-        return (self._frame(blob.tree, "tree record", name, blob.tree_dict),
-                self._frame(blob.src, "source", name, blob.src_dict))  # fmt: skip
+        return self._frame(blob.tree, "tree record", name, blob.tree_dict), self._source(blob, name)
 
     def source(self, path: str, version: int | None = None) -> bytes:
         """A stored file's text; `version`: one of its kept versions."""
@@ -386,9 +394,8 @@ class Store:
         return changed_ranges(self, path, old, new)
 
     def _text(self, path: str, blob, indexed: tuple[int, int]) -> object:
-        """A tree's text: the working-tree file, checked when first read, or the stored copy."""
-        if self._root is None:
-            return self._source(blob, path)
+        """A tree's text, read when first needed: the working-tree file (checked), else the
+        stored copy (a source pack is not decompressed for a tree whose text is never read)."""
         return _WorkingSource(self, blob, path, indexed)
 
     @staticmethod
@@ -406,7 +413,18 @@ class Store:
         return tree, nbytes, source
 
     def _source(self, blob, path: str) -> bytes:
-        return self._frame(blob.src, "source", path, blob.src_dict)
+        """A blob's stored source: its own frame or its member of a source pack."""
+        loc = blob.src
+        try:
+            unpack = self._decompressor(blob.src_dict).decompress
+            if loc in self._packs:
+                return self._packs.member(loc, b"", blob.id, unpack)
+            raw = self._reader.read(*loc)
+            if packs.is_pack(raw):
+                return self._packs.member(loc, raw, blob.id, unpack)
+            return unpack(raw)
+        except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
+            raise CorruptRecord(f"{path}: source unreadable: {exc}") from exc
 
     def files_with_symbol(self, name: str | bytes) -> list[str]:
         """Paths of the files using an identifier, from the symbol table (no tree decoded)."""
@@ -592,6 +610,7 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        self._packs.clear()
         """Close; a store that wrote rebuilds the path index first (if that fails, e.g.
         another writer holds the lock, readers keep asking the catalog until a later run)."""
         if self.closed:
@@ -649,16 +668,20 @@ class _WorkingSource(DeferredSource):
         self.length, self.crc = length, crc
 
     def resolve(self) -> bytes:
-        source = self.store._working_text(self.path, self.indexed, self.length, self.crc)
+        store = self.store
+        source = None if store._root is None else \
+            store._working_text(self.path, self.indexed, self.length, self.crc)  # fmt: skip
         if source is None:
-            if self.store.closed:
-                raise ValueError(f"{self.path}: the working file changed and the store is "
-                                 "closed; reopen the store to read this tree's text")  # fmt: skip
-            source = self.store._source(self.blob, self.path)
+            if store.closed:
+                why = "the working file changed" if store._root is not None else \
+                    "its text was not read yet"  # fmt: skip
+                raise ValueError(f"{self.path}: {why} and the store is closed; reopen the "
+                                 "store to read this tree's text")  # fmt: skip
+            source = store._source(self.blob, self.path)
             if len(source) != self.length or crc32c(source) != self.crc:
                 raise CorruptRecord(f"{self.path}: source does not match its tree record")
         self.resolved = source
-        self.store.cache.grew((self.blob.id, self.path), len(source))  # now held in RAM
+        store.cache.grew((self.blob.id, self.path), len(source))  # now held in RAM
         return source
 
 

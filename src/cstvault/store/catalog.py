@@ -396,8 +396,10 @@ class Catalog:
         file_lines, = q(
             "SELECT coalesce(sum(b.lines),0) FROM files f JOIN blobs b ON b.id = f.blob"
         ).fetchone()
-        tree, src = q(
-            "SELECT coalesce(sum(tree_len),0), coalesce(sum(src_len),0) FROM blobs"
+        tree, = q("SELECT coalesce(sum(tree_len),0) FROM blobs").fetchone()
+        src, = q(  # a source pack's frame is named by each of its members: counted once
+            "SELECT coalesce(sum(src_len),0) FROM (SELECT DISTINCT src_seg, src_off, src_len "
+            "FROM blobs)"
         ).fetchone()
         skipped, = q("SELECT count(*) FROM skipped").fetchone()
         dict_bytes, = q("SELECT coalesce(sum(length(data)), 0) FROM dictionaries").fetchone()
@@ -512,6 +514,22 @@ class Catalog:
             "src_off=?, src_len=?, src_crc=?, level=?, tree_dict=?, src_dict=? WHERE id=?",
             (*tree, *src, level, *dicts, blob),
         )
+
+    def source_frames(self, min_members: int = 2) -> Iterator[tuple[tuple, int, int]]:
+        """(frame location, blobs naming it, their source bytes) of the frozen source frames
+        that may be packs: named by `min_members` blobs or more, or longer than the one
+        source they hold (a pack whose other members were dropped)."""
+        cur = self.db.execute(
+            "SELECT src_seg, src_off, src_len, src_crc, count(*), sum(size) FROM blobs "
+            "WHERE level >= 19 GROUP BY src_seg, src_off, src_len, src_crc "
+            "HAVING count(*) >= ? OR src_len > sum(size) + 64", (min_members,))  # fmt: skip
+        for seg, off, length, crc, n, size in cur:
+            yield (seg, off, length, crc), n, size
+
+    def blobs_with_source(self, loc: tuple[int, int, int, int]) -> list[BlobRow]:
+        return [_blob(r) for r in self.db.execute(
+            f"SELECT {BLOB_COLUMNS} FROM blobs WHERE src_seg = ? AND src_off = ? "
+            "AND src_len = ? AND src_crc = ? ORDER BY id", loc)]  # fmt: skip
 
     def blobs_below(self, level: int) -> list[BlobRow]:
         """Blobs whose frames are compressed below `level`, in segment order."""
@@ -659,10 +677,18 @@ class Catalog:
         self.db.executemany("DELETE FROM skipped WHERE path = ?", [(db_text(p),) for p in stale])
         return len(gone)
 
-    def drop_orphan_blobs(self) -> int:
+    def _orphans(self) -> str:
         kept = " AND id NOT IN (SELECT blob FROM versions WHERE blob IS NOT NULL)" \
             if self._has_versions() else ""  # fmt: skip
-        cur = self.db.execute(f"DELETE FROM blobs WHERE id NOT IN (SELECT blob FROM files){kept}")
+        return f"id NOT IN (SELECT blob FROM files){kept}"
+
+    def has_orphan_blobs(self) -> bool:
+        """Whether a blob is named by no file and no kept version (a read, no transaction)."""
+        return self.db.execute(f"SELECT 1 FROM blobs WHERE {self._orphans()} LIMIT 1"
+                               ).fetchone() is not None  # fmt: skip
+
+    def drop_orphan_blobs(self) -> int:
+        cur = self.db.execute(f"DELETE FROM blobs WHERE {self._orphans()}")
         self.db.execute("DELETE FROM definitions WHERE blob NOT IN (SELECT id FROM blobs)")
         if self._has_kinds():
             self.db.execute("DELETE FROM blob_kinds WHERE blob NOT IN (SELECT id FROM blobs)")

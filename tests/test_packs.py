@@ -1,0 +1,103 @@
+"""Source packs: many small sources in one frame, read back exactly, packed again when sparse."""
+
+from __future__ import annotations
+
+import pytest
+import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cstvault
+from cstvault import freeze as freeze_mod
+from cstvault import indexer
+from cstvault.codec import CorruptRecord
+from cstvault.freeze import freeze
+from cstvault.store import packs
+from cstvault.verify import verify_store
+
+members_st = st.dictionaries(st.integers(1, 2**40), st.binary(max_size=300), min_size=1,
+                             max_size=20)  # fmt: skip
+
+
+@given(members_st)
+def test_a_pack_gives_back_each_member_and_refuses_others(members):
+    c, d = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
+    frame = packs.build(list(members.items()), c.compress)
+    assert packs.is_pack(frame)
+    ids, offsets, start = packs.parse(frame)
+    assert list(ids) == sorted(members) and offsets[-1] == sum(map(len, members.values()))
+    assert packs.total_bytes(frame[: start]) == offsets[-1]
+    cache = packs.PackCache()
+    loc = (1, 0, len(frame), 7)
+    for blob, text in members.items():
+        assert cache.member(loc, frame, blob, d.decompress) == text
+    assert loc in cache and cache.nbytes() == offsets[-1]
+    with pytest.raises(CorruptRecord, match="holds no blob"):
+        cache.member(loc, frame, max(members) + 1, d.decompress)
+
+
+def test_a_damaged_pack_table_is_corrupt_not_a_crash():
+    frame = packs.build([(1, b"abc"), (2, b"de")], zstandard.ZstdCompressor().compress)
+    with pytest.raises(CorruptRecord):
+        packs.parse(frame[:14])  # table cut short
+    bad = bytearray(frame)
+    bad[8] = 200  # a member count the table length does not hold
+    with pytest.raises(CorruptRecord):
+        packs.parse(bytes(bad))
+    assert not packs.is_pack(zstandard.ZstdCompressor().compress(b"plain source"))
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for i in range(50):
+        body = "".join(f"def g{i}_{k}(x):\n    return x + {k}\n\n" for k in range(3 + i % 7))
+        (root / f"m{i:02d}.py").write_text(body)
+    (root / "big.py").write_text("".join(f"v{k} = {k}\n" for k in range(4000)))
+    return root
+
+
+def test_freeze_packs_small_sources_and_leaves_large_ones_alone(repo, tmp_path, monkeypatch):
+    monkeypatch.setattr(packs, "PACK_BYTES", 2000)
+    monkeypatch.setattr(packs, "ALONE_BYTES", 20_000)
+    store_dir = tmp_path / "s"
+    indexer.index(repo, store_dir, jobs=2)
+    freeze(store_dir, jobs=2)
+    with cstvault.open(store_dir) as store:
+        blobs = {b.id: b for b in store.catalog.blobs()}
+        by_path = {f.path: store._located(f.path)[0] for f in store.files()}
+        packed = {loc for loc in (b.src for b in blobs.values())
+                  if sum(c.src == loc for c in blobs.values()) > 1}  # fmt: skip
+        assert len(packed) > 3  # 2000-byte packs of the small sources
+        assert sum(b.src == by_path["big.py"].src for b in blobs.values()) == 1
+        for path in by_path:
+            assert store.source(path) == (repo / path).read_bytes()
+        assert verify_store(store).mismatched == 0
+    with cstvault.open(store_dir) as store:  # no working tree: texts come from the packs
+        for path in by_path:
+            assert store.tree(path).text == (repo / path).read_bytes()
+
+
+def test_freeze_packs_again_a_pack_most_of_whose_members_were_dropped(repo, tmp_path):
+    store_dir = tmp_path / "s"
+    indexer.index(repo, store_dir, jobs=1)
+    freeze(store_dir, jobs=1)
+    with cstvault.open(store_dir) as store:
+        (pack,) = {b.src for b in store.catalog.blobs() if b.size < packs.ALONE_BYTES}
+    for i in range(40):  # 40 of the 50 small files go
+        (repo / f"m{i:02d}.py").unlink()
+    indexer.index(repo, store_dir, jobs=1)
+    assert freeze(store_dir, jobs=1).blobs == 11  # the 11 survivors: packed again
+    with cstvault.open(store_dir) as store:
+        rows = list(store.catalog.blobs())
+        assert len(rows) == 11
+        assert pack not in {b.src for b in rows}  # the survivors' sources were packed again
+        assert len({b.src for b in rows if b.size < packs.ALONE_BYTES}) == 1
+        assert not (store_dir / "segments" / f"{pack[0]:08d}.seg").exists() or \
+            store.catalog.referenced_segment_ends().get(pack[0], 0) < pack[1] + pack[2]
+        for f in store.files():
+            assert store.source(f.path) == (repo / f.path).read_bytes()
+        assert verify_store(store).mismatched == 0
+    with cstvault.store.Store.open(store_dir) as store:
+        assert freeze_mod.sparse_pack_rows(store) == []
