@@ -77,9 +77,9 @@ def test_files_that_cannot_match_are_not_read(repo, monkeypatch):
         assert p.literals == [b"f5_2"] and p.paths == ["pkg5/m0005.py"]
         assert p.candidates == 30
         read = []
-        real = store.read_blob
-        monkeypatch.setattr(store, "read_blob", lambda blob, path: read.append(path) or
-                            real(blob, path))  # fmt: skip
+        real = store.record_and_text
+        monkeypatch.setattr(store, "record_and_text", lambda path: read.append(path) or
+                            real(path))  # fmt: skip
         got = list(store.query('(function_definition name: (identifier) @n (#eq? @n "f5_2"))',
                                "python"))  # fmt: skip
         assert read == ["pkg5/m0005.py"]

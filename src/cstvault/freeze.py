@@ -27,7 +27,7 @@ from .indexer import FROZEN_LEVEL, check_quota, quota_bytes
 from .store import Store, packs
 from .store.catalog import BlobRow
 
-BATCH_BLOBS = 256
+BATCH_BLOBS = 1024
 BATCH_BYTES = 8 << 20  # of sources, decompressed at once while a batch's packs are made
 DICT_BYTES = 64 * 1024  # one zstd dictionary per language for tree records, one for sources
 DICT_SAMPLES = 64  # blobs sampled per language to train them
@@ -89,34 +89,29 @@ def _pack(did: int) -> zstandard.ZstdCompressor:
                                                                 dict_data=_dict(did)))
 
 
-def recompress(task: tuple[bytes, int, int]) -> bytes:
-    """(tree frame, its dictionary, the target one) -> its zstd-19 frame (zstd runs without
-    the GIL: threads compress in parallel)."""
-    frame, did_from, did_to = task
-    return _pack(did_to).compress(_unpack(did_from).decompress(frame))
-
-
-def compress_sources(job: tuple[list[tuple[int, bytes]], int]) -> bytes:
-    """(blob id, source) members and the target dictionary -> one frame at zstd-19: the
-    source's own for a single member, else a source pack (store/packs.py)."""
+def compress_frame(job: tuple[list[tuple[int, bytes]], int]) -> bytes:
+    """(blob id, text) members and the target dictionary -> one frame at zstd-19: the
+    text's own for a single member, else a pack (store/packs.py). zstd runs without the
+    GIL: threads compress in parallel."""
     members, did = job
     c = _pack(did)
     return c.compress(members[0][1]) if len(members) == 1 else packs.build(members, c.compress)
 
 
-def _groups(batch: list[BlobRow], sources: list[bytes]) -> list[list[int]]:
-    """Which blobs' sources share a frame: per language in batch order, packs of about
-    PACK_BYTES; a source of ALONE_BYTES or more keeps its own frame."""
+def _groups(batch: list[BlobRow], texts: list[bytes], kind: str) -> list[list[int]]:
+    """Which blobs' texts share a frame: per language in batch order, packs of about
+    packs.PACK_BYTES[kind]; a text of packs.ALONE_BYTES[kind] or more keeps its own."""
     out: list[list[int]] = []
+    pack_bytes, alone = packs.PACK_BYTES[kind], packs.ALONE_BYTES[kind]
     open_: dict[str, tuple[list[int], list[int]]] = {}  # language -> (members, bytes)
-    for k, (b, src) in enumerate(zip(batch, sources, strict=True)):
-        if len(src) >= packs.ALONE_BYTES:
+    for k, (b, text) in enumerate(zip(batch, texts, strict=True)):
+        if len(text) >= alone:
             out.append([k])
             continue
         members, size = open_.setdefault(b.language, ([], [0]))
         members.append(k)
-        size[0] += len(src)
-        if size[0] >= packs.PACK_BYTES:
+        size[0] += len(text)
+        if size[0] >= pack_bytes:
             out.append(members)
             del open_[b.language]
     out.extend(members for members, _ in open_.values())
@@ -163,6 +158,14 @@ def train_dictionaries(store: Store, rows: list[BlobRow], jobs: int) -> int:
     return sum(d is not None for d in trained)
 
 
+def _did(b: BlobRow, kind: str) -> int:
+    return b.tree_dict if kind == "tree" else b.src_dict
+
+
+def _loc(b: BlobRow, kind: str) -> tuple[int, int, int, int]:
+    return b.tree if kind == "tree" else b.src
+
+
 def _batches(rows: list[BlobRow], by_segment: bool) -> Iterator[list[BlobRow]]:
     """Batches of at most BATCH_BLOBS blobs and BATCH_BYTES of sources (held decompressed
     while their packs are made); `by_segment`: never more than the blobs whose tree frame
@@ -181,17 +184,19 @@ def _batches(rows: list[BlobRow], by_segment: bool) -> Iterator[list[BlobRow]]:
         yield batch
 
 
-def sparse_pack_rows(store: Store) -> list[BlobRow]:
-    """Frozen blobs whose source pack has fewer than half its members still stored (the
-    rest were dropped): `freeze` packs their sources again, so the old pack can go."""
+def sparse_packs(store: Store) -> dict[int, tuple[BlobRow, set[str]]]:
+    """Frozen blobs whose tree or source pack has fewer than half its members still stored
+    (the rest were dropped), with which of their texts ("tree", "source") to pack again,
+    so that the old pack can go."""
     cat = store.catalog
-    out = []
-    for loc, live, _ in cat.source_frames():
-        head = store.frame_head(loc, 12)
-        if head is not None and packs.is_pack(head):
-            members = int.from_bytes(head[8:12], "little")
-            if 2 * live < members:
-                out.extend(cat.blobs_with_source(loc))
+    out: dict[int, tuple[BlobRow, set[str]]] = {}
+    for kind, col in (("tree", "tree"), ("source", "src")):
+        for loc, live in cat.pack_candidates(col):
+            head = store.frame_head(loc, 12)
+            if head is not None and packs.is_pack(head) and \
+                    2 * live < int.from_bytes(head[8:12], "little"):  # fmt: skip
+                for b in cat.blobs_in_frame(col, loc):
+                    out.setdefault(b.id, (b, set()))[1].add(kind)
     return out
 
 
@@ -224,7 +229,8 @@ def freeze_store(store: Store, jobs: int = 2,
     report = FreezeReport()
     cat = store.catalog
     store.rotate_journal()
-    if cat.has_orphan_blobs():  # blobs no file names any more are neither frozen nor packed
+    dropped = cat.has_orphan_blobs()
+    if dropped:  # blobs no file names any more are neither frozen nor packed
         cat.begin()
         cat.drop_orphan_blobs()
         cat.commit()
@@ -234,50 +240,52 @@ def freeze_store(store: Store, jobs: int = 2,
     have = cat.dictionaries()
     dicts = {did: data for (did, data) in have.values()}
     target = {key: did for key, (did, _) in have.items()}
-    sparse = sparse_pack_rows(store)  # frozen trees whose sources are packed again
-    kept_trees = {b.id for b in sparse}
-    rows += sparse
+    redo = {b.id: {"tree", "source"} for b in rows}
+    for blob, (b, kinds) in sparse_packs(store).items():  # frozen: only the sparse packs
+        rows.append(b)
+        redo[blob] = kinds
     _init(dicts)
     pool = ThreadPoolExecutor(jobs, thread_name_prefix="cstvault-freeze") \
         if jobs > 1 and rows else None  # fmt: skip
     run = pool.map if pool else map
+    read = {"tree": store._record, "source": store._source}
     try:
         for batch in _batches(rows, by_segment=quota is not None):
-            trees = [b for b in batch if b.id not in kept_trees]
-            tree_tasks = [(store.raw_frame(b.tree), b.tree_dict,
-                           target.get((b.language, "tree"), b.tree_dict)) for b in trees]
-            sources = [store._source(b, f"blob {b.id}") for b in batch]
-            groups = _groups(batch, sources)
-            src_did = [target.get((batch[g[0]].language, "source"), batch[g[0]].src_dict)
-                       for g in groups]  # fmt: skip
-            frames = list(run(compress_sources, [
-                ([(batch[k].id, sources[k]) for k in g], did)
-                for g, did in zip(groups, src_did, strict=True)]))  # fmt: skip
-            del sources
-            tree19 = list(run(recompress, tree_tasks))
+            made = {}  # kind -> (blobs, groups, dictionaries, frames)
+            for kind in ("tree", "source"):
+                todo = [b for b in batch if kind in redo[b.id]]
+                texts = [read[kind](b, f"blob {b.id}") for b in todo]
+                groups = _groups(todo, texts, kind)
+                dids = [0 if kind == "source" and len(g) > 1 else  # 1 MiB: no dictionary
+                        target.get((todo[g[0]].language, kind), _did(todo[g[0]], kind))
+                        for g in groups]  # fmt: skip
+                frames = list(run(compress_frame, [
+                    ([(todo[k].id, texts[k]) for k in g], did)
+                    for g, did in zip(groups, dids, strict=True)]))  # fmt: skip
+                del texts
+                made[kind] = (todo, groups, dids, frames)
             if quota is not None:
-                need = sum(map(len, tree19)) + sum(map(len, frames))
+                need = sum(len(f) for m in made.values() for f in m[3])
                 check_quota(quota, store.segment_bytes(), need,
                             f"freezing {len(batch)} blobs")  # fmt: skip
             writer = store.writer()
-            report.bytes_before += sum(len(t[0]) for t in tree_tasks) + \
-                sum(n for n in {b.src: b.src[2] for b in batch}.values())  # a pack once
-            report.bytes_after += sum(map(len, tree19)) + sum(map(len, frames))
-            tree_at = {b.id: (writer.append(f), task[2])
-                       for b, task, f in zip(trees, tree_tasks, tree19, strict=True)}
-            src_at = {}
-            for g, did, frame in zip(groups, src_did, frames, strict=True):
-                loc = writer.append(frame)
-                for k in g:
-                    src_at[batch[k].id] = (loc, did)
+            at: dict[tuple[str, int], tuple[tuple, int]] = {}
+            for kind, (todo, groups, dids, frames) in made.items():
+                report.bytes_before += sum({_loc(b, kind): _loc(b, kind)[2]
+                                            for b in todo}.values())  # a pack once
+                report.bytes_after += sum(map(len, frames))
+                for g, did, frame in zip(groups, dids, frames, strict=True):
+                    loc = writer.append(frame)
+                    for k in g:
+                        at[(kind, todo[k].id)] = (loc, did)
             faults.point("freeze.frames_written")
             writer.sync()  # frames durable before the catalog points at them
             faults.point("freeze.frames_synced")
             cat.begin()
             for b in batch:
-                tree_loc, tree_did = tree_at.get(b.id, (b.tree, b.tree_dict))
-                src_loc, src_d = src_at[b.id]
-                cat.relocate(b.id, tree_loc, src_loc, FROZEN_LEVEL, (tree_did, src_d))
+                tree_loc, tree_did = at.get(("tree", b.id), (b.tree, b.tree_dict))
+                src_loc, src_did = at.get(("source", b.id), (b.src, b.src_dict))
+                cat.relocate(b.id, tree_loc, src_loc, FROZEN_LEVEL, (tree_did, src_did))
             faults.point("freeze.txn_begun")
             cat.commit()
             faults.point("freeze.committed")
@@ -289,6 +297,7 @@ def freeze_store(store: Store, jobs: int = 2,
     finally:
         if pool is not None:
             pool.shutdown()
+    cat.group_definitions(sparse=dropped)
     if rows and gc:
         store.gc()  # drops what the batches left behind; compacts symbols and catalog
     elif cat.symbols.pending():  # e.g. after `index(compact=False)` stored no new blob
@@ -297,5 +306,5 @@ def freeze_store(store: Store, jobs: int = 2,
     return report
 
 
-__all__ = ["FreezeReport", "compress_sources", "freeze", "freeze_store", "recompress",
-           "sparse_pack_rows", "train_dictionaries"]
+__all__ = ["FreezeReport", "compress_frame", "freeze", "freeze_store", "sparse_packs",
+           "train_dictionaries"]

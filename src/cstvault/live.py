@@ -276,7 +276,7 @@ class LiveWriter:
             raise KeyError(f"{rel} is not in the store (update() it first)")
         blob, version = cur
         source = self.store._source(blob, rel)
-        record = self.store._frame(blob.tree, "tree record", rel, blob.tree_dict)
+        record = self.store._record(blob, rel)
         cap, _ = parse_live(source, blob.language, extract=False)
         lf = LiveFile(rel, blob.language, source, cap, version, record, version, source,
                       nodes=blob.nodes)  # fmt: skip
@@ -339,7 +339,7 @@ class LiveWriter:
                 self.store._source(blob, rel)  # fmt: skip
             held = lf is not None and lf.record_version == version
             prev["prev_record"] = lf.record if held else \
-                self.store._frame(blob.tree, "tree record", rel, blob.tree_dict)  # fmt: skip
+                self.store._record(blob, rel)  # fmt: skip
             prev["prev_ids"] = lf.ids if held else None
         version = self._next_version(rel, cur)
         entry_args = self._materialize(rel, language, source, size, mtime, parsed, version,
@@ -691,7 +691,7 @@ class LiveWriter:
                                         f"{d['version']}")  # fmt: skip
             language = self._language(rel)
             _, parsed = parse_live(text, language)
-            record = self.store._frame(b.tree, "tree record", rel, b.tree_dict)
+            record = self.store._record(b, rel)
             args = self._materialize(rel, language, text, len(text), -1, parsed,
                                      edits[-1].ints[0], prev_version=edits[0].ints[0] - 1,
                                      prev_record=record, prev_record_text=base_text)  # fmt: skip

@@ -128,8 +128,7 @@ def _store_matches(query: Query, found: list[tuple[str, bytes, bytes]]) -> Itera
 def _file_matches(store, cursor: QueryCursor, path: str) -> tuple[bytes, bytes]:
     """(stored source, record events) of one file: the query over its stored tree's
     columns, or over a parse of its source when they cannot answer it."""
-    blob, _ = store._located(path)
-    tree, _, source = store._build(path, *store.read_blob(blob, path))  # checked as a pair
+    tree, _, source = store._build(path, *store.record_and_text(path))  # checked as a pair
     raw = cursor._exec_columns(tree, 0, False, source)
     if raw is None:
         raw = cursor._exec(source, 0, False, True)

@@ -29,6 +29,7 @@ BLOCK = 200  # consecutive blobs per sampled block
 DICT_BYTES, DICT_SAMPLES = 64 * 1024, 64  # as freeze trains them
 LAYOUTS = {"per_file": 0, "packs_64k": 64 << 10, "packs_256k": 256 << 10, "packs_1m": 1 << 20}
 SPEED_LEVELS = (1, 3, 9, 19)
+SMALL_PACKS = ((0, 0), (4 << 10, 16 << 10), (8 << 10, 32 << 10), (16 << 10, 64 << 10))
 
 
 def _size_class(size: int) -> str:
@@ -39,25 +40,32 @@ def _size_class(size: int) -> str:
     return f">={SIZE_CLASSES[-1] >> 10}KiB"
 
 
-def _shares(store: Store, rows: list) -> dict[int, float]:
-    """Each blob's source bytes on disk: its frame, or its share (by size) of its pack."""
+def _shares(store: Store, rows: list, kind: str) -> dict[int, float]:
+    """Each blob's tree record or source bytes on disk: its frame, or its share of its pack
+    (by the member's length in the pack's table)."""
     members: dict[tuple, list] = defaultdict(list)
     for b in rows:
-        members[b.src].append(b)
+        members[b.tree if kind == "tree" else b.src].append(b)
     out = {}
     for loc, bs in members.items():
-        total = sum(b.size for b in bs)
-        if len(bs) > 1 or loc[2] > total + 64:
-            head = store.frame_head(loc, 12 + 12 * 4096)
+        sizes = None
+        if len(bs) > 1 or kind == "source" and loc[2] > bs[0].size + 64:
+            head = store.frame_head(loc, 12)
             if head is not None and packs.is_pack(head):
                 with contextlib.suppress(ValueError):  # damaged: counted by its members
-                    total = packs.parse(store.raw_frame(loc))[1][-1]
+                    ids, offsets, _ = packs.parse(store.raw_frame(loc))
+                    sizes = {b: offsets[k + 1] - offsets[k] for k, b in enumerate(ids)}
+        if sizes is None:
+            for b in bs:
+                out[b.id] = loc[2] / len(bs)
+            continue
+        total = max(sum(sizes.values()), 1)
         for b in bs:
-            out[b.id] = loc[2] * b.size / max(total, 1)
+            out[b.id] = loc[2] * sizes.get(b.id, 0) / total
     return out
 
 
-def _breakdown(store: Store, rows: list, shares: dict[int, float], lines: int) -> dict:
+def _breakdown(rows: list, shares: dict[str, dict[int, float]], lines: int) -> dict:
     parts: dict[str, dict[str, dict[str, float]]] = {"by_language": {}, "by_size": {}}
     for name, key in (("by_language", lambda b: b.language),
                       ("by_size", lambda b: _size_class(b.size))):  # fmt: skip
@@ -66,8 +74,8 @@ def _breakdown(store: Store, rows: list, shares: dict[int, float], lines: int) -
             a = acc[key(b)]
             a[0] += 1
             a[1] += b.lines
-            a[2] += b.tree[2]
-            a[3] += shares[b.id]
+            a[2] += shares["tree"][b.id]
+            a[3] += shares["source"][b.id]
         parts[name] = {k: {"blobs": a[0], "lines": a[1], "share_of_lines": round(a[1] / lines, 3),
                            "tree_bytes_per_line": round(a[2] / max(a[1], 1), 3),
                            "source_bytes_per_line": round(a[3] / max(a[1], 1), 3)}
@@ -145,7 +153,35 @@ def _ideas(store: Store, rows: list, every: int, jobs: int) -> dict:
             _, cpu = _compressed(items, level, dicts, jobs)
             raw = sum(len(d) for _, d in items)
             speed[str(level)] = round(raw / max(cpu, 1e-9) / 1e6, 2)
-        out[what] = {"zstd19_bytes_per_line": layouts, "per_file_dictionary_mb_per_cpu_s": speed}
+        out[what] = {"zstd19_bytes_per_line": layouts, "per_file_dictionary_mb_per_cpu_s": speed,
+                     "small_ones_packed": _small_packs(items, dicts, lines, jobs)}
+    return out
+
+
+def _small_packs(items: list[tuple[str, bytes]], dicts: dict, lines: int, jobs: int) -> list:
+    """Texts under `alone` bytes packed into frames of about `pack` (the rest one frame
+    each), with the dictionaries, at zstd-19: bytes per line, and the p50 microseconds to
+    decompress one such pack (what a cold open of a small file adds)."""
+    out = []
+    for alone, pack in SMALL_PACKS:
+        small = [(lang, d) for lang, d in items if len(d) < alone]
+        large = [(lang, d) for lang, d in items if len(d) >= alone]
+        frames = _packed(small, pack)
+        n = _compressed(frames + large, 19, dicts, 1 if jobs < 2 else jobs)[0]
+        dctx = {lang: zstandard.ZstdDecompressor(dict_data=d) for lang, d in dicts.items()}
+        plain = zstandard.ZstdDecompressor()
+        times = []
+        for lang, data in frames[:: max(1, len(frames) // 300)]:
+            c = zstandard.ZstdCompressor(level=19, dict_data=dicts.get(lang))
+            f = c.compress(data)
+            d = dctx.get(lang, plain)
+            t0 = time.perf_counter()
+            d.decompress(f)
+            times.append((time.perf_counter() - t0) * 1e6)
+        times.sort()
+        out.append({"alone_bytes": alone, "pack_bytes": pack,
+                    "bytes_per_line": round(n / max(lines, 1), 3),
+                    "pack_decompress_p50_us": round(times[len(times) // 2], 1) if times else None})
     return out
 
 
@@ -173,14 +209,14 @@ def run(store_dir: str | os.PathLike[str], every: int = 4, jobs: int = 2) -> dic
         counts = cat.counts()
         lines = max(counts["lines"], 1)
         rows = list(cat.blobs())
-        shares = _shares(store, rows)
+        shares = {kind: _shares(store, rows, kind) for kind in ("tree", "source")}
         tables = cat.table_bytes()
         result = {
             "files": counts["files"], "blobs": len(rows), "lines": counts["lines"],
             "disk_bytes_per_line": store.stats()["disk_bytes_per_line"],  # as bench store
             "catalog_tables_bytes_per_line": {k: round(v / lines, 3) for k, v in tables.items()
                                               if v / lines >= 0.001},  # fmt: skip
-            **_breakdown(store, rows, shares, lines),
+            **_breakdown(rows, shares, lines),
             "catalog_ideas": _catalog_ideas(cat.db, lines),
             "sample_every": every,
             "ideas": _ideas(store, rows, every, jobs),

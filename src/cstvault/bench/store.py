@@ -113,7 +113,7 @@ import numpy as np
 from cstvault.bench.store import by_size
 from cstvault.cache import CacheConfig
 from cstvault.extract import parse
-from cstvault.store import Store
+from cstvault.store import Store, packs
 from cstvault.store.catalog import FILE, PATH
 from cstvault.tree import tree_from_record
 
@@ -148,7 +148,9 @@ for k in sample:
     t1 = time.perf_counter()
     frame = staged._reader.read(*blob.tree)
     t2 = time.perf_counter()
-    record = staged._decompressor(blob.tree_dict).decompress(frame)
+    record = packs.PackCache(keep=0).member(blob.tree, frame, blob.id, staged._decompressor(
+        blob.tree_dict)) if packs.is_pack(frame) else \
+        staged._decompressor(blob.tree_dict).decompress(frame)  # fmt: skip
     t3 = time.perf_counter()
     tree_from_record(record)[0].root_node
     t4 = time.perf_counter()

@@ -51,7 +51,7 @@ def run(store_dir: str | os.PathLike[str], files: int = 5_000, seed: int = 1) ->
         meta = []
         for path in sample:
             blob, indexed = store._located(path)
-            record = store._frame(blob.tree, "tree record", path, blob.tree_dict)
+            record = store._record(blob, path)
             _, length, crc, _ = tree_from_record(record)
             meta.append((path, blob, indexed, length, crc))
         unchanged = [m for m in meta

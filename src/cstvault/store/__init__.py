@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -66,7 +67,8 @@ class Store:
         self._reader = SegmentReader(directory / SEGMENTS, keep_open=segment_lru)
         self._writer: SegmentWriter | None = None
         self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
-        self._packs = packs.PackCache()
+        self._packs = packs.PackCache()  # decompressed source packs
+        self._tree_packs = packs.PackCache()
         self._paths = pathindex.PathIndex(directory)
         catalog.before_write = self._before_write
         self._invalidate = pathindex.Invalidator(directory)
@@ -263,9 +265,21 @@ class Store:
             self._dctxs.popitem(last=False)
         return d
 
-    def _frame(self, loc: tuple[int, int, int, int], what: str, path: str, did: int = 0) -> bytes:
+    def _record(self, blob, path: str) -> bytes:
+        """A blob's tree record: its own frame or its member of a tree pack."""
+        return self._member(blob.tree, blob.tree_dict, blob.id, "tree record", path,
+                            self._tree_packs)  # fmt: skip
+
+    def _member(self, loc: tuple[int, int, int, int], did: int, blob: int, what: str,
+                path: str, cache: packs.PackCache) -> bytes:  # fmt: skip
         try:
-            return self._decompressor(did).decompress(self._reader.read(*loc))
+            dctx = self._decompressor(did)
+            if loc in cache:
+                return cache.member(loc, lambda: self._reader.read(*loc), blob, dctx)
+            raw = self._reader.read(*loc)
+            if packs.is_pack(raw):
+                return cache.member(loc, raw, blob, dctx)
+            return dctx.decompress(raw)
         except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
 
@@ -283,7 +297,7 @@ class Store:
 
     def read_blob(self, blob, name: str) -> tuple[bytes, bytes]:
         """A blob's tree record and stored source, CRC-checked; `name` labels errors."""
-        return self._frame(blob.tree, "tree record", name, blob.tree_dict), self._source(blob, name)
+        return self._record(blob, name), self._source(blob, name)
 
     def source(self, path: str, version: int | None = None) -> bytes:
         """A stored file's text; `version`: one of its kept versions."""
@@ -293,8 +307,24 @@ class Store:
             return version_source(self, path, version)
         return self._retrying(path, self._stored_source)
 
-    def _stored_source(self, path: str, blob, _: tuple[int, int]) -> bytes:
-        return self._source(blob, path)
+    def _stored_source(self, path: str, blob, indexed: tuple[int, int]) -> bytes:
+        if self._root is None:
+            return self._source(blob, path)
+        return self._record_and_text(path, blob, indexed)[1]
+
+    def record_and_text(self, path: str) -> tuple[bytes, bytes]:
+        """A file's tree record and its text: the working-tree file when it still holds the
+        bytes the record was made from (size and mtime as indexed, length and CRC32C as the
+        record's), else the stored copy (whose source pack is then decompressed)."""
+        return self._retrying(path, self._record_and_text)
+
+    def _record_and_text(self, path: str, blob, indexed: tuple[int, int]) -> tuple[bytes, bytes]:
+        record = self._record(blob, path)
+        text = None
+        if self._root is not None and record[:4] == b"CSTV" and len(record) >= 18:
+            length, crc = struct.unpack_from("<II", record, 10)  # the record's header
+            text = self._working_text(path, indexed, length, crc)
+        return record, (text if text is not None else self._source(blob, path))
 
     def _retrying(self, path: str, read):
         """`read(path, blob, indexed)`, once more with the catalog's new row if the blob's
@@ -372,7 +402,7 @@ class Store:
                 tree._ids = IdsLoader(self, path, None, blob.id)
                 return tree
         t0 = time.perf_counter()  # the frozen tier: a cold open
-        record = self._frame(blob.tree, "tree record", path, blob.tree_dict)
+        record = self._record(blob, path)
         tree, nbytes, source = self._build(path, record, self._text(path, blob, indexed))
         tree._ids = IdsLoader(self, path, None, blob.id)
         return self.cache.admit(key, tree, record, source, nbytes, t0)
@@ -414,17 +444,7 @@ class Store:
 
     def _source(self, blob, path: str) -> bytes:
         """A blob's stored source: its own frame or its member of a source pack."""
-        loc = blob.src
-        try:
-            unpack = self._decompressor(blob.src_dict).decompress
-            if loc in self._packs:
-                return self._packs.member(loc, b"", blob.id, unpack)
-            raw = self._reader.read(*loc)
-            if packs.is_pack(raw):
-                return self._packs.member(loc, raw, blob.id, unpack)
-            return unpack(raw)
-        except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
-            raise CorruptRecord(f"{path}: source unreadable: {exc}") from exc
+        return self._member(blob.src, blob.src_dict, blob.id, "source", path, self._packs)
 
     def files_with_symbol(self, name: str | bytes) -> list[str]:
         """Paths of the files using an identifier, from the symbol table (no tree decoded)."""
@@ -611,6 +631,7 @@ class Store:
 
     def close(self) -> None:
         self._packs.clear()
+        self._tree_packs.clear()
         """Close; a store that wrote rebuilds the path index first (if that fails, e.g.
         another writer holds the lock, readers keep asking the catalog until a later run)."""
         if self.closed:

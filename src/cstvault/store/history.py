@@ -78,7 +78,7 @@ def _record(store, path: str, version: int, rows: dict, current: int,
         raise CorruptRecord(f"{path}: the tree deltas of its versions form a loop")
     if version == current:
         blob, _ = store._located(path)
-        return store._frame(blob.tree, "tree record", path, blob.tree_dict)
+        return store._record(blob, path)
     row = rows.get(version)
     if row is None:
         return None
@@ -86,7 +86,7 @@ def _record(store, path: str, version: int, rows: dict, current: int,
         blob = store.catalog.blob_row(row[9])
         if blob is None:
             raise CorruptRecord(f"{path}: the blob of version {version} is gone")
-        return store._frame(blob.tree, "tree record", path, blob.tree_dict)
+        return store._record(blob, path)
     if row[8] is None or row[7] is None:
         return None
     base = _record(store, path, row[7], rows, current, depth + 1)

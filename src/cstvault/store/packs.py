@@ -1,18 +1,19 @@
-"""Source packs: the sources of many small frozen blobs in one zstd frame.
+"""Packs: the texts of many small frozen blobs in one zstd frame.
 
-Per-file frames compress small sources worst: zstd's matches cannot reach across files. A
-frozen store therefore keeps the sources of one language's blobs, a batch at a time, in
-packs of about PACK_BYTES (1 MiB: 4.86 B/line on the bench corpus where per-file frames with
-trained dictionaries take 6.09; `cstvault bench disk`). Tree records stay one frame per blob,
-so a cold open still reads only its own tree frame; a source is read from its pack only when
-the working file no longer holds it (or by `Store.source`), at the price of decompressing the
-pack, kept in a small LRU for sequential readers.
+Per-file frames compress small texts worst: zstd's matches cannot reach across files. So
+`freeze` packs, per language and batch, sources under 256 KiB into packs of about 1 MiB
+(without a dictionary: 4.86 B/line on the bench corpus where per-file frames with trained
+dictionaries take 6.09) and tree records under 4 KiB into packs of about 16 KiB (with the
+language's dictionary: 0.25 B/line less; a cold open of such a file then decompresses ~20 us
+more). The catalog's definition groups use the same layout. `cstvault bench disk` measures
+the choices. A member is read by decompressing the pack only up to the end of the member;
+what was decompressed is kept in a small LRU for the next member.
 
-A pack, as stored (one catalog frame; every member's blob row names the whole of it, so the
-frame CRC32C covers the table too): a zstd skippable frame (magic MAGIC, u32 length) holding
-the member table -- u32 count, count u64 blob ids ascending, count + 1 u32 offsets into the
-decompressed text (the last is its length) -- then the zstd frame of the members' sources,
-concatenated in table order.
+A pack, as stored (one frame; every member's blob row names the whole of it, so the frame
+CRC32C covers the member table too): a zstd skippable frame (magic MAGIC, u32 length)
+holding the member table -- u32 count, count u64 blob ids ascending, count + 1 u32 offsets
+into the decompressed text (the last is its length) -- then the zstd frame of the members'
+texts, concatenated in table order.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 
+import zstandard
+
 from ..codec import CorruptRecord
 
-PACK_BYTES = 1 << 20  # sources packed until a pack holds this many bytes
-ALONE_BYTES = 256 * 1024  # a source this large keeps a frame of its own
+# texts packed until a pack holds this many bytes, by kind; a text of ALONE_BYTES or more
+# keeps a frame of its own (`cstvault bench disk` measures the choices)
+PACK_BYTES = {"tree": 16 * 1024, "source": 1 << 20}
+ALONE_BYTES = {"tree": 4 * 1024, "source": 256 * 1024}
 MAGIC = 0x184D2A5C  # a zstd skippable frame (0x184D2A50-5F): zstd itself skips it
 _SKIP = struct.Struct("<II")
 CACHED = 2  # decompressed packs a store keeps (sequential readers alternate languages)
@@ -77,7 +82,8 @@ def total_bytes(frame_head: bytes) -> int | None:
 
 
 class PackCache:
-    """Decompressed packs by frame location, least recently used first out."""
+    """Decompressed packs (or the part of each decompressed so far: a member is read by
+    decompressing only up to its end) by frame location, least recently used first out."""
 
     def __init__(self, keep: int = CACHED):
         self.keep = keep
@@ -86,26 +92,34 @@ class PackCache:
     def __contains__(self, loc: tuple) -> bool:
         return loc in self._packs
 
-    def member(self, loc: tuple, frame: bytes, blob: int,
-               decompress: Callable[[bytes], bytes]) -> bytes:  # fmt: skip
-        """Blob `blob`'s source from the pack at `loc` (segment, offset, length, CRC32C),
-        whose CRC-checked `frame` is needed only when the pack is not cached."""
+    def member(self, loc: tuple, frame: bytes | Callable[[], bytes], blob: int,
+               dctx: zstandard.ZstdDecompressor) -> bytes:  # fmt: skip
+        """Blob `blob`'s text from the pack at `loc` (segment, offset, length, CRC32C);
+        `frame`: its CRC-checked bytes, or how to read them (only read when the pack's
+        text so far does not reach the member)."""
         got = self._packs.get(loc)
-        if got is None:
-            ids, offsets, start = parse(frame)
-            text = decompress(frame[start:])
-            if len(text) != offsets[-1]:
-                raise CorruptRecord("source pack: text length does not match its table")
-            got = self._packs[loc] = (ids, offsets, text)
-            if len(self._packs) > self.keep:
-                self._packs.popitem(last=False)
-        else:
+        if got is not None:
             self._packs.move_to_end(loc)
-        ids, offsets, text = got
+            ids, offsets, text = got
+        else:
+            data = frame() if callable(frame) else frame
+            ids, offsets, _ = parse(data)
+            text = b""
         k = bisect.bisect_left(ids, blob)
         if k == len(ids) or ids[k] != blob:
-            raise CorruptRecord(f"source pack holds no blob {blob}")
-        return text[offsets[k] : offsets[k + 1]]
+            raise CorruptRecord(f"pack holds no blob {blob}")
+        end = offsets[k + 1]
+        if got is None or len(text) < end:
+            data = data if got is None else (frame() if callable(frame) else frame)
+            start = 8 + _SKIP.unpack_from(data)[1]
+            with dctx.stream_reader(memoryview(data)[start:]) as r:
+                text = r.read(end) if end else b""  # up to the block holding its end
+            if len(text) != end:
+                raise CorruptRecord("pack: text shorter than its table")
+            self._packs[loc] = (ids, offsets, text)
+            if len(self._packs) > self.keep:
+                self._packs.popitem(last=False)
+        return text[offsets[k] : end]
 
     def clear(self) -> None:
         self._packs.clear()
