@@ -166,7 +166,7 @@ _WAIT = click.option("--wait", type=float, default=0.0, show_default=True, metav
 @click.option("--store", "store_dir", type=click.Path(), default=None,
               help="Store directory (default ROOT/.cstvault).")
 @click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True,
-              help="Worker processes for parse + encode.")
+              help="Threads for parse + encode (and the freeze that follows).")
 @click.option("--disk-quota-mb", type=float, default=None,
               help="Refuse to grow the segment files past this size (kept in the store).")
 @click.option("--freeze/--no-freeze", default=True, show_default=True,

@@ -23,12 +23,14 @@ from pathlib import Path
 import zstandard
 
 from . import faults
+from ._native import release_free_memory
 from .indexer import FROZEN_LEVEL, check_quota, quota_bytes
 from .store import Store, packs
 from .store.catalog import BlobRow
 
 BATCH_BLOBS = 1024
-BATCH_BYTES = 8 << 20  # of sources, decompressed at once while a batch's packs are made
+BATCH_BYTES = 4 << 20  # of sources, held decompressed (with their records) while packed
+ONE_OFF_BYTES = 3 << 19  # a text this large gets a zstd context of its own (1.5 MiB)
 DICT_BYTES = 64 * 1024  # one zstd dictionary per language for tree records, one for sources
 DICT_SAMPLES = 64  # blobs sampled per language to train them
 DICT_MIN_FILES = 16  # fewer blobs of a language: its frames go without a dictionary
@@ -80,10 +82,6 @@ def _dict(did: int) -> zstandard.ZstdCompressionDict | None:
     return zstandard.ZstdCompressionDict(_DICTS[did]) if did else None
 
 
-def _unpack(did: int) -> zstandard.ZstdDecompressor:
-    return _contexts("d", did, lambda: zstandard.ZstdDecompressor(dict_data=_dict(did)))
-
-
 def _pack(did: int) -> zstandard.ZstdCompressor:
     return _contexts("c", did, lambda: zstandard.ZstdCompressor(level=FROZEN_LEVEL,
                                                                 dict_data=_dict(did)))
@@ -94,8 +92,19 @@ def compress_frame(job: tuple[list[tuple[int, bytes]], int]) -> bytes:
     text's own for a single member, else a pack (store/packs.py). zstd runs without the
     GIL: threads compress in parallel."""
     members, did = job
-    c = _pack(did)
-    return c.compress(members[0][1]) if len(members) == 1 else packs.build(members, c.compress)
+    if sum(len(t) for _, t in members) < ONE_OFF_BYTES:
+        c = _pack(did)
+        return c.compress(members[0][1]) if len(members) == 1 else \
+            packs.build(members, c.compress)  # fmt: skip
+    # a large text: a context of its own, freed after it (a level-19 context keeps the
+    # tables it grew: about 80 MB for a 32 MiB file, which cached ones would then hold)
+    c = zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=_dict(did))
+    try:
+        return c.compress(members[0][1]) if len(members) == 1 else \
+            packs.build(members, c.compress)  # fmt: skip
+    finally:
+        del c
+        release_free_memory()
 
 
 def _groups(batch: list[BlobRow], texts: list[bytes], kind: str) -> list[list[int]]:

@@ -40,7 +40,7 @@ def _size_class(size: int) -> str:
     return f">={SIZE_CLASSES[-1] >> 10}KiB"
 
 
-def _shares(store: Store, rows: list, kind: str) -> dict[int, float]:
+def shares(store: Store, rows: list, kind: str) -> dict[int, float]:
     """Each blob's tree record or source bytes on disk: its frame, or its share of its pack
     (by the member's length in the pack's table)."""
     members: dict[tuple, list] = defaultdict(list)
@@ -49,12 +49,11 @@ def _shares(store: Store, rows: list, kind: str) -> dict[int, float]:
     out = {}
     for loc, bs in members.items():
         sizes = None
-        if len(bs) > 1 or kind == "source" and loc[2] > bs[0].size + 64:
-            head = store.frame_head(loc, 12)
-            if head is not None and packs.is_pack(head):
-                with contextlib.suppress(ValueError):  # damaged: counted by its members
-                    ids, offsets, _ = packs.parse(store.raw_frame(loc))
-                    sizes = {b: offsets[k + 1] - offsets[k] for k, b in enumerate(ids)}
+        head = store.frame_head(loc, 12)
+        if head is not None and packs.is_pack(head):
+            with contextlib.suppress(ValueError):  # damaged: counted by its members
+                ids, offsets, _ = packs.parse(store.raw_frame(loc))
+                sizes = {b: offsets[k + 1] - offsets[k] for k, b in enumerate(ids)}
         if sizes is None:
             for b in bs:
                 out[b.id] = loc[2] / len(bs)
@@ -65,7 +64,7 @@ def _shares(store: Store, rows: list, kind: str) -> dict[int, float]:
     return out
 
 
-def _breakdown(rows: list, shares: dict[str, dict[int, float]], lines: int) -> dict:
+def _breakdown(rows: list, part: dict[str, dict[int, float]], lines: int) -> dict:
     parts: dict[str, dict[str, dict[str, float]]] = {"by_language": {}, "by_size": {}}
     for name, key in (("by_language", lambda b: b.language),
                       ("by_size", lambda b: _size_class(b.size))):  # fmt: skip
@@ -74,8 +73,8 @@ def _breakdown(rows: list, shares: dict[str, dict[int, float]], lines: int) -> d
             a = acc[key(b)]
             a[0] += 1
             a[1] += b.lines
-            a[2] += shares["tree"][b.id]
-            a[3] += shares["source"][b.id]
+            a[2] += part["tree"][b.id]
+            a[3] += part["source"][b.id]
         parts[name] = {k: {"blobs": a[0], "lines": a[1], "share_of_lines": round(a[1] / lines, 3),
                            "tree_bytes_per_line": round(a[2] / max(a[1], 1), 3),
                            "source_bytes_per_line": round(a[3] / max(a[1], 1), 3)}
@@ -209,14 +208,14 @@ def run(store_dir: str | os.PathLike[str], every: int = 4, jobs: int = 2) -> dic
         counts = cat.counts()
         lines = max(counts["lines"], 1)
         rows = list(cat.blobs())
-        shares = {kind: _shares(store, rows, kind) for kind in ("tree", "source")}
+        parts = {kind: shares(store, rows, kind) for kind in ("tree", "source")}
         tables = cat.table_bytes()
         result = {
             "files": counts["files"], "blobs": len(rows), "lines": counts["lines"],
             "disk_bytes_per_line": store.stats()["disk_bytes_per_line"],  # as bench store
             "catalog_tables_bytes_per_line": {k: round(v / lines, 3) for k, v in tables.items()
                                               if v / lines >= 0.001},  # fmt: skip
-            **_breakdown(rows, shares, lines),
+            **_breakdown(rows, parts, lines),
             "catalog_ideas": _catalog_ideas(cat.db, lines),
             "sample_every": every,
             "ideas": _ideas(store, rows, every, jobs),
@@ -224,5 +223,5 @@ def run(store_dir: str | os.PathLike[str], every: int = 4, jobs: int = 2) -> dic
     return result
 
 
-__all__ = ["run"]
+__all__ = ["run", "shares"]
 

@@ -260,13 +260,15 @@ def by_size(nodes: list[int], parse_ms: list[float], cold_ms: list[float],
 
 
 def dictionary_effect(store_dir: Path, sample: int = 2000, seed: int = 1) -> dict:
-    """Frame bytes per line of a seeded sample of blobs: as stored (tree records at zstd-19
-    with the trained per-language dictionaries; sources in packs, each member counted at its
-    share of the pack's bytes) and recompressed at zstd-19 alone, without a dictionary."""
+    """Frame bytes per line of a seeded sample of blobs: as stored (zstd-19, tree records
+    with the trained per-language dictionaries, alone or in tree packs; sources in packs;
+    a pack's member counted at its share of the pack) and each recompressed at zstd-19
+    alone, without a dictionary."""
     import numpy as np
     import zstandard
 
-    from ..store import Store, packs
+    from ..store import Store
+    from .disk import shares
 
     plain = zstandard.ZstdCompressor(level=19)
     with Store.open(store_dir) as store:
@@ -274,20 +276,18 @@ def dictionary_effect(store_dir: Path, sample: int = 2000, seed: int = 1) -> dic
         rng = np.random.default_rng(seed)
         picked = [blobs[k] for k in rng.choice(len(blobs), min(sample, len(blobs)),
                                                replace=False).tolist()]  # fmt: skip
-        lines = with_tree = with_src = without_tree = without_src = 0
+        tree_share, src_share = shares(store, picked, "tree"), shares(store, picked, "source")
+        lines = without_tree = without_src = 0
         for b in picked:
             record, source = store.read_blob(b, f"blob {b.id}")
-            frame = store.raw_frame(b.src)
-            share = b.size / max(packs.parse(frame)[1][-1], 1) if packs.is_pack(frame) else 1
             lines += b.lines
-            with_tree, with_src = with_tree + b.tree[2], with_src + b.src[2] * share
             without_tree += len(plain.compress(record))
             without_src += len(plain.compress(source))
     per = max(lines, 1)
     return {"sample_blobs": len(picked), "lines": lines,
-            "tree_bytes_per_line": {"dictionary": round(with_tree / per, 3),
+            "tree_bytes_per_line": {"as_stored": round(sum(tree_share.values()) / per, 3),
                                     "none": round(without_tree / per, 3)},
-            "source_bytes_per_line": {"as_stored": round(with_src / per, 3),
+            "source_bytes_per_line": {"as_stored": round(sum(src_share.values()) / per, 3),
                                       "none": round(without_src / per, 3)}}  # fmt: skip
 
 

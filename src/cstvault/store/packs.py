@@ -34,6 +34,7 @@ PACK_BYTES = {"tree": 16 * 1024, "source": 1 << 20}
 ALONE_BYTES = {"tree": 4 * 1024, "source": 256 * 1024}
 MAGIC = 0x184D2A5C  # a zstd skippable frame (0x184D2A50-5F): zstd itself skips it
 _SKIP = struct.Struct("<II")
+WHOLE_BYTES = 128 * 1024  # a pack this small is decompressed whole (zstd's block size)
 CACHED = 2  # decompressed packs a store keeps (sequential readers alternate languages)
 
 
@@ -112,10 +113,15 @@ class PackCache:
         if got is None or len(text) < end:
             data = data if got is None else (frame() if callable(frame) else frame)
             start = 8 + _SKIP.unpack_from(data)[1]
-            with dctx.stream_reader(memoryview(data)[start:]) as r:
-                text = r.read(end) if end else b""  # up to the block holding its end
-            if len(text) != end:
-                raise CorruptRecord("pack: text shorter than its table")
+            if offsets[-1] <= WHOLE_BYTES:  # one call beats a stream reader's overhead
+                text = dctx.decompress(data[start:])
+                if len(text) != offsets[-1]:
+                    raise CorruptRecord("pack: text length does not match its table")
+            else:
+                with dctx.stream_reader(memoryview(data)[start:]) as r:
+                    text = r.read(end) if end else b""  # up to the block holding its end
+                if len(text) != end:
+                    raise CorruptRecord("pack: text shorter than its table")
             self._packs[loc] = (ids, offsets, text)
             if len(self._packs) > self.keep:
                 self._packs.popitem(last=False)
