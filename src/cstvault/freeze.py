@@ -30,7 +30,8 @@ from .store.catalog import BlobRow
 
 BATCH_BLOBS = 1024
 BATCH_BYTES = 4 << 20  # of sources, held decompressed (with their records) while packed
-ONE_OFF_BYTES = 3 << 19  # a text this large gets a zstd context of its own (1.5 MiB)
+ONE_OFF_BYTES = (1 << 20) + 1  # a text this large gets a zstd context of its own: cached
+# ones then stay sized for 1 MiB (17.3 MiB each at level 19)
 DICT_BYTES = 64 * 1024  # one zstd dictionary per language for tree records, one for sources
 DICT_SAMPLES = 64  # blobs sampled per language to train them
 DICT_MIN_FILES = 16  # fewer blobs of a language: its frames go without a dictionary
@@ -39,6 +40,7 @@ CONTEXTS = 2  # zstd contexts per dictionary kept by each thread: a level-19 con
 # sized for a large frame holds tens of MB, so few are kept, least recently used first
 
 _DICTS: dict[int, bytes] = {}
+_ONE_OFF = threading.Lock()  # one large text compressed at a time
 _LOCAL = threading.local()  # each thread's contexts (a context may not be shared)
 
 
@@ -97,19 +99,22 @@ def compress_frame(job: tuple[list[tuple[int, bytes]], int]) -> bytes:
         return c.compress(members[0][1]) if len(members) == 1 else \
             packs.build(members, c.compress)  # fmt: skip
     # a large text: a context of its own, freed after it (a level-19 context keeps the
-    # tables it grew: about 80 MB for a 32 MiB file, which cached ones would then hold)
-    c = zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=_dict(did))
-    try:
-        return c.compress(members[0][1]) if len(members) == 1 else \
-            packs.build(members, c.compress)  # fmt: skip
-    finally:
-        del c
-        release_free_memory()
+    # tables it grew: 33 MiB for a 1.5 MiB text, 81 MiB from 6 MiB up, which cached ones
+    # would then hold), one at a time
+    with _ONE_OFF:
+        c = zstandard.ZstdCompressor(level=FROZEN_LEVEL, dict_data=_dict(did))
+        try:
+            return c.compress(members[0][1]) if len(members) == 1 else \
+                packs.build(members, c.compress)  # fmt: skip
+        finally:
+            del c
+            release_free_memory()
 
 
 def _groups(batch: list[BlobRow], texts: list[bytes], kind: str) -> list[list[int]]:
     """Which blobs' texts share a frame: per language in batch order, packs of about
-    packs.PACK_BYTES[kind]; a text of packs.ALONE_BYTES[kind] or more keeps its own."""
+    packs.PACK_BYTES[kind] (never more, so that a cached zstd context stays sized for
+    that); a text of packs.ALONE_BYTES[kind] or more keeps its own frame."""
     out: list[list[int]] = []
     pack_bytes, alone = packs.PACK_BYTES[kind], packs.ALONE_BYTES[kind]
     open_: dict[str, tuple[list[int], list[int]]] = {}  # language -> (members, bytes)
@@ -118,11 +123,11 @@ def _groups(batch: list[BlobRow], texts: list[bytes], kind: str) -> list[list[in
             out.append([k])
             continue
         members, size = open_.setdefault(b.language, ([], [0]))
+        if members and size[0] + len(text) > pack_bytes:  # a pack stays within pack_bytes
+            out.append(members)
+            members, size = open_[b.language] = ([], [0])
         members.append(k)
         size[0] += len(text)
-        if size[0] >= pack_bytes:
-            out.append(members)
-            del open_[b.language]
     out.extend(members for members, _ in open_.values())
     return out
 

@@ -143,10 +143,12 @@ def _ideas(store: Store, rows: list, every: int, jobs: int) -> dict:
         for name, target in LAYOUTS.items():
             frames = _packed(items, target)
             for use in (False, True):
-                n, _ = _compressed(frames, 19, dicts if use else None, jobs)
+                n, cpu = _compressed(frames, 19, dicts if use else None, jobs)
                 n += dict_bytes if use else 0
+                raw = sum(len(d) for _, d in frames)
                 layouts[f"{name}{'_dictionary' if use else ''}"] = {
-                    "bytes_per_line": round(n / max(lines, 1), 3), "frames": len(frames)}
+                    "bytes_per_line": round(n / max(lines, 1), 3), "frames": len(frames),
+                    "mb_per_cpu_s": round(raw / max(cpu, 1e-9) / 1e6, 2)}
         speed = {}
         for level in SPEED_LEVELS:
             _, cpu = _compressed(items, level, dicts, jobs)
