@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -186,7 +185,8 @@ def _small_packs(items: list[tuple[str, bytes]], dicts: dict, lines: int, jobs: 
     return out
 
 
-def _catalog_ideas(db: sqlite3.Connection, lines: int) -> dict:
+def _catalog_ideas(cat, lines: int) -> dict:
+    db = cat.db
     d = zstandard.ZstdDecompressor()
     blocks = [d.decompress(r[0]) for r in db.execute("SELECT data FROM symbol_blocks")]
     stored = sum(len(r[0]) for r in db.execute("SELECT data FROM symbol_blocks"))
@@ -195,9 +195,15 @@ def _catalog_ideas(db: sqlite3.Connection, lines: int) -> dict:
         c = zstandard.ZstdCompressor(level=level)
         n = sum(len(c.compress(b)) for b in blocks)
         out["symbol_blocks"][f"zstd{level}"] = round(n / lines, 3)
-    defs = [r[0] for r in db.execute("SELECT data FROM definitions ORDER BY blob")]
+    ids = [r[0] for r in db.execute("SELECT id FROM blobs ORDER BY id")]
+    found = cat.definitions_of(ids)  # own rows and definition groups alike
+    defs = [found[b] for b in ids if b in found]
+    stored = sum(len(r[0]) for r in db.execute("SELECT data FROM definitions"))
+    if cat._has_def_groups():
+        stored += sum(len(r[0]) for r in db.execute("SELECT data FROM definition_groups"))
     c = zstandard.ZstdCompressor(level=19)
-    out["definitions"] = {"stored": round(sum(map(len, defs)) / lines, 3)}
+    out["definitions"] = {"stored": round(stored / lines, 3),
+                          "one_row_each": round(sum(map(len, defs)) / lines, 3)}
     for group in (16, 64):
         n = sum(len(c.compress(b"".join(defs[k : k + group]))) for k in range(0, len(defs), group))
         out["definitions"][f"zstd19_{group}_blobs_a_frame"] = round(n / lines, 3)
@@ -218,7 +224,7 @@ def run(store_dir: str | os.PathLike[str], every: int = 4, jobs: int = 2) -> dic
             "catalog_tables_bytes_per_line": {k: round(v / lines, 3) for k, v in tables.items()
                                               if v / lines >= 0.001},  # fmt: skip
             **_breakdown(rows, parts, lines),
-            "catalog_ideas": _catalog_ideas(cat.db, lines),
+            "catalog_ideas": _catalog_ideas(cat, lines),
             "sample_every": every,
             "ideas": _ideas(store, rows, every, jobs),
         }  # fmt: skip

@@ -33,6 +33,8 @@ def _mapped(store: Store) -> Callable:
         st = os.stat(full)
         if (st.st_size, st.st_mtime_ns) != indexed:
             return None
+        if st.st_size == 0:  # an empty file cannot be mapped
+            return b"" if length == 0 else None
         with open(full, "rb") as f:
             m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return m if len(m) == length and crc32c.crc32c(m) == crc else None
