@@ -311,6 +311,8 @@ def freeze_store(store: Store, jobs: int = 2,
     finally:
         if pool is not None:
             pool.shutdown()
+        _LOCAL.__dict__.clear()  # this thread's level-19 contexts (17.3 MiB each for a pack):
+        release_free_memory()  # a live writer checkpointing would otherwise keep them
     cat.group_definitions(sparse=dropped)
     if rows and gc:
         store.gc()  # drops what the batches left behind; compacts symbols and catalog
