@@ -400,6 +400,7 @@ def live_tree_size(corpus: Path) -> dict:
 
 _RSS = """
 import sys, json, random, time
+import numpy  # the write path's bulk encoding loads it; code, not data held: in the base
 import cstvault
 from cstvault.store import rss_bytes
 root, count = sys.argv[1], int(sys.argv[2])
