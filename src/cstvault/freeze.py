@@ -207,8 +207,8 @@ def sparse_packs(store: Store) -> dict[int, tuple[BlobRow, set[str]]]:
     for kind, col in (("tree", "tree"), ("source", "src")):
         for loc, live in cat.pack_candidates(col):
             head = store.frame_head(loc, 12)
-            if head is not None and packs.is_pack(head) and \
-                    2 * live < int.from_bytes(head[8:12], "little"):  # fmt: skip
+            members = None if head is None else packs.member_count(head)
+            if members is not None and 2 * live < members:
                 for b in cat.blobs_in_frame(col, loc):
                     out.setdefault(b.id, (b, set()))[1].add(kind)
     return out

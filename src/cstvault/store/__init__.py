@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import zstandard
 from .. import faults, languages
 from ..cache import CacheConfig, TieredCache
 from ..checksum import crc32c
-from ..codec import CorruptRecord
+from ..codec import CorruptRecord, read_header
 from ..sources import DeferredSource
 from ..tree import Node, Tree, tree_from_record
 from . import packs, pathindex
@@ -321,9 +320,13 @@ class Store:
     def _record_and_text(self, path: str, blob, indexed: tuple[int, int]) -> tuple[bytes, bytes]:
         record = self._record(blob, path)
         text = None
-        if self._root is not None and record[:4] == b"CSTV" and len(record) >= 18:
-            length, crc = struct.unpack_from("<II", record, 10)  # the record's header
-            text = self._working_text(path, indexed, length, crc)
+        if self._root is not None:
+            try:
+                head = read_header(record)
+            except CorruptRecord:
+                head = None  # the stored copy then (its caller checks the pair)
+            if head is not None:
+                text = self._working_text(path, indexed, head.source_len, head.source_crc)
         return record, (text if text is not None else self._source(blob, path))
 
     def _retrying(self, path: str, read):
@@ -630,10 +633,10 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        self._packs.clear()
-        self._tree_packs.clear()
         """Close; a store that wrote rebuilds the path index first (if that fails, e.g.
         another writer holds the lock, readers keep asking the catalog until a later run)."""
+        self._packs.clear()
+        self._tree_packs.clear()
         if self.closed:
             return
         self.closed = True

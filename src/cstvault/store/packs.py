@@ -73,6 +73,13 @@ def parse(frame: bytes) -> tuple[array, array, int]:
     return ids, offsets, 8 + length
 
 
+def member_count(frame_head: bytes) -> int | None:
+    """A pack's member count from the first 12 bytes of its frame (None: not a pack)."""
+    if len(frame_head) < 12 or not is_pack(frame_head):
+        return None
+    return struct.unpack_from("<I", frame_head, 8)[0]
+
+
 def total_bytes(frame_head: bytes) -> int | None:
     """A pack's decompressed length from the start of its frame (None: not a pack)."""
     if not is_pack(frame_head):
@@ -134,5 +141,5 @@ class PackCache:
         return sum(len(t) for _, _, t in self._packs.values())
 
 
-__all__ = ["ALONE_BYTES", "PACK_BYTES", "PackCache", "build", "is_pack", "parse",
+__all__ = ["ALONE_BYTES", "PACK_BYTES", "PackCache", "build", "is_pack", "member_count", "parse",
            "total_bytes"]  # fmt: skip
