@@ -528,3 +528,36 @@ def test_watch_takes_a_branch_switch_as_one_batch(root):
     t.join(30)
     assert sum(b.updated for b in batches) == 150
     assert len(batches) <= 5  # debounced into a few group commits, not 150
+
+
+def test_a_replay_killed_while_storing_a_torn_group_loses_nothing(root):
+    """Batched edits journaled, never committed (a crash); the process replaying them is
+    killed while it stores their file again; the next opener finishes the job and every
+    version reads back."""
+    from cstvault import faults
+
+    s = cstvault.open(root, write=True, durability="batch", batch_entries=100,
+                      batch_ms=60_000)  # fmt: skip
+    s.update("a.py", A + b"# 1\n")
+    s.sync()
+    texts = {2: A + b"# 1\n"}
+    for v in (3, 4):
+        at = len(texts[v - 1])
+        texts[v] = texts[v - 1] + b"# %d\n" % v
+        assert s.apply_edit("a.py", at, at, len(texts[v]), texts[v][at:]) == v
+    w = s.live_writer()
+    w.journal.close()  # a crash: the edits are in the journal, their group never committed
+    w.dirty.clear()
+    w.unsynced = []
+    s._live = None
+    s.close()
+    env = dict(os.environ, **{faults.ENV: "live.replay_stored:1"})
+    code = "import sys, cstvault; cstvault.open(sys.argv[1], write=True).close()"
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], env=env)
+    assert proc.returncode == -9
+    with cstvault.open(root) as r:
+        assert r.source("a.py") == texts[4]
+        for v, text in texts.items():
+            assert r.source("a.py", version=v) == text
+        assert [v.version for v in r.versions("a.py") if v.current] == [4]
+        assert verify_store(r).mismatched == 0

@@ -41,6 +41,7 @@ LIVE_POINTS = (
     "live.committed",  # the catalog transaction committed
     "live.rotated",  # checkpoint: a new journal begun, the old one not yet folded
     "live.replaying",  # an opener found unapplied journal entries, before applying them
+    "live.replay_stored",  # replay: a torn group's files journaled again, not yet committed
 )
 
 

@@ -539,20 +539,19 @@ class LiveWriter:
             self.checkpoint()
 
     # applying entries to the catalog (commit and replay)
-    def apply(self, entries: list[jn.Entry], before_commit=None) -> None:
+    def apply(self, entries: list[jn.Entry], before_commit=None, more=None) -> None:
         """Apply entries in one catalog transaction; `before_commit` (waiting for the
         journal's fsync) runs just before COMMIT: an entry is durable before the
-        transaction that applies it."""
+        transaction that applies it. `more()`, called once `entries` are applied (inside the
+        transaction), returns further entries it journaled and synced, applied too."""
         cat = self.cat
         try:
             cat.begin(journaled=True)  # the journal is the durable copy
-            for e in entries:
-                if e.kind == jn.UPDATE:
-                    self._apply_update(e)
-                elif e.kind == jn.EDIT:
-                    self._apply_edit(e)
-                else:
-                    self._apply_remove(e)
+            self._apply_each(entries)
+            if more is not None:
+                extra = more()
+                self._apply_each(extra)
+                entries = entries + extra
             last = entries[-1]
             cat.set_meta("journal", f"{self.journal.seg_id} {last.end} {last.seq}")
             if before_commit is not None:
@@ -564,6 +563,15 @@ class LiveWriter:
             raise
         self.applied = entries[-1].end
         self.store.committed()
+
+    def _apply_each(self, entries: list[jn.Entry]) -> None:
+        for e in entries:
+            if e.kind == jn.UPDATE:
+                self._apply_update(e)
+            elif e.kind == jn.EDIT:
+                self._apply_edit(e)
+            else:
+                self._apply_remove(e)
 
     def _apply_update(self, e: jn.Entry) -> None:
         u = dict(zip(U_INTS, e.ints, strict=True))
@@ -667,8 +675,10 @@ class LiveWriter:
         return jn.journal_position(self.cat.meta())[2]
 
     def _replay(self, todo: list[jn.Entry]) -> None:
-        """Apply replayed entries; a file's edits whose group never reached its UPDATE entry
-        (a torn group) are stored now: applied forward to the text they started from."""
+        """Apply replayed entries. A file's edits whose group never reached its UPDATE entry
+        (a torn group) are stored too, in the same transaction: applied forward to the text
+        they started from, journaled as an UPDATE entry and synced before the commit (a kill
+        before it leaves the journal to replay again, never half a replay)."""
         open_edits: dict[str, list[jn.Entry]] = {}
         for e in todo:
             rel = e.blobs[0].decode("utf-8", "surrogateescape")
@@ -676,31 +686,35 @@ class LiveWriter:
                 open_edits.setdefault(rel, []).append(e)
             else:
                 open_edits.pop(rel, None)
-        self.apply(todo)
-        for rel, edits in open_edits.items():
-            found = self.cat.blob_for(rel)
-            if found is None:
-                continue
-            b = found[0]
-            text = base_text = self.store._source(b, rel)
-            for e in edits:
-                d = dict(zip(E_INTS, e.ints, strict=True))
-                text = text[: d["start"]] + e.blobs[1] + text[d["old_end"] :]
-                if signed32(crc32c(text)) != d["crc"]:
-                    raise CorruptRecord(f"{rel}: journaled edits do not rebuild version "
-                                        f"{d['version']}")  # fmt: skip
-            language = self._language(rel)
-            _, parsed = parse_live(text, language)
-            record = self.store._record(b, rel)
-            args = self._materialize(rel, language, text, len(text), -1, parsed,
-                                     edits[-1].ints[0], prev_version=edits[0].ints[0] - 1,
-                                     prev_record=record, prev_record_text=base_text)  # fmt: skip
-            self._write(jn.UPDATE, args)
-        if open_edits:
-            self.journal.sync()
-            self.apply(self.unsynced)
-            self.unsynced = []
-            self.first_pending = 0.0
+
+        def store_open_edits() -> list[jn.Entry]:
+            for rel, edits in open_edits.items():
+                found = self.cat.blob_for(rel)  # inside the transaction: after the entries
+                if found is None:
+                    continue
+                b = found[0]
+                text = base_text = self.store._source(b, rel)
+                for e in edits:
+                    d = dict(zip(E_INTS, e.ints, strict=True))
+                    text = text[: d["start"]] + e.blobs[1] + text[d["old_end"] :]
+                    if signed32(crc32c(text)) != d["crc"]:
+                        raise CorruptRecord(f"{rel}: journaled edits do not rebuild version "
+                                            f"{d['version']}")  # fmt: skip
+                language = self._language(rel)
+                _, parsed = parse_live(text, language)
+                record = self.store._record(b, rel)
+                args = self._materialize(
+                    rel, language, text, len(text), -1, parsed, edits[-1].ints[0],
+                    prev_version=edits[0].ints[0] - 1, prev_record=record,
+                    prev_record_text=base_text)
+                self._write(jn.UPDATE, args)
+            stored, self.unsynced, self.first_pending = self.unsynced, [], 0.0
+            if stored:
+                self.journal.sync()
+                faults.point("live.replay_stored")
+            return stored
+
+        self.apply(todo, more=store_open_edits if open_edits else None)
 
     def checkpoint(self, jobs: int = 1) -> dict:
         """Fold the journal into frozen segments: commit what is pending, begin a new
