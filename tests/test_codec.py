@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import crc32c
 import numpy as np
@@ -148,12 +149,13 @@ def test_random_tree_records_roundtrip(case):
     """The C encoder and the numpy reference encoder both decode back to the same tree."""
     cols, source = case
     native, ref = encode(cols, source), reference.encode(cols, source)
-    assert len(native) == len(ref)
-    for record in (native, ref):
+    assert native == ref
+    for record in (native,):
         got = decode(record)
         for name in ("kind", "grammar", "flags", "field", "size", "start", "end"):
             assert np.array_equal(getattr(got, name), getattr(cols, name)), name
-        assert record[4] == (1 if cols.status is None else 2)  # the format version
+        assert record[4] == 3  # the format version
+        assert bool(record[5] & 4) == (cols.status is not None)  # the status stream's flag
         if cols.status is None:
             assert got.status is None and got.tails is None
         else:
@@ -203,8 +205,8 @@ def test_damage_behind_a_valid_crc_never_crashes(data):
 
 
 def test_the_status_stream_is_checked():
-    """Format 2's last stream (query status) is bounded and ordered, and a format-1 record
-    (without it) still decodes, with its status unknown."""
+    """The last stream (query status) is bounded and ordered, and a record without it
+    decodes with its status unknown."""
     source = SNIPPETS["python"]["ok"]
     cols = cstvault.parse_extract(source, "python")
     cols.status = np.array([3, 1, 5, 2], dtype=np.uint32)
@@ -215,7 +217,63 @@ def test_the_status_stream_is_checked():
             encode(cols, source)
     cols.status = None
     old = encode(cols, source)
-    assert old[4] == 1 and decode(old).status is None
+    assert old[4] == 3 and not old[5] & 4 and decode(old).status is None
+
+
+DATA = Path(__file__).parent / "data" / "records"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.iterdir()))
+def test_records_of_formats_1_and_2_still_decode(name):
+    """Records written before format 3 (tests/data/records: the snippets' trees, format 2
+    with the query-status stream, format 1 without) decode to the trees format 3 holds."""
+    language, case = name.split(".")[0].split("-")
+    source = SNIPPETS[language][case]
+    old = (DATA / name).read_bytes()
+    assert old[4] == int(name[-1])
+    got, want = decode(old), decode(encode(cstvault.parse_extract(source, language), source))
+    for col in ("kind", "grammar", "flags", "field", "size", "start", "end", "unexpected"):
+        assert np.array_equal(getattr(got, col), getattr(want, col)), col
+    assert got.structure == want.structure
+    if old[4] == 1:
+        assert got.status is None and got.tails is None
+    else:
+        assert np.array_equal(got.status, want.status) and np.array_equal(got.tails, want.tails)
+    tree = cstvault.Tree(got, source)
+    assert str(tree.root_node) == str(cstvault.languages.parser(language).parse(source).root_node)
+
+
+def test_a_node_table_entry_is_checked():
+    """Format 3's node table: a field on an entry without HAS_FIELD, or a child count that
+    runs past the last node, is damage (CorruptRecord), never a tree."""
+    source = SNIPPETS["python"]["ok"]
+    rec = bytearray(encode(cstvault.parse_extract(source, "python"), source))
+    head = cstvault.codec.read_header(bytes(rec))
+    block = head.body + head.nodes * (2 if head.wide_kind else 1)
+    # the first entry's 4 varints (kind, grammar, flags, field): give it a field it may not have
+    vals, at = [], block
+    for _ in range(4):
+        start = at
+        while rec[at] & 0x80:
+            at += 1
+        at += 1
+        vals.append((start, at))
+    flags_at = vals[2][0]
+    assert not rec[flags_at] & HAS_FIELD and rec[vals[3][0]] == 0
+    damaged = bytearray(rec)
+    damaged[vals[3][0]] = 1
+    with pytest.raises(CorruptRecord, match="field id"):
+        decode(_recrc(bytes(damaged)))
+    # the root's child count (the first varint after the table's 4 x K): one more child
+    at = block
+    for _ in range(4 * head.kinds):
+        while rec[at] & 0x80:
+            at += 1
+        at += 1
+    assert rec[at] < 0x7F
+    rec[at] += 1
+    with pytest.raises(CorruptRecord, match="child count"):
+        decode(_recrc(bytes(rec)))
 
 
 @given(st.binary(max_size=300))

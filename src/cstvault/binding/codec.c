@@ -141,45 +141,41 @@ static int read_pairs(const uint8_t **pp, uint64_t count, Py_ssize_t n, uint32_t
     return 0;
 }
 
-/* decode_body(record, body, n, kinds, wide_kind, wide_field, phantom_len, source_len,
- *             token_len[65536] int16, kind_limit, field_limit)
+/* decode_body(record, body, n, kinds, hflags, phantom_len, source_len, token_len[65536]
+ *             int16, kind_limit, field_limit)
  * -> (kind u16, grammar u16, flags u8, field u16, size i32, start u32, end u32,
  *     unexpected i64, phantoms, parent i32, prev i32, child_count i32)
  *
- * One counting pass over the opcodes locates every varint stream (sizes, gaps, explicit
- * lengths, span exceptions, unexpected chars); one pass over the nodes in preorder then
- * fills every column, the structure (a stack of open subtrees) and the internal spans:
- * an internal node starts where the next leaf in preorder starts and ends where its last
- * leaf ends, which is known when its subtree closes. */
+ * The node table first (format 3: kind, grammar, opcode flags and field of each entry;
+ * formats 1 and 2: kind and grammar, the flags in an opcode column and the fields in a
+ * field column), then one counting pass over the opcodes locates every varint stream
+ * (child counts or subtree sizes, gaps, explicit lengths, span exceptions, unexpected
+ * chars); one pass over the nodes in preorder then fills every column, the structure (a
+ * stack of open subtrees) and the internal spans: an internal node starts where the next
+ * leaf in preorder starts and ends where its last leaf ends, known when its subtree
+ * closes (format 3: when its last child's subtree has). */
 const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, Py_ssize_t body,
-                                  Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
-                                  Py_ssize_t phantom_len, long long source_len,
-                                  const int16_t *token_len, long kind_limit, long field_limit,
-                                  PyObject *cols[NCOLS]) {
+                           Py_ssize_t n, Py_ssize_t kinds, int hflags, Py_ssize_t phantom_len,
+                           long long source_len, const int16_t *token_len, long kind_limit,
+                           long field_limit, PyObject *cols[NCOLS]) {
     void *ptr[NCOLS];
-    uint16_t *table = NULL;
+    uint16_t *table = NULL; /* kind, grammar (and format 3: field) per entry */
+    uint8_t *opmem = NULL;  /* format 3: each entry's opcode flags, then each node's */
     int32_t *stack = NULL;
     int64_t *spans = NULL;
     const uint8_t *stop = buf + reclen - 4; /* the CRC trails the body */
     const char *err = NULL;
+    const int v3 = version == 3;
+    const int wide_kind = hflags & 1, wide_field = !v3 && (hflags & 2);
+    const int with_status = v3 ? (hflags & 4) != 0 : version == 2;
+    if (version < 1 || version > 3) { err = "unsupported record format version"; goto done; }
     if (reclen < 4) { err = "record truncated"; goto done; }
-    if (n <= 0 || n > INT32_MAX || body < 0 || body + n > stop - buf) { err = "record truncated"; goto done; }
-    const uint8_t *op = buf + body;
-    const uint8_t *kidx = op + n;
+    if (n <= 0 || n > INT32_MAX || body < 0 || (v3 ? 0 : n) + body > stop - buf) { err = "record truncated"; goto done; }
+    const uint8_t *op = v3 ? NULL : buf + body;
+    const uint8_t *kidx = v3 ? buf + body : buf + body + n;
     Py_ssize_t kw = wide_kind ? 2 : 1, fw = wide_field ? 2 : 1;
     if (kw * n > stop - kidx) { err = "record truncated in the kind column"; goto done; }
     const uint8_t *fcol = kidx + kw * n;
-    Py_ssize_t n_field = 0, n_inner = 0, n_explicit = 0, n_unexp = 0;
-    uint8_t inner_unexp = 0;
-    for (Py_ssize_t i = 0; i < n; i++) { /* branch-free counts */
-        uint8_t o = op[i], c = o & HAS_CHILDREN;
-        n_field += (o & HAS_FIELD) != 0;
-        n_inner += c;
-        n_explicit += (o & EXPLICIT) != 0;
-        n_unexp += (o & UNEXPECTED) != 0;
-        inner_unexp |= c & (o >> 7);
-    }
-    if (inner_unexp) { err = "UNEXPECTED on an internal node"; goto done; }
     size_t kmax = 0; /* every kind index in range, checked once rather than per node */
     if (wide_kind)
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -189,29 +185,66 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     else
         for (Py_ssize_t i = 0; i < n; i++) kmax = kidx[i] > kmax ? kidx[i] : kmax;
     if (kmax >= (size_t)kinds) { err = "kind index out of range"; goto done; }
-    if (op[n - 1] & HAS_CHILDREN) { err = "last node has children"; goto done; }
+    Py_ssize_t n_field = 0;
+    if (!v3)
+        for (Py_ssize_t i = 0; i < n; i++) n_field += (op[i] & HAS_FIELD) != 0;
     if (phantom_len < 0 || fw * n_field > stop - fcol ||
         phantom_len > stop - fcol - fw * n_field) { err = "record truncated in fields"; goto done; }
     const uint8_t *phant = fcol + fw * n_field;
     Reader r = {phant + phantom_len, stop};
+    if (source_len > UINT32_MAX) { err = "source length out of range"; goto done; }
+
+    /* the node table */
+    table = malloc(sizeof(uint16_t) * 3 * (size_t)kinds);
+    if (v3) opmem = malloc((size_t)kinds + (size_t)n);
+    if (!table || (v3 && !opmem)) { PyErr_NoMemory(); err = "out of memory"; goto done; }
+    for (Py_ssize_t k = 0; k < kinds; k++) {
+        uint64_t v[4] = {0, 0, 0, 0};
+        for (int j = 0; j < (v3 ? 4 : 2); j++)
+            if (read_varint(&r, &v[j])) { err = "varint block truncated"; goto done; }
+        for (int j = 0; j < 2; j++)
+            if (v[j] >= (uint64_t)kind_limit && v[j] != 0xFFFF) { err = "kind id out of range"; goto done; }
+        table[3 * k] = (uint16_t)v[0];
+        table[3 * k + 1] = (uint16_t)v[1];
+        table[3 * k + 2] = 0;
+        if (v3) {
+            uint8_t o = (uint8_t)v[2];
+            if (v[2] > 0xFF || ((o & HAS_CHILDREN) && (o & UNEXPECTED))) { err = "node table entry out of range"; goto done; }
+            if (v[3] > (uint64_t)field_limit || (v[3] && !(o & HAS_FIELD))) { err = "field id out of range"; goto done; }
+            opmem[k] = o;
+            table[3 * k + 2] = (uint16_t)v[3];
+        }
+    }
+    if (v3) { /* each node's opcode flags, from its table entry */
+        uint8_t *on = opmem + kinds;
+        if (wide_kind)
+            for (Py_ssize_t i = 0; i < n; i++) on[i] = opmem[kidx[2 * i] | kidx[2 * i + 1] << 8];
+        else
+            for (Py_ssize_t i = 0; i < n; i++) on[i] = opmem[kidx[i]];
+        op = on;
+    }
+    Py_ssize_t n_inner = 0, n_explicit = 0, n_unexp = 0, n_explicit_leaf = 0;
+    uint8_t inner_unexp = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* branch-free counts */
+        uint8_t o = op[i], c = o & HAS_CHILDREN;
+        n_inner += c;
+        n_explicit += (o & EXPLICIT) != 0;
+        n_explicit_leaf += (o & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
+        n_unexp += (o & UNEXPECTED) != 0;
+        inner_unexp |= c & (o >> 7);
+    }
+    if (inner_unexp) { err = "UNEXPECTED on an internal node"; goto done; }
+    if (op[n - 1] & HAS_CHILDREN) { err = "last node has children"; goto done; }
+    Py_ssize_t n_leaf = n - n_inner, n_exception = n_explicit - n_explicit_leaf;
 
     const Py_ssize_t widths[NCOLS] = {2, 2, 1, 2, 4, 4, 4, 8, 1, 4, 4, 4, 0, 0};
-    if (source_len > UINT32_MAX) { err = "source length out of range"; goto done; }
-    /* the status stream (format 2) ends the block: locate and bound it before allocating */
+    /* the status stream ends the block: locate and bound it before allocating */
     uint64_t n_status = 0, n_tails = 0;
     const uint8_t *pst = NULL, *ptl = NULL;
     {
-        Reader skim = r;
-        if (version < 1 || version > 2) { err = "unsupported record format version"; goto done; }
-        for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
-            uint64_t v;
-            if (read_varint(&skim, &v)) { err = "varint block truncated"; goto done; }
-        }
-        Py_ssize_t nl = n - n_inner, nxl = 0;
-        for (Py_ssize_t i = 0; i < n; i++) nxl += (op[i] & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
-        const uint8_t *q = skip_varints(skim.p, stop, n_inner + nl + nxl + 2 * (n_explicit - nxl) + n_unexp);
+        const uint8_t *q = skip_varints(r.p, stop, n_inner + n_leaf + n_explicit_leaf + 2 * n_exception + n_unexp);
         if (!q) { err = "varint block truncated"; goto done; }
-        if (version == 2) {
+        if (with_status) {
             Reader rs = {q, stop};
             if (read_varint(&rs, &n_status) || n_status > (uint64_t)n) { err = "status stream out of range"; goto done; }
             pst = rs.p;
@@ -226,7 +259,7 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     for (int k = 0; k < NCOLS; k++) {
         Py_ssize_t len = k == 7 ? 8 * n_unexp : k == 8 ? phantom_len : k == 12 ? 8 * (Py_ssize_t)n_status :
                          k == 13 ? 8 * (Py_ssize_t)n_tails : widths[k] * n;
-        if (k >= 12 && version < 2) { cols[k] = Py_NewRef(Py_None); continue; }
+        if (k >= 12 && !with_status) { cols[k] = Py_NewRef(Py_None); continue; }
         cols[k] = new_bytes(len, &ptr[k]);
         if (!cols[k]) { err = "out of memory"; goto done; }
     }
@@ -237,37 +270,26 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     int64_t *unexp = ptr[7];
     int32_t *parent = ptr[9], *prev = ptr[10], *child_count = ptr[11];
     memcpy(ptr[8], phant, (size_t)phantom_len);
-    if (version == 2) { /* status values: field << 2 | inherits << 1 | later */
+    if (with_status) { /* status values: field << 2 | inherits << 1 | later */
         uint32_t *st = ptr[12];
         if (read_pairs(&pst, n_status, n, st)) { err = "status entry out of range"; goto done; }
         for (uint64_t k = 0; k < n_status; k++)
             if (st[2 * k + 1] > ((uint64_t)field_limit << 2 | 3)) { err = "status entry out of range"; goto done; }
     }
 
-    table = malloc(sizeof(uint16_t) * 2 * (size_t)kinds);
-    /* open subtrees, their last child so far, and the index each one closes at */
+    /* open subtrees, their last child so far, and the index each one closes at (formats 1
+     * and 2) or how many of its children are still to come (format 3) */
     stack = malloc(sizeof(int32_t) * 2 * (size_t)n + sizeof(int64_t) * (size_t)n);
-    if (!table || !stack) { PyErr_NoMemory(); err = "out of memory"; goto done; }
+    if (!stack) { PyErr_NoMemory(); err = "out of memory"; goto done; }
     int32_t *lastc = stack + n;
     int64_t *close_at = (int64_t *)(stack + 2 * n);
-    for (Py_ssize_t k = 0; k < 2 * kinds; k++) {
-        uint64_t v;
-        if (read_varint(&r, &v)) { err = "varint block truncated"; goto done; }
-        if (v >= (uint64_t)kind_limit && v != 0xFFFF) { err = "kind id out of range"; goto done; }
-        table[k] = (uint16_t)v;
-    }
-    /* the streams, in block order */
-    Py_ssize_t n_leaf = n - n_inner, n_explicit_leaf = 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        n_explicit_leaf += (op[i] & (HAS_CHILDREN | EXPLICIT)) == EXPLICIT;
-    Py_ssize_t n_exception = n_explicit - n_explicit_leaf;
     /* span exceptions (lead, tail) by ordinal: an internal node with one keeps its ordinal
      * in its end column until its subtree closes, so the exceptions need n_exception slots
      * rather than two more stacks of n */
     spans = malloc(sizeof(int64_t) * 2 * (size_t)(n_exception + 1));
     if (!spans) { PyErr_NoMemory(); err = "out of memory"; goto done; }
     Py_ssize_t xi = 0;
-    const uint8_t *ps = r.p;
+    const uint8_t *ps = r.p; /* the streams, in block order */
     const uint8_t *pg = skip_varints(ps, stop, n_inner);
     const uint8_t *pl = pg ? skip_varints(pg, stop, n_leaf) : NULL;
     const uint8_t *px = pl ? skip_varints(pl, stop, n_explicit_leaf) : NULL;
@@ -279,10 +301,12 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     int bad = 0, field_bad = 0, span_bad = 0;
     Py_ssize_t fi = 0, ui = 0, sp = 0, pending = 0;
     /* an internal node's span is complete when its subtree closes (its last leaf ends at
-     * `last_end`); only a span exception can then leave it out of range */
-#define CLOSE_SUBTREE(last_end) do {                                                  \
+     * `last_end`, the node before `at`); only a span exception can then leave it out of
+     * range */
+#define CLOSE_SUBTREE(at, last_end) do {                                              \
         int32_t j = stack[--sp];                                                      \
         int64_t e0 = (last_end);                                                      \
+        size[j] = (int32_t)((at) - j);                                                \
         if (op[j] & EXPLICIT) {                                                       \
             const int64_t *x = spans + 2 * end[j];                                    \
             int64_t s0 = (int64_t)start[j] - x[0];                                    \
@@ -296,20 +320,24 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t o = op[i];
         size_t k = wide_kind ? (size_t)(kidx[2 * i] | kidx[2 * i + 1] << 8) : kidx[i];
-        uint16_t kd = table[2 * k];
+        uint16_t kd = table[3 * k];
         kind[i] = kd;
-        gram[i] = table[2 * k + 1];
+        gram[i] = table[3 * k + 1];
         flags[i] = o & (uint8_t)~EXPLICIT;
-        /* branch-free field: the column is read one entry ahead (inside the record: the
-         * varint block and the CRC follow it) and kept only when the node has a field */
-        int has_field = (o & HAS_FIELD) != 0;
-        uint16_t f = wide_field ? (uint16_t)(fcol[2 * fi] | fcol[2 * fi + 1] << 8) : fcol[fi];
-        f = has_field ? f : 0;
-        fi += has_field;
-        field_bad |= f > field_limit;
-        field[i] = f;
+        if (v3) {
+            field[i] = table[3 * k + 2];
+        } else {
+            /* branch-free field: the column is read one entry ahead (inside the record:
+             * the varint block and the CRC follow it) and kept only when the node has one */
+            int has_field = (o & HAS_FIELD) != 0;
+            uint16_t f = wide_field ? (uint16_t)(fcol[2 * fi] | fcol[2 * fi + 1] << 8) : fcol[fi];
+            f = has_field ? f : 0;
+            fi += has_field;
+            field_bad |= f > field_limit;
+            field[i] = f;
+        }
         /* close the subtrees that end before i: their last leaf is node i - 1 */
-        while (sp && close_at[sp - 1] <= i) CLOSE_SUBTREE(end[i - 1]);
+        while (sp && (v3 ? close_at[sp - 1] == 0 : close_at[sp - 1] <= i)) CLOSE_SUBTREE(i, end[i - 1]);
         child_count[i] = 0;
         if (sp) {
             int32_t p = stack[sp - 1];
@@ -317,6 +345,7 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
             prev[i] = lastc[sp - 1];
             lastc[sp - 1] = (int32_t)i;
             child_count[p]++;
+            if (v3) close_at[sp - 1]--;
         } else if (i) {
             err = "more than one root"; goto done;
         } else {
@@ -324,11 +353,14 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
         }
         if (o & HAS_CHILDREN) {
             uint64_t v = take_varint(&ps, &bad);
-            if (v > (uint64_t)(n - i - 2)) { err = "subtree size out of range"; goto done; }
-            int64_t sz = (int64_t)v + 2;
-            if (sp && i + sz > close_at[sp - 1]) { err = "subtree sizes do not nest"; goto done; }
-            size[i] = (int32_t)sz;
-            close_at[sp] = i + sz;
+            if (v > (uint64_t)(n - i - 2)) { err = v3 ? "child count out of range" : "subtree size out of range"; goto done; }
+            if (v3) {
+                close_at[sp] = (int64_t)v + 1; /* children to come */
+            } else {
+                int64_t sz = (int64_t)v + 2;
+                if (sp && i + sz > close_at[sp - 1]) { err = "subtree sizes do not nest"; goto done; }
+                close_at[sp] = i + sz;
+            }
             start[i] = end[i] = 0; /* the first leaf's start is set when it comes */
             if (o & EXPLICIT) { /* span exception: applied when the subtree closes */
                 spans[2 * xi] = unzigzag(take_varint(&px, &bad));
@@ -363,10 +395,13 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
         if (bad) { err = "varint out of range"; goto done; }
     }
     if (field_bad) { err = "field id out of range"; goto done; }
-    while (sp) CLOSE_SUBTREE(end[n - 1]);
+    while (sp) {
+        if (v3 && close_at[sp - 1]) { err = "child counts run past the last node"; goto done; }
+        CLOSE_SUBTREE(n, end[n - 1]);
+    }
     if (span_bad) { err = "span exception out of range"; goto done; }
 #undef CLOSE_SUBTREE
-    if (version == 2) { /* tails: how far past the node's end; made absolute */
+    if (with_status) { /* tails: how far past the node's end; made absolute */
         uint32_t *tl = ptr[13];
         if (read_pairs(&ptl, n_tails, n, tl)) { err = "tail entry out of range"; goto done; }
         for (uint64_t k = 0; k < n_tails; k++) {
@@ -377,6 +412,7 @@ const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, P
     }
 done:
     free(table);
+    free(opmem);
     free(stack);
     free(spans);
     return err;
@@ -385,16 +421,15 @@ done:
 PyObject *decode_body(PyObject *self, PyObject *args) {
     Py_buffer rec, tok;
     Py_ssize_t body, n, kinds, phantom_len;
-    int wide_kind, wide_field;
+    int hflags;
     long long source_len;
     long kind_limit, field_limit;
-    if (!PyArg_ParseTuple(args, "y*nnnppnLy*ll", &rec, &body, &n, &kinds, &wide_kind,
-                          &wide_field, &phantom_len, &source_len, &tok, &kind_limit,
-                          &field_limit))
+    if (!PyArg_ParseTuple(args, "y*nnninLy*ll", &rec, &body, &n, &kinds, &hflags,
+                          &phantom_len, &source_len, &tok, &kind_limit, &field_limit))
         return NULL;
     PyObject *cols[NCOLS] = {0}, *result = NULL;
     const char *err = tok.len != 65536 * 2 || rec.len < 5 ? "token table size or record" :
-        decode_columns(rec.buf, rec.len, ((const uint8_t *)rec.buf)[4], body, n, kinds, wide_kind, wide_field, phantom_len,
+        decode_columns(rec.buf, rec.len, ((const uint8_t *)rec.buf)[4], body, n, kinds, hflags, phantom_len,
                        source_len, tok.buf, kind_limit, field_limit, cols);
     if (!err) result = PyTuple_New(NCOLS);
     if (result)
@@ -428,10 +463,23 @@ static inline void put_le(uint8_t **p, uint64_t v, int bytes) {
 
 PyObject *EncodeErr;
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static inline size_t hash_u64(uint64_t k, int bits) {
+    return (size_t)((k * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
+}
+
 /* encode_body(kind u16, gram u16, flags u8, field u16, size i64, start i64, end i64,
  *             unexpected i64, token_len i16[65536], identity, phantoms, source_len, source_crc,
- *             status u32 pairs or None) -> record body bytes (format 2 with the status
- * stream, format 1 without) */
+ *             status u32 pairs or None, tails u32 pairs or None) -> record body bytes
+ *             (format 3; header flag 4 when the status stream is present)
+ *
+ * Each node's (kind, grammar, opcode flags, field) is one entry of the record's node table
+ * (distinct entries, ascending), and the node is stored as its entry's index: one byte
+ * while the table has at most 256 entries. */
 PyObject *encode_body(PyObject *self, PyObject *args) {
     Py_buffer b[11];
     const char *ident, *phant;
@@ -462,8 +510,8 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
     const char *err = NULL;
     uint8_t *mem = NULL, *op = NULL;
     int64_t *fls = NULL;
-    uint16_t *map = NULL;
-    uint32_t *alias = NULL; /* (kind << 16 | gram) of aliased pairs, first-appearance order */
+    uint64_t *keys = NULL, *slots = NULL, *table = NULL;
+    uint32_t *slot_idx = NULL;
     if (n <= 0 || b[0].len != 2 * n || b[1].len != 2 * n || b[3].len != 2 * n ||
         b[4].len != 8 * n || b[5].len != 8 * n || b[6].len != 8 * n || b[8].len != 65536 * 2 ||
         ilen > 255 || n > (Py_ssize_t)UINT32_MAX || slen > UINT32_MAX ||
@@ -482,42 +530,16 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
             err = "tail entries out of order or range";
             goto done;
         }
-    uint64_t present[1024];
-    memset(present, 0, sizeof present);
-    map = malloc(65536 * sizeof(uint16_t));
-    size_t n_alias = 0, cap_alias = 0;
-    op = malloc((size_t)n);
-    fls = malloc(sizeof(int64_t) * (size_t)n);
-    if (!map || !op || !fls) { PyErr_NoMemory(); goto done; }
+    Py_ssize_t n_inner = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (gram[i] == kind[i]) { present[kind[i] >> 6] |= 1ULL << (kind[i] & 63); continue; }
-        uint32_t key = (uint32_t)kind[i] << 16 | gram[i];
-        size_t k = 0;
-        while (k < n_alias && alias[k] != key) k++;
-        if (k == n_alias) {
-            if (n_alias == cap_alias) {
-                cap_alias = cap_alias ? 2 * cap_alias : 16;
-                uint32_t *q = realloc(alias, cap_alias * sizeof(uint32_t));
-                if (!q) { PyErr_NoMemory(); goto done; }
-                alias = q;
-            }
-            alias[n_alias++] = key;
-        }
-    }
-    size_t n_kinds = 0;
-    for (int w = 0; w < 1024; w++)
-        for (uint64_t bits = present[w]; bits; bits &= bits - 1) n_kinds++;
-    size_t total_kinds = n_kinds + n_alias;
-    if (total_kinds > 0xFFFF) { err = "too many distinct kinds"; goto done; }
-    int wide_kind = total_kinds > 256;
-    int wide_field = 0;
-    Py_ssize_t n_field = 0, n_inner = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (flags[i] & HAS_FIELD) { n_field++; if (field[i] > 255) wide_field = 1; }
         if (size[i] > 1) n_inner++;
         if (size[i] < 1 || size[i] > n - i) { err = "subtree size out of range"; goto done; }
     }
-    /* first leaf start of every node (reverse pass) and the opcodes */
+    op = malloc((size_t)n);
+    fls = malloc(sizeof(int64_t) * (size_t)n);
+    keys = malloc(sizeof(uint64_t) * (size_t)n);
+    if (!op || !fls || !keys) { PyErr_NoMemory(); goto done; }
+    /* first leaf start of every node (reverse pass), the opcodes and the table keys */
     for (Py_ssize_t i = n - 1; i >= 0; i--) fls[i] = size[i] > 1 ? fls[i + 1] : start[i];
     int64_t prev_end = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -525,6 +547,7 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
         if (size[i] > 1) {
             o |= HAS_CHILDREN;
             if (fls[i] != start[i] || end[i + size[i] - 1] != end[i]) o |= EXPLICIT;
+            if (o & UNEXPECTED) { err = "UNEXPECTED on an internal node"; goto done; }
         } else {
             o &= (uint8_t)~HAS_CHILDREN;
             if (start[i] < prev_end || end[i] < start[i]) { err = "leaves overlap or run backwards"; goto done; }
@@ -532,53 +555,87 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
             if (end[i] - start[i] != token_len[kind[i]]) o |= EXPLICIT;
         }
         op[i] = o;
+        keys[i] = (uint64_t)kind[i] << 48 | (uint64_t)gram[i] << 32 | (uint64_t)o << 16 |
+                  ((o & HAS_FIELD) ? field[i] : 0);
     }
-    size_t bound = 25 + (size_t)ilen + (size_t)n * 5 + (size_t)plen +
-                   10 * (2 * total_kinds + 2 * (size_t)n + 2 * (size_t)n_inner + (size_t)n_unexp +
+    /* the distinct keys (an open-addressing set), ascending, then each node's index */
+    int bits = 10;
+    size_t n_keys = 0, cap = (size_t)1 << bits;
+    slots = malloc(sizeof(uint64_t) * cap);
+    if (!slots) { PyErr_NoMemory(); goto done; }
+    memset(slots, 0xFF, sizeof(uint64_t) * cap); /* all ones: empty (no key has it) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t key = keys[i];
+        size_t h = hash_u64(key, bits);
+        while (slots[h] != UINT64_MAX && slots[h] != key) h = (h + 1) & (cap - 1);
+        if (slots[h] == key) continue;
+        slots[h] = key;
+        if (++n_keys > 0xFFFF) { err = "too many distinct node kinds"; goto done; }
+        if (2 * n_keys > cap) { /* grow and rehash */
+            size_t ncap = cap * 2;
+            uint64_t *ns = malloc(sizeof(uint64_t) * ncap);
+            if (!ns) { PyErr_NoMemory(); goto done; }
+            memset(ns, 0xFF, sizeof(uint64_t) * ncap);
+            bits++;
+            for (size_t j = 0; j < cap; j++)
+                if (slots[j] != UINT64_MAX) {
+                    size_t g = hash_u64(slots[j], bits);
+                    while (ns[g] != UINT64_MAX) g = (g + 1) & (ncap - 1);
+                    ns[g] = slots[j];
+                }
+            free(slots);
+            slots = ns;
+            cap = ncap;
+        }
+    }
+    table = malloc(sizeof(uint64_t) * n_keys);
+    slot_idx = malloc(sizeof(uint32_t) * cap);
+    if (!table || !slot_idx) { PyErr_NoMemory(); goto done; }
+    size_t t = 0;
+    for (size_t j = 0; j < cap; j++) if (slots[j] != UINT64_MAX) table[t++] = slots[j];
+    qsort(table, n_keys, sizeof(uint64_t), cmp_u64);
+    for (size_t k = 0; k < n_keys; k++) {
+        size_t h = hash_u64(table[k], bits);
+        while (slots[h] != table[k]) h = (h + 1) & (cap - 1);
+        slot_idx[h] = (uint32_t)k;
+    }
+    int wide_kind = n_keys > 256;
+    size_t bound = 25 + (size_t)ilen + (size_t)n * 2 + (size_t)plen +
+                   10 * (4 * n_keys + 2 * (size_t)n + 2 * (size_t)n_inner + (size_t)n_unexp +
                           2 + 2 * (size_t)n_status + 2 * (size_t)n_tails);
     mem = malloc(bound);
     if (!mem) { PyErr_NoMemory(); goto done; }
     uint8_t *p = mem;
     memcpy(p, "CSTV", 4); p += 4;
-    *p++ = with_status ? 2 : 1;
-    *p++ = (uint8_t)((wide_kind ? 1 : 0) | (wide_field ? 2 : 0));
+    *p++ = 3;
+    *p++ = (uint8_t)((wide_kind ? 1 : 0) | (with_status ? 4 : 0));
     put_le(&p, (uint64_t)n, 4);
     put_le(&p, slen, 4);
     put_le(&p, scrc, 4);
-    put_le(&p, total_kinds, 2);
+    put_le(&p, n_keys, 2);
     *p++ = (uint8_t)ilen;
     put_le(&p, (uint64_t)plen, 4);
     memcpy(p, ident, (size_t)ilen); p += ilen;
-    memcpy(p, op, (size_t)n); p += n;
-    /* kind table: plain kinds ascending, then aliased pairs */
-    size_t idx = 0;
-    uint32_t *table = malloc(sizeof(uint32_t) * (total_kinds ? total_kinds : 1));
-    if (!table) { PyErr_NoMemory(); goto done; }
-    for (int w = 0; w < 1024; w++)
-        for (uint64_t bits = present[w]; bits; bits &= bits - 1) {
-            uint32_t k = (uint32_t)(w * 64 + __builtin_ctzll(bits));
-            map[k] = (uint16_t)idx;
-            table[idx++] = k << 16 | k;
-        }
-    for (size_t k = 0; k < n_alias; k++) table[idx++] = alias[k];
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t k;
-        if (gram[i] == kind[i]) k = map[kind[i]];
-        else {
-            uint32_t key = (uint32_t)kind[i] << 16 | gram[i];
-            size_t a = 0;
-            while (alias[a] != key) a++;
-            k = (uint32_t)(n_kinds + a);
-        }
-        put_le(&p, k, wide_kind ? 2 : 1);
+        size_t h = hash_u64(keys[i], bits);
+        while (slots[h] != keys[i]) h = (h + 1) & (cap - 1);
+        put_le(&p, slot_idx[h], wide_kind ? 2 : 1);
     }
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (flags[i] & HAS_FIELD) put_le(&p, field[i], wide_field ? 2 : 1);
     memcpy(p, phant, (size_t)plen); p += plen;
     Writer w = {p};
-    for (size_t k = 0; k < total_kinds; k++) { put_varint(&w, table[k] >> 16); put_varint(&w, table[k] & 0xFFFF); }
-    free(table);
-    for (Py_ssize_t i = 0; i < n; i++) if (size[i] > 1) put_varint(&w, (uint64_t)(size[i] - 2));
+    for (size_t k = 0; k < n_keys; k++) {
+        uint64_t key = table[k];
+        put_varint(&w, key >> 48);
+        put_varint(&w, (key >> 32) & 0xFFFF);
+        put_varint(&w, (key >> 16) & 0xFF);
+        put_varint(&w, key & 0xFFFF);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (size[i] > 1) { /* child count - 1: the children are i + 1, then each one's next sibling */
+            uint64_t c = 0;
+            for (Py_ssize_t j = i + 1; j < i + size[i]; j += size[j]) c++;
+            put_varint(&w, c - 1);
+        }
     prev_end = 0;
     for (Py_ssize_t i = 0; i < n; i++) if (size[i] == 1) { put_varint(&w, (uint64_t)(start[i] - prev_end)); prev_end = end[i]; }
     for (Py_ssize_t i = 0; i < n; i++) if (size[i] == 1 && (op[i] & EXPLICIT)) put_varint(&w, (uint64_t)(end[i] - start[i]));
@@ -588,7 +645,7 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
             put_varint(&w, zigzag64(end[i] - end[i + size[i] - 1]));
         }
     for (Py_ssize_t k = 0; k < n_unexp; k++) put_varint(&w, zigzag64(unexp[k]));
-    if (with_status) { /* format 2: the query-status stream, (node gap, value) pairs */
+    if (with_status) { /* the query-status stream, (node gap, value) pairs */
         put_varint(&w, (uint64_t)n_status);
         uint64_t last = 0;
         for (Py_ssize_t k = 0; k < n_status; k++) {
@@ -607,7 +664,7 @@ PyObject *encode_body(PyObject *self, PyObject *args) {
     out = PyBytes_FromStringAndSize((const char *)mem, w.p - mem);
 done:
     if (err && !PyErr_Occurred()) PyErr_SetString(EncodeErr, err);
-    free(mem); free(op); free(fls); free(map); free(alias);
+    free(mem); free(op); free(fls); free(keys); free(slots); free(table); free(slot_idx);
     for (int k = 0; k < 11; k++) if (b[k].obj) PyBuffer_Release(&b[k]);
     return out;
 }

@@ -83,10 +83,9 @@ static inline int64_t le64s(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); ret
 /* codec.c */
 #define NCOLS 14 /* the decoder's buffers (decode_body) */
 const char *decode_columns(const uint8_t *buf, Py_ssize_t reclen, int version, Py_ssize_t body,
-                                  Py_ssize_t n, Py_ssize_t kinds, int wide_kind, int wide_field,
-                                  Py_ssize_t phantom_len, long long source_len,
-                                  const int16_t *token_len, long kind_limit, long field_limit,
-                                  PyObject *cols[NCOLS]);
+                           Py_ssize_t n, Py_ssize_t kinds, int hflags, Py_ssize_t phantom_len,
+                           long long source_len, const int16_t *token_len, long kind_limit,
+                           long field_limit, PyObject *cols[NCOLS]);
 extern PyObject *Corrupt, *EncodeErr;
 PyObject *corrupt(const char *msg);
 PyObject *new_bytes(Py_ssize_t len, void **data);

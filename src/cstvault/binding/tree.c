@@ -212,9 +212,9 @@ PyObject *open_tree(PyObject *self, PyObject *args) {
     Py_ssize_t len = PyBytes_GET_SIZE(record);
     if (len < REC_HEAD + 4) return corrupt("record truncated: shorter than its header");
     if (memcmp(buf, "CSTV", 4)) return corrupt("not a cstvault record (bad magic)");
-    if (buf[4] != 1 && buf[4] != 2) return PyErr_Format(Corrupt, "unsupported record format version %d", buf[4]);
+    if (buf[4] < 1 || buf[4] > 3) return PyErr_Format(Corrupt, "unsupported record format version %d", buf[4]);
     uint8_t hflags = buf[5];
-    if (hflags & ~3) return corrupt("unknown header flags");
+    if (hflags & ~(buf[4] == 3 ? 5 : 3)) return corrupt("unknown header flags");
     uint32_t n = le32(buf + 6), slen = le32(buf + 10), scrc = le32(buf + 14);
     uint16_t kinds = (uint16_t)(buf[18] | buf[19] << 8);
     uint8_t ilen = buf[20];
@@ -244,7 +244,7 @@ PyObject *open_tree(PyObject *self, PyObject *args) {
     PyObject *cols[NCOLS] = {0}, *out = NULL, *decoded = NULL, *result = NULL;
     TreeBase *t = NULL;
     const char *err = tok.len != 65536 * 2 ? "token table size" :
-        decode_columns(buf, len, buf[4], body, n, kinds, hflags & 1, (hflags >> 1) & 1, 0, slen,
+        decode_columns(buf, len, buf[4], body, n, kinds, hflags, 0, slen,
                        tok.buf, kind_limit, field_limit, cols);
     PyBuffer_Release(&tok);
     if (err) { if (!PyErr_Occurred()) corrupt(err); goto done; }

@@ -1,8 +1,9 @@
 """Columns <-> one self-describing bytes record (see docs/format.md).
 
-Layout: fixed header, identity, one opcode byte per node, kind-table index per node, field
-ids of nodes that have one, one LEB128 block, CRC32C. Everything is decoded with a handful
-of numpy calls; nothing loops over nodes in Python.
+Layout (format 3): fixed header, identity, one opcode per node (its index in the record's
+node table of (kind, grammar, flags, field) entries), one LEB128 block (the table, child
+counts, leaf gaps and lengths, ...), CRC32C. Formats 1 and 2 (a flags byte, a kind index
+and a field column per node; subtree sizes) are still read. Decoding is one C pass.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from ..columns import Columns
 from .errors import CorruptRecord, EncodeError
 
 MAGIC = b"CSTV"
-FORMAT_VERSION = 2  # 2 adds the query-status stream; 1 (without it) is still read
+FORMAT_VERSION = 3  # 3: node table and child counts; 2 and 1 (no status stream) still read
 _HEAD = struct.Struct("<4sBBIIIHBI")  # magic, version, hflags, nodes, source len,
 # source crc, kind-table entries, identity length, phantom section length
-_WIDE_KIND = 0x01
-_WIDE_FIELD = 0x02
+_WIDE_KIND = 0x01  # the per-node index is u16
+_WIDE_FIELD = 0x02  # formats 1 and 2: field ids are u16
+_STATUS = 0x04  # format 3: the query-status stream is present (format 2: always)
 _MAX_U32 = 0xFFFFFFFF
 
 
@@ -42,6 +44,7 @@ class Header(NamedTuple):  # parsed at every cold open: a tuple is cheaper than 
     wide_kind: bool
     wide_field: bool
     body: int  # offset of the opcode section
+    hflags: int
 
     @property
     def language(self) -> str:
@@ -79,9 +82,9 @@ def read_header(record: bytes | memoryview) -> Header:
     magic, version, hflags, n, slen, scrc, kinds, ilen, plen = _HEAD.unpack_from(record, 0)
     if magic != MAGIC:
         raise CorruptRecord("not a cstvault record (bad magic)")
-    if version not in (1, FORMAT_VERSION):
+    if version not in (1, 2, FORMAT_VERSION):
         raise CorruptRecord(f"unsupported record format version {version}")
-    if hflags & ~(_WIDE_KIND | _WIDE_FIELD):
+    if hflags & ~(_WIDE_KIND | (_STATUS if version == 3 else _WIDE_FIELD)):
         raise CorruptRecord("unknown header flags")
     body = _HEAD.size + ilen
     if n == 0 or body + n > len(record) or kinds == 0 or kinds > n:
@@ -101,6 +104,7 @@ def read_header(record: bytes | memoryview) -> Header:
         bool(hflags & _WIDE_KIND),
         bool(hflags & _WIDE_FIELD),
         body,
+        hflags,
     )
 
 
@@ -119,8 +123,9 @@ def decode_raw(
 ) -> tuple[str, tuple, tuple]:
     """Decode a record into (language, the decoder's buffers, phantoms); CorruptRecord on
     damage. Buffers: kind, grammar, flags, field, size, start, end, unexpected, phantom JSON,
-    parent, previous sibling, child count, query status and group tails (None in a format-1
-    record; see `columns_of`)."""
+    parent, previous sibling, child count, query status and group tails (None without a
+    status stream: a format-1 record, or a format-3 one without header flag 4; see
+    `columns_of`)."""
     if head is None:
         head = read_header(record)
     if verify_crc:
@@ -130,8 +135,8 @@ def decode_raw(
     language, token_len, kind_limit, field_limit = _grammar_args(head.identity)
     try:
         out = _native.decode_body(
-            record, head.body, head.nodes, head.kinds, head.wide_kind, head.wide_field,
-            head.phantom_len, head.source_len, token_len, kind_limit, field_limit,
+            record, head.body, head.nodes, head.kinds, head.hflags, head.phantom_len,
+            head.source_len, token_len, kind_limit, field_limit,
         )  # fmt: skip
     except _native.CorruptRecord as exc:
         raise CorruptRecord(str(exc)) from None

@@ -12,10 +12,10 @@ import struct
 import crc32c
 import numpy as np
 
-from .. import languages
-from ..columns import EXPLICIT, HAS_FIELD, Columns
+from .. import _native, languages
+from ..columns import EXPLICIT, HAS_CHILDREN, HAS_FIELD, Columns
 from . import varint
-from .bytecode import _HEAD, _WIDE_FIELD, _WIDE_KIND, FORMAT_VERSION, MAGIC
+from .bytecode import _HEAD, _STATUS, _WIDE_KIND, FORMAT_VERSION, MAGIC
 from .errors import EncodeError
 
 _MAX_U32 = 0xFFFFFFFF
@@ -30,13 +30,6 @@ def encode(cols: Columns, source: bytes) -> bytes:
     leaf = size == 1
     inner = ~leaf
 
-    key = (cols.kind.astype(np.uint32) << np.uint32(16)) | cols.grammar.astype(np.uint32)
-    table, kidx = np.unique(key, return_inverse=True)
-    if table.size > 0xFFFF:
-        raise EncodeError("too many distinct kinds")
-    table_kind = (table >> np.uint32(16)).astype(np.int64)
-    table_gram = (table & np.uint32(0xFFFF)).astype(np.int64)
-
     # leaves: gap from the previous leaf's end, length unless the kind predicts it
     lstart = cols.start[leaf]
     lend = cols.end[leaf]
@@ -47,7 +40,7 @@ def encode(cols: Columns, source: bytes) -> bytes:
     gaps = lstart - prev_end
     if (gaps < 0).any() or (lens < 0).any():
         raise EncodeError("leaves overlap or run backwards")
-    fixed = languages.tables(cols.language).token_len[table_kind][kidx[leaf]]
+    fixed = languages.tables(cols.language).token_len[cols.kind[leaf].astype(np.int64)]
     explicit_leaf = lens != fixed
 
     # internal nodes: span derived from first/last leaf; store exceptions only
@@ -60,15 +53,31 @@ def encode(cols: Columns, source: bytes) -> bytes:
     tail = cols.end[inner_at] - lend[last]
     exc = (lead != 0) | (tail != 0)
 
-    op = cols.flags & np.uint8(~EXPLICIT & 0xFF)
+    op = cols.flags & np.uint8(~(EXPLICIT | HAS_CHILDREN) & 0xFF)
+    op[inner] |= HAS_CHILDREN
     explicit = np.zeros(n, dtype=bool)
     explicit[leaf] = explicit_leaf
     explicit[inner_at[exc]] = True
     op = op | np.where(explicit, EXPLICIT, 0).astype(np.uint8)
 
+    # the node table: one entry per distinct (kind, grammar, flags, field), ascending
+    field = np.where((op & HAS_FIELD) != 0, cols.field, 0).astype(np.uint64)
+    key = (cols.kind.astype(np.uint64) << np.uint64(48)) | (
+        cols.grammar.astype(np.uint64) << np.uint64(32)) | (
+        op.astype(np.uint64) << np.uint64(16)) | field  # fmt: skip
+    table, kidx = np.unique(key, return_inverse=True)
+    if table.size > 0xFFFF:
+        raise EncodeError("too many distinct node kinds")
+    entries = np.column_stack([table >> np.uint64(48), (table >> np.uint64(32)) & np.uint64(0xFFFF),
+                               (table >> np.uint64(16)) & np.uint64(0xFF),
+                               table & np.uint64(0xFFFF)])  # fmt: skip
+
+    # child counts of internal nodes: a node's parent is the nearest open subtree
+    parents = np.frombuffer(_native.structure(np.ascontiguousarray(size, dtype=np.int64))[0],
+                            dtype=np.int32)  # fmt: skip
+    counts = np.bincount(parents[1:], minlength=n)[inner_at]
+
     wide_kind = table.size > 256
-    fields = cols.field[(cols.flags & HAS_FIELD) != 0]
-    wide_field = bool(fields.size) and int(fields.max()) > 255
     ident = languages.identity(cols.language).encode("ascii")
     phantoms = json.dumps(cols.phantoms).encode() if cols.phantoms else b""
 
@@ -77,8 +86,8 @@ def encode(cols: Columns, source: bytes) -> bytes:
     exc_vals[1::2] = tail[exc]
     block = np.concatenate(
         [
-            np.column_stack([table_kind, table_gram]).ravel().astype(np.uint64),
-            (size[inner_at] - 2).astype(np.uint64),
+            entries.ravel().astype(np.uint64),
+            (counts - 1).astype(np.uint64),
             gaps.astype(np.uint64),
             lens[explicit_leaf].astype(np.uint64),
             varint.zigzag(exc_vals),
@@ -89,8 +98,8 @@ def encode(cols: Columns, source: bytes) -> bytes:
     )
     head = _HEAD.pack(
         MAGIC,
-        1 if cols.status is None else FORMAT_VERSION,
-        (_WIDE_KIND if wide_kind else 0) | (_WIDE_FIELD if wide_field else 0),
+        FORMAT_VERSION,
+        (_WIDE_KIND if wide_kind else 0) | (0 if cols.status is None else _STATUS),
         n,
         len(source),
         crc32c.crc32c(source),
@@ -102,16 +111,12 @@ def encode(cols: Columns, source: bytes) -> bytes:
         [
             head,
             ident,
-            op.tobytes(),
             kidx.astype(np.uint16 if wide_kind else np.uint8).tobytes(),
-            fields.astype(np.uint16 if wide_field else np.uint8).tobytes(),
             phantoms,
             varint.encode(block),
         ]
     )
     return body + struct.pack("<I", crc32c.crc32c(body))
-
-
 
 
 def _status_stream(status: np.ndarray | None) -> list[np.ndarray]:
