@@ -63,9 +63,19 @@ def open(  # noqa: A001 - the documented entry point
     `write=True` takes the store's writer lock (waiting up to `wait` seconds — `timeout` is
     the same — for another writer, else `StoreLocked`) and allows per-file writes
     (`Store.update`, `remove`, `apply_edit`; `durability`, `batch_*`, `keep_versions`: see
-    `Store.open`)."""
+    `Store.open`). A sharded store (`cstvault index --shards`) opens as a
+    `shards.ShardedStore`, for reading: the same read API over all its shards."""
     if timeout is not None:
         wait = timeout
+    from .shards import find
+
+    if find(path) is not None:
+        if write:
+            raise ValueError(f"{path} is a sharded store: per-file writes are not supported "
+                             "on it (re-run `cstvault index` to bring it up to date)")  # fmt: skip
+        from .shards import ShardedStore
+
+        return ShardedStore.open(path, config)  # type: ignore[return-value]
     return Store.open(path, config, write=write, wait=wait, durability=durability,
                       batch_entries=batch_entries, batch_ms=batch_ms,
                       keep_versions=keep_versions,

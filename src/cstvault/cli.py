@@ -84,13 +84,23 @@ def main() -> None:
               help="Verify every file of this store instead of PATHS.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--max-mismatches", default=20, show_default=True, help="Mismatches to report.")
+@click.option("--jobs", "-j", type=int, default=os.cpu_count() or 1, show_default=True,
+              help="A sharded store: shards verified at a time (processes).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="A sharded store: verify its shards on Dask (scheduler address or local:N).")
 def verify(paths: tuple[str, ...], store_dir: str | None, as_json: bool,
-           max_mismatches: int) -> None:  # fmt: skip
+           max_mismatches: int, jobs: int, dask_address: str | None) -> None:  # fmt: skip
     """Round-trip every supported file under PATHS (or in a store) against tree-sitter."""
+    from .shards import find as find_sharded
+
     if not paths and not store_dir:
         raise click.UsageError("give PATHS to verify, or --store DIR")
     t0 = time.perf_counter()
-    if store_dir:
+    sharded = find_sharded(store_dir) if store_dir else None
+    shards = None
+    if sharded is not None:
+        report, shards = _verify_sharded(sharded, jobs, dask_address, as_json, max_mismatches)
+    elif store_dir:
         from .store import Store
 
         with Store.open(store_dir) as store, _progress(console.is_terminal and not as_json) as bar:
@@ -105,6 +115,9 @@ def verify(paths: tuple[str, ...], store_dir: str | None, as_json: bool,
     else:
         report = _verify_paths(paths, as_json, max_mismatches)
     result = report.as_dict()
+    if shards is not None:
+        result["shards"] = shards
+        result["shards_with_mismatches"] = [s["name"] for s in shards if s["mismatched"]]
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -172,20 +185,35 @@ _WAIT = click.option("--wait", type=float, default=0.0, show_default=True, metav
 @click.option("--freeze/--no-freeze", default=True, show_default=True,
               help="Recompress the new frames to zstd-19 once indexed (else: `cstvault freeze`).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
+@click.option("--shard-mb", type=float, default=None,
+              help="Index into a sharded store, cutting shards at this many MB of source "
+                   "(default 64 with --dask).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Run the shards' tasks on Dask: a scheduler address, or local:N for a "
+                   "LocalCluster of N workers (needs cstvault[dask]).")
 @_WAIT
 def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | None,
-          freeze: bool, as_json: bool, wait: float) -> None:  # fmt: skip
+          freeze: bool, as_json: bool, shard_mb: float | None, dask_address: str | None,
+          wait: float) -> None:  # fmt: skip
     """Index every supported file under ROOT (gitignore respected) into a store.
 
     Files are parsed, encoded and written as fast (zstd-1) frames, so the store is complete
     and queryable at parse speed; then, unless --no-freeze, the frames are frozen to zstd-19
     (dictionaries trained, symbols and catalog compacted).
+
+    With --shard-mb or --dask (or when the store is a sharded one) the files are cut into
+    shards by path ranges, each indexed and frozen as a task (--jobs processes, or Dask
+    workers), and the shards' manifest is written once all of them are complete.
     """
     from . import indexer
+    from .shards import find as find_sharded
     from .store import Store
     from .store.lock import WriterLock
 
     directory = Path(store_dir) if store_dir else Path(root) / ".cstvault"
+    if shard_mb is not None or dask_address is not None or find_sharded(directory):
+        _index_sharded(root, directory, jobs, shard_mb, dask_address, as_json, wait)
+        return
     with WriterLock(directory, wait, joinable=True):  # one writer from the index through its freeze
         with _progress(console.is_terminal and not as_json) as bar:
             task = bar.add_task("index", total=None, current="")
@@ -226,6 +254,90 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
         if frozen:
             click.echo(f"froze {frozen.blobs:,} blobs to zstd-19 in {frozen.seconds:.1f} s "
                        f"({frozen.bytes_before:,} -> {frozen.bytes_after:,} bytes)")  # fmt: skip
+
+
+def _index_sharded(root: str, directory: Path, jobs: int, shard_mb: float | None,
+                   dask_address: str | None, as_json: bool, wait: float) -> None:  # fmt: skip
+    from contextlib import ExitStack
+
+    from .shards import build
+    from .shards.manifest import ManifestError
+    from .store import CATALOG
+
+    if (directory / CATALOG).exists():
+        raise click.ClickException(f"{directory} holds a single store: give --store another "
+                                   "directory for the sharded one")  # fmt: skip
+    with ExitStack() as stack:
+        runner = _runner(stack, jobs, dask_address)
+        bar = stack.enter_context(_progress(console.is_terminal and not as_json))
+        task = bar.add_task("shards", total=None, current="")
+
+        def step(done: int, total: int, res: dict) -> None:
+            bar.update(task, completed=done, total=total, current=res["name"])
+
+        try:
+            out = build.index_sharded(root, directory, runner=runner,
+                                      shard_mb=shard_mb or build.SHARD_MB, progress=step,
+                                      wait=wait)  # fmt: skip
+        except (build.ShardFailed, ManifestError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    out["store"] = str(directory)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"indexed {out['files']:,} files ({out['lines']:,} lines) into {out['shards']} "
+               f"shards in {out['seconds']} s; {out['unchanged']:,} unchanged; "
+               f"worker peak RSS {out['worker_peak_rss_mb']} MB; store at {directory}")  # fmt: skip
+    _print_skipped([{"path": p, "reason": r} for p, r in out["skipped_files"]])
+
+
+def _open_read(store_dir: str):
+    """A store opened for reading: a single store, or a sharded one read as one."""
+    from . import open as open_store
+
+    return open_store(store_dir)
+
+
+def _verify_sharded(directory: Path, jobs: int, dask_address: str | None, as_json: bool,
+                    max_mismatches: int):  # fmt: skip
+    from contextlib import ExitStack
+
+    from .shards import build, fanout
+    from .shards import manifest as mf
+
+    with ExitStack() as stack:
+        runner = _runner(stack, jobs, dask_address)
+        bar = stack.enter_context(_progress(console.is_terminal and not as_json))
+        task = bar.add_task("verify", total=len(mf.read(directory).shards), current="")
+        try:
+            return fanout.verify_sharded(directory, runner, max_mismatches,
+                                         progress=lambda out: bar.advance(task))  # fmt: skip
+        except (build.ShardFailed, mf.ManifestError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _runner(stack, jobs: int, dask_address: str | None):
+    """Where shard tasks run: `jobs` local processes, or the Dask cluster at the address
+    (closed with `stack`)."""
+    from .shards import build
+
+    if dask_address is None:
+        return build.local_runner(jobs)
+    from .shards.on_dask import DaskUnavailable, dask_runner
+
+    try:
+        return stack.enter_context(dask_runner(dask_address))
+    except DaskUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _stores_of(opened) -> list:
+    """The single stores behind an opened store: itself, or a sharded store's shards."""
+    from .shards import ShardedStore
+
+    if isinstance(opened, ShardedStore):
+        return [opened.shard(k) for k in range(len(opened.manifest.shards))]
+    return [opened]
 
 
 SHOW_SKIPPED = 20
@@ -282,9 +394,7 @@ def freeze(store_dir: str, jobs: int, disk_quota_mb: float | None, as_json: bool
 @click.option("--json", "as_json", is_flag=True)
 def stats(store_dir: str, as_json: bool) -> None:
     """Counts and sizes of a store."""
-    from .store import Store
-
-    with Store.open(store_dir) as store:
+    with _open_read(store_dir) as store:
         s = store.stats()
     if as_json:
         click.echo(json.dumps(s, indent=2))
@@ -332,7 +442,6 @@ def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, j
     `path:row:col  @capture  text` per capture (1-based row and column)."""
     from .query import Query, QueryError
     from .search import NothingToSearch, plan, run
-    from .store import Store
 
     text = Path(pattern).read_text() if pattern.endswith(".scm") and Path(pattern).is_file() \
         else pattern  # fmt: skip
@@ -344,16 +453,22 @@ def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, j
         q = Query(language, text)
     except QueryError as exc:
         raise click.ClickException(f"query: {exc}") from exc
-    with Store.open(store_dir) as store, _progress(console.is_terminal and not as_json) as bar:
-        try:
-            p = plan(store, q, list(globs) or None)
-        except NothingToSearch as exc:
-            raise click.ClickException(f"query: {exc}") from exc
-        task = bar.add_task("query", total=len(p.paths), current="")
+    with _open_read(store_dir) as opened, \
+            _progress(console.is_terminal and not as_json) as bar:  # fmt: skip
+        plans = []
+        for store in _stores_of(opened):  # a sharded store: each shard in turn
+            try:
+                plans.append((store, plan(store, q, list(globs) or None)))
+            except NothingToSearch as exc:
+                why = exc
+        if not plans:
+            raise click.ClickException(f"query: {why}")
+        task = bar.add_task("query", total=sum(len(p.paths) for _, p in plans), current="")
         matches = files = 0
         found = []
         last = None
-        for m in run(store, q, p.paths, jobs, lambda n: bar.advance(task, n)):
+        for m in (m for store, p in plans
+                  for m in run(store, q, p.paths, jobs, lambda n: bar.advance(task, n))):
             matches += 1
             files += m.path != last
             last = m.path
@@ -371,17 +486,20 @@ def query(pattern: str, globs: tuple[str, ...], language: str, store_dir: str, j
                     line = c.text.split(b"\n", 1)[0][:120].decode("utf-8", "replace")
                     click.echo(f"{printable(m.path)}:{c.start_point[0] + 1}:"
                                f"{c.start_point[1] + 1}  @{name}  {line}")
-    summary = {"matches": matches, "files_matched": files, "files_read": len(p.paths),
-               "files_of_language": p.candidates,
-               "skipped_by_symbols": p.candidates - len(p.paths) - p.kind_skipped,
-               "skipped_by_kinds": p.kind_skipped,
+    read = sum(len(p.paths) for _, p in plans)
+    candidates = sum(p.candidates for _, p in plans)
+    kind_skipped = sum(p.kind_skipped for _, p in plans)
+    summary = {"matches": matches, "files_matched": files, "files_read": read,
+               "files_of_language": candidates,
+               "skipped_by_symbols": candidates - read - kind_skipped,
+               "skipped_by_kinds": kind_skipped,
                "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     if as_json:
         click.echo(json.dumps({**summary, "matches_found": found} if not count else summary,
                               indent=2))  # fmt: skip
     elif count:
-        click.echo(f"{matches:,} matches in {files:,} files ({len(p.paths):,} of "
-                   f"{p.candidates:,} {language} files read)")  # fmt: skip
+        click.echo(f"{matches:,} matches in {files:,} files ({read:,} of "
+                   f"{candidates:,} {language} files read)")  # fmt: skip
 
 
 def _tag_rows(items) -> list[dict]:
@@ -412,9 +530,8 @@ def outline(file: str, store_dir: str, as_json: bool) -> None:
     """The definitions in a stored FILE, nested (from the store: nothing is parsed)."""
     from rich.tree import Tree as RichTree
 
-    from .store import Store
 
-    with Store.open(store_dir) as store, _not_stored_is_an_error():
+    with _open_read(store_dir) as store, _not_stored_is_an_error():
         items = store.outline(file)
     if as_json:
         click.echo(json.dumps([{**row, "depth": depth} for (depth, _), row in
@@ -438,9 +555,8 @@ def outline(file: str, store_dir: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def defs(name: str, kind: str | None, store_dir: str, as_json: bool) -> None:
     """Where NAME is defined, across the store: path:row:col  kind  name."""
-    from .store import Store
 
-    with Store.open(store_dir) as store:
+    with _open_read(store_dir) as store:
         _print_tags(store.definitions(name, kind), as_json)
 
 
@@ -450,9 +566,8 @@ def defs(name: str, kind: str | None, store_dir: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def refs(name: str, store_dir: str, as_json: bool) -> None:
     """Where NAME is referenced (calls and uses, as the grammars' tags queries define them)."""
-    from .store import Store
 
-    with Store.open(store_dir) as store:
+    with _open_read(store_dir) as store:
         _print_tags(store.references(name), as_json)
 
 
@@ -476,9 +591,8 @@ def highlight(file: str, store_dir: str) -> None:
     from .grammar_queries import query_text
     from .query import Query
     from .search import file_matches
-    from .store import Store
 
-    with Store.open(store_dir) as store:
+    with _open_read(store_dir) as store:
         try:
             blob, _ = store._located(file)
         except KeyError as exc:
@@ -528,10 +642,9 @@ def _file_version(target: str) -> tuple[str, int | None, str]:
 def show(target: str, store_dir: str) -> None:
     """S-expression of a stored FILE (FILE@VERSION: a kept version), or the node at
     FILE[@VERSION]:ROW:COL (1-based) and its ancestors."""
-    from .store import Store
 
     path, version, pos = _file_version(target)
-    with Store.open(store_dir) as store:
+    with _open_read(store_dir) as store:
         try:
             tree = store.tree(path, version=version)
             if not pos:
@@ -560,9 +673,8 @@ def show(target: str, store_dir: str) -> None:
 @_on_a_file
 def history(file: str, store_dir: str, as_json: bool) -> None:
     """The kept versions of FILE, newest first (read one with `show FILE@VERSION`)."""
-    from .store import Store
 
-    with Store.open(store_dir) as store, _not_stored_is_an_error():
+    with _open_read(store_dir) as store, _not_stored_is_an_error():
         rows = [v.__dict__ for v in store.versions(file)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -657,6 +769,9 @@ def _print_verify(r: dict) -> None:
         table.add_row(key, f"{r[key]:,}")
     table.add_row("skipped", f"{len(r['skipped']):,} {r['skipped_by_reason'] or ''}")
     table.add_row("seconds", f"{r['seconds']}")
+    if r.get("shards") is not None:
+        table.add_row("shards", f"{len(r['shards'])}, with mismatches: "
+                                f"{', '.join(r['shards_with_mismatches']) or 'none'}")
     if r["source_bytes"]:
         table.add_row("record bytes / line", f"{r['record_bytes'] / max(r['lines'], 1):.2f}")
     out.print(table)

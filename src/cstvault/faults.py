@@ -4,6 +4,8 @@
 (default 1) it reaches the named point of a commit protocol, either die at once
 (`kill`, the default: SIGKILL to itself, as a power cut or the OOM killer would) or fail as
 a full disk would (`enospc`: OSError ENOSPC). Unset, `point` is a function that returns.
+With `CSTVAULT_FAULT_ONCE=FILE` too, the fault fires only in the process that creates FILE
+(a Dask worker restarted with the same environment then runs the task again unharmed).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 
 ENV = "CSTVAULT_FAULT"
+ONCE_ENV = "CSTVAULT_FAULT_ONCE"
 
 # every named point, in the order a store meets them
 POINTS = (
@@ -43,6 +46,8 @@ LIVE_POINTS = (
     "live.replaying",  # an opener found unapplied journal entries, before applying them
     "live.replay_stored",  # replay: a torn group's files journaled again, not yet committed
 )
+# a sharded index's tasks (shards/build.py), exercised by tests/test_shards.py
+SHARD_POINTS = ("shards.indexed",)  # a shard's files indexed, not yet frozen
 
 
 def _parse(spec: str | None) -> tuple[str, int, str] | None:
@@ -50,9 +55,9 @@ def _parse(spec: str | None) -> tuple[str, int, str] | None:
         return None
     name, _, rest = spec.partition(":")
     count, _, action = rest.partition(":")
-    if name not in POINTS + LIVE_POINTS:
-        raise ValueError(f"{ENV}: unknown point {name!r} "
-                         f"(known: {', '.join(POINTS + LIVE_POINTS)})")  # fmt: skip
+    known = POINTS + LIVE_POINTS + SHARD_POINTS
+    if name not in known:
+        raise ValueError(f"{ENV}: unknown point {name!r} (known: {', '.join(known)})")
     if action not in ("", "kill", "enospc"):
         raise ValueError(f"{ENV}: unknown action {action!r} (kill or enospc)")
     return name, int(count or 1), action or "kill"
@@ -69,6 +74,12 @@ def _point(name: str) -> None:
     _hits[0] += 1
     if _hits[0] != _FAULT[1]:
         return
+    once = os.environ.get(ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return  # fired already, in another process
     if _FAULT[2] == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")

@@ -34,7 +34,7 @@ from .store import Store
 from .store.segments import SEGMENT_LIMIT
 from .symbols import symbol_texts
 from .tags import pack_definitions, tags_of, tags_query
-from .walk import walk_files
+from .walk import listed_files, walk_files
 
 INDEX_LEVEL = 1  # frames are written fast; `freeze` recompresses them to FROZEN_LEVEL
 FROZEN_LEVEL = 19
@@ -212,6 +212,7 @@ def index(
     on_commit: Callable[[list[str]], None] | None = None,
     disk_quota_mb: float | None = None,
     only: set[str] | None = None,
+    paths: list[str] | None = None,
     level: int = INDEX_LEVEL,
     compact: bool = True,
     wait: float = 0.0,
@@ -222,7 +223,9 @@ def index(
     With `disk_quota_mb`, a batch that would take the segment files past the quota raises
     DiskQuotaExceeded before anything of it is written (earlier batches stay committed). The
     quota is kept in the store: later runs (and `freeze`) enforce it when given none.
-    With `only` (root-relative '/'-separated paths), just those files are indexed.
+    With `only` (root-relative '/'-separated paths), just those files are indexed. With
+    `paths` (root-relative, ascending: a shard's share of a walk made by the caller) nothing
+    is walked: the store then holds exactly those files, and any other it held is removed.
     `progress(done, total, path)` is called per file; `total` is None until the walk,
     which runs ahead of the encoding, has found every file.
     Frames are written at zstd `level` (fast by default); `freeze.freeze` then recompresses
@@ -278,7 +281,8 @@ def index(
             top = os.fspath(root).rstrip(os.sep) or os.sep
             chunk: list[tuple[str, str, os.stat_result | None]] = []
             k = 0
-            for path, language, st in walk_files([root], skipped):
+            listed = walk_files([root], skipped) if paths is None else listed_files(top, paths)
+            for path, language, st in listed:
                 rel = path[len(top) + 1 :]
                 if os.sep != "/":
                     rel = rel.replace(os.sep, "/")

@@ -71,6 +71,22 @@ def walk_files(paths: Iterable[str | os.PathLike[str]], skipped: Skip | None = N
         yield from _walk(root.rstrip(os.sep) or os.sep, real, [], _Walk(real, report))
 
 
+def listed_files(root: str, rels: Iterable[str]
+                 ) -> Iterator[tuple[str, str, os.stat_result | None]]:  # fmt: skip
+    """Root-relative files named by a caller (a shard's share of one walk) as `walk_files`
+    yields them; unsupported names are left out, a file that cannot be stat'ed has None."""
+    for rel in rels:
+        lang = languages.detect(rel)
+        if not lang:
+            continue
+        path = os.path.join(root, *rel.split("/"))
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        yield path, lang, st
+
+
 class _Walk:
     def __init__(self, root: str, skipped: Skip):
         self.root = root

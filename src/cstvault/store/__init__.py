@@ -41,6 +41,9 @@ SEGMENTS = "segments"
 def resolve(path: str | os.PathLike[str]) -> Path:
     """A store directory: `path` itself, or `path/.cstvault` when that holds a store."""
     p = Path(path)
+    for d in (p, p / ".cstvault"):
+        if (d / "shards.json").exists():
+            raise ValueError(f"{d} is a sharded store: open it with cstvault.open()")
     if (p / CATALOG).exists():
         return p
     if (p / ".cstvault" / CATALOG).exists():
@@ -77,6 +80,7 @@ class Store:
         self._root = root or None
         self._live = None
         self._live_options = live or {}
+        self._shard: int | None = None  # a sharded store's shard: its key space in a shared cache
         self.recovery: dict | None = None  # what replaying the journal at open did
         if needs_replay(directory, meta):
             self._recover()
@@ -393,8 +397,13 @@ class Store:
             return version_tree(self, path, version)
         return self._retrying(path, self._tree)
 
+    def _cache_key(self, blob_id: int, path: str) -> tuple:
+        """A tree's key in the tiered cache: its blob (and path, when its text may come from
+        the working file), and the shard of a sharded store (whose shards share the cache)."""
+        return blob_id, path if self._root is not None else None, self._shard
+
     def _tree(self, path: str, blob, indexed: tuple[int, int]) -> Tree:
-        key = (blob.id, path if self._root is not None else None)
+        key = self._cache_key(blob.id, path)
         if self.cache.holds(key):  # callbacks only when a RAM tier may serve it
             tree = self.cache.get(
                 key,
@@ -705,7 +714,7 @@ class _WorkingSource(DeferredSource):
             if len(source) != self.length or crc32c(source) != self.crc:
                 raise CorruptRecord(f"{self.path}: source does not match its tree record")
         self.resolved = source
-        store.cache.grew((self.blob.id, self.path), len(source))  # now held in RAM
+        store.cache.grew(store._cache_key(self.blob.id, self.path), len(source))  # held in RAM
         return source
 
 
