@@ -230,3 +230,30 @@ def test_rss_sampler_sees_a_child_process():
     with Sampler(proc.pid) as s:
         proc.wait()
     assert s.peak > 110 << 20
+
+
+def test_bench_scale_reports_every_key(tmp_path):
+    """`bench scale` on a small tree: the two indexes, their equality (0 differences, every
+    file and symbol checked), the synthetic copies in shards, the reader's figures."""
+    root = tmp_path / "code"
+    for k in range(4):
+        for lang, cases in SNIPPETS.items():
+            for name, src in cases.items():
+                p = root / f"d{k}" / f"{lang}_{name}.{EXT[lang]}"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(src * (k + 1))
+    res = CliRunner().invoke(cli.main, [
+        "bench", "scale", "--corpus", str(root), "--work", str(tmp_path / "w"),
+        "--shard-mb", "0.004", "--copies", "2", "--scale-shard-mb", "0.008", "--ops", "200",
+        "--lookups", "20", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    eq = out["equality"]
+    assert out["differences"] == 0 and eq["files_checked"] == 4 * 3 * len(SNIPPETS)
+    assert eq["symbols_checked"] > 20 and eq["pending_symbols"] == 0
+    assert out["dask"]["shards"] >= 3 and out["dask_vs_local_throughput_ratio"] > 0
+    assert out["shards"] >= 3 and out["lines"] == out["scale"]["lines_written"]
+    for key in ("worker_peak_rss_mb", "sharded_open_ms", "symbol_lookup_p50_ms",
+                "attributable_rss_mb"):
+        assert out[key] > 0, key
+    assert not (tmp_path / "w" / "synthetic").exists()  # the copies are removed

@@ -152,6 +152,53 @@ def register(group: click.Group) -> None:
                        f"{r['index_end_to_end_lines_per_s']:,d} lines/s")  # fmt: skip
 
     @group.command()
+    @click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), default=None,
+                  help="Corpus directory (default: the one `bench corpus` made).")
+    @click.option("--work", type=click.Path(path_type=Path), default=None,
+                  help="Where the stores and the synthetic tree go (default: the cache).")
+    @click.option("--jobs", type=int, default=2, show_default=True,
+                  help="Threads of `index --jobs`, workers of the LocalCluster.")
+    @click.option("--shard-mb", type=float, default=32, show_default=True,
+                  help="Shard size for the corpus's sharded store (the equality check).")
+    @click.option("--copies", type=int, default=12, show_default=True,
+                  help="Copies of the corpus in the synthetic tree (0: skip the scale run).")
+    @click.option("--scale-shard-mb", type=float, default=256, show_default=True)
+    @click.option("--budget-mb", type=float, default=16, show_default=True)
+    @click.option("--ops", type=int, default=20_000, show_default=True)
+    @click.option("--lookups", type=int, default=2_000, show_default=True)
+    @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def scale(corpus_dir: Path | None, work: Path | None, jobs: int, shard_mb: float,
+              copies: int, scale_shard_mb: float, budget_mb: float, ops: int, lookups: int,
+              seed: int, as_json: bool) -> None:  # fmt: skip
+        """Sharded stores on a Dask LocalCluster: equality with one store, throughput
+        against `index --jobs`, and a synthetic tree of `copies` corpora (RSS per worker,
+        open, symbol lookups across shards, reader RSS)."""
+        from . import corpus as corpus_mod
+        from . import scale as scale_mod
+
+        corpus = corpus_dir or corpus_mod.DEFAULT_DIR / "corpus"
+        if not corpus.is_dir():
+            raise click.ClickException(f"no corpus at {corpus}: run `cstvault bench corpus`")
+        t0 = time.perf_counter()
+        result = scale_mod.run(corpus, work or corpus_mod.DEFAULT_DIR / "bench-scale",
+                               jobs=jobs, shard_mb=shard_mb, copies=copies,
+                               scale_shard_mb=scale_shard_mb, budget_mb=budget_mb, ops=ops,
+                               lookups=lookups, seed=seed,
+                               log=lambda m: err.print(m, style="dim"))  # fmt: skip
+        _stamp(result, "scale", t0)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+            return
+        click.echo(f"differences {result['differences']}; dask / local throughput "
+                   f"{result['dask_vs_local_throughput_ratio']}")  # fmt: skip
+        if "lines" in result:
+            click.echo(f"{result['lines']:,} lines in {result['shards']} shards; worker peak "
+                       f"{result['worker_peak_rss_mb']} MB; open {result['sharded_open_ms']} "
+                       f"ms; symbol lookup p50 {result['symbol_lookup_p50_ms']} ms; reader "
+                       f"{result['attributable_rss_mb']} MB attributable")  # fmt: skip
+
+    @group.command()
     @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
                   help="An indexed store (e.g. the one `bench store` leaves in the cache).")
     @click.option("--reads", type=int, default=20_000, show_default=True)

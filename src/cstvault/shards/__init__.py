@@ -10,11 +10,13 @@ so `max_memory_mb` is the process's budget, not a shard's. Writing and the Dask 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..cache import CacheConfig, TieredCache
 from ..store import CATALOG
+from ..store.packs import PackCache
 from . import manifest as mf
 from .manifest import MANIFEST, Manifest, ManifestError
 
@@ -39,6 +41,9 @@ class ShardedStore:
         self.manifest = manifest
         self.config = config or CacheConfig()
         self.cache = TieredCache(self.config)
+        # what a store keeps besides its trees, kept once for all shards (keys name the shard)
+        self._dctxs: OrderedDict = OrderedDict()
+        self._packs, self._tree_packs = PackCache(), PackCache()
         self._working_tree = working_tree
         self._stores: list = [None] * len(manifest.shards)
         for shard in manifest.shards:
@@ -84,6 +89,8 @@ class ShardedStore:
                                     f"the manifest records (files digest {digest}, recorded "
                                     f"{info.digest}): re-run the index to rebuild it")  # fmt: skip
             store.cache, store._shard = self.cache, k  # one budget for the process
+            store._dctxs, store._packs, store._tree_packs = \
+                self._dctxs, self._packs, self._tree_packs  # fmt: skip
             self._stores[k] = store
         return store
 

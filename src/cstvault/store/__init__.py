@@ -68,7 +68,7 @@ class Store:
         self.cache = TieredCache(self.config)
         self._reader = SegmentReader(directory / SEGMENTS, keep_open=segment_lru)
         self._writer: SegmentWriter | None = None
-        self._dctxs: OrderedDict[int, zstandard.ZstdDecompressor] = OrderedDict()
+        self._dctxs: OrderedDict[tuple, zstandard.ZstdDecompressor] = OrderedDict()
         self._packs = packs.PackCache()  # decompressed source packs
         self._tree_packs = packs.PackCache()
         self._paths = pathindex.PathIndex(directory)
@@ -258,12 +258,13 @@ class Store:
     def _decompressor(self, did: int) -> zstandard.ZstdDecompressor:
         """Decompression contexts by dictionary, an LRU of DCTX_CACHE (each holds a zstd
         context and the digested dictionary; making one digests the dictionary again)."""
-        d = self._dctxs.get(did)
+        key = (self._shard, did)  # a sharded store's shards share the LRU
+        d = self._dctxs.get(key)
         if d is not None:
-            self._dctxs.move_to_end(did)
+            self._dctxs.move_to_end(key)
             return d
         data = zstandard.ZstdCompressionDict(self.catalog.dictionary(did)) if did else None
-        d = self._dctxs[did] = zstandard.ZstdDecompressor(dict_data=data)
+        d = self._dctxs[key] = zstandard.ZstdDecompressor(dict_data=data)
         if len(self._dctxs) > DCTX_CACHE:
             self._dctxs.popitem(last=False)
         return d
@@ -275,13 +276,14 @@ class Store:
 
     def _member(self, loc: tuple[int, int, int, int], did: int, blob: int, what: str,
                 path: str, cache: packs.PackCache) -> bytes:  # fmt: skip
+        key = loc if self._shard is None else (self._shard, *loc)  # shards share the caches
         try:
             dctx = self._decompressor(did)
-            if loc in cache:
-                return cache.member(loc, lambda: self._reader.read(*loc), blob, dctx)
+            if key in cache:
+                return cache.member(key, lambda: self._reader.read(*loc), blob, dctx)
             raw = self._reader.read(*loc)
             if packs.is_pack(raw):
-                return cache.member(loc, raw, blob, dctx)
+                return cache.member(key, raw, blob, dctx)
             return dctx.decompress(raw)
         except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc
