@@ -187,7 +187,7 @@ _WAIT = click.option("--wait", type=float, default=0.0, show_default=True, metav
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
 @click.option("--shard-mb", type=float, default=None,
               help="Index into a sharded store, cutting shards at this many MB of source "
-                   "(default 64 with --dask).")
+                   "(default 256 with --dask).")
 @click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
               help="Run the shards' tasks on Dask: a scheduler address, or local:N for a "
                    "LocalCluster of N workers (needs cstvault[dask]).")

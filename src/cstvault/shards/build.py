@@ -21,7 +21,7 @@ from pathlib import Path
 from ..walk import walk_files
 from . import manifest as mf
 
-SHARD_MB = 64  # source bytes a shard is cut at (a frozen shard takes about a third)
+SHARD_MB = 256  # MB of source a shard is cut at (frozen, it takes about a third of that)
 
 
 @dataclass(frozen=True)
