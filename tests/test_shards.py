@@ -252,3 +252,21 @@ def test_nothing_on_the_single_machine_path_imports_dask(repo, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, check=True)  # fmt: skip
     assert out.stdout.strip() == "False"
+
+
+def test_a_query_runs_per_shard_on_a_dask_client_in_path_order(repo, tmp_path):
+    from distributed import Client, LocalCluster
+
+    sh = tmp_path / "sh"
+    build.index_sharded(repo, sh, runner=build.local_runner(2), shard_mb=SHARD_MB)
+    q = "(function_definition name: (identifier) @n)"
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None)  # fmt: skip
+    with cluster, Client(cluster) as client, cstvault.open(sh) as s:
+        local = list(s.query(q, "python"))
+        remote = list(s.query(q, "python", client=client))
+        go = list(s.query("(function_declaration) @f", "go", client=client))
+        go_files = {f.path for f in s.files() if f.path.endswith(".go")}
+    assert len(local) > 30 and remote == local
+    assert [m.path for m in remote] == sorted(m.path for m in remote)
+    assert {m.path for m in go} == go_files

@@ -143,9 +143,29 @@ class ShardedStore:
         return [r for store in self._all() for r in store.references(name)]
 
     def query(self, query: str | bytes, language: str, paths: list[str] | None = None,
-              jobs: int = 1, progress=None) -> Iterator:  # fmt: skip
+              jobs: int = 1, progress=None, client=None) -> Iterator:  # fmt: skip
+        """`Store.query` over every shard in path order (a shard without files of the
+        language is passed over; NothingToSearch only when none has any). With `client` (a
+        `distributed.Client`), a task per shard on its cluster, matches streamed in order."""
+        from ..search import NothingToSearch
+
+        if client is not None:
+            from .fanout import query_sharded
+            from .on_dask import client_runner
+
+            return query_sharded(self.directory, query, language, paths,
+                                 client_runner(client))  # fmt: skip
+
+        runs, why = [], None
         for store in self._all():
-            yield from store.query(query, language, paths, jobs, progress)
+            try:
+                runs.append(store.query(query, language, paths, jobs, progress))
+            except NothingToSearch as exc:
+                why = exc
+        if not runs and why is not None:
+            raise NothingToSearch(f"no shard of the sharded store at {self.directory} holds "
+                                  f"{language} files") from why
+        return (m for run in runs for m in run)
 
     def stats(self) -> dict:
         """The shards' counts and disk bytes summed, and each shard's own."""

@@ -47,3 +47,33 @@ def verify_sharded(directory: str | Path, runner: Runner, max_mismatches: int = 
         if progress:
             progress(out)
     return merged, sorted(shards, key=lambda s: s["name"])
+
+
+def query_shard(args: tuple) -> tuple[int, list]:
+    """A whole-store query over one shard (runs where the task runs): (shard, matches)."""
+    from ..search import NothingToSearch
+    from ..store import Store
+
+    k, directory, query, language, paths = args
+    with Store.open(directory, working_tree=False) as store:
+        try:
+            return k, list(store.query(query, language, paths))
+        except NothingToSearch:
+            return k, []
+
+
+def query_sharded(directory: str | Path, query: str | bytes, language: str,
+                  paths: list[str] | None, runner: Runner):  # fmt: skip
+    """`Store.query` as a task per shard; the matches streamed in path order (a shard's as
+    soon as it and every shard before it are done)."""
+    directory = Path(directory)
+    m = mf.read(directory)
+    names = [s.name for s in m.shards]
+    items = [(k, str(directory / n), query, language, paths) for k, n in enumerate(names)]
+    done: dict[int, list] = {}
+    nxt = 0
+    for k, matches in runner(query_shard, items, names):
+        done[k] = matches
+        while nxt in done:
+            yield from done.pop(nxt)
+            nxt += 1

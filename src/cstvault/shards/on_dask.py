@@ -28,7 +28,7 @@ class DaskUnavailable(RuntimeError):
 def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
     """A runner sending each shard task to the Dask cluster at `address` (or a local one)."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, LocalCluster
     except ImportError as exc:
         raise DaskUnavailable("Dask is not installed: pip install 'cstvault[dask]'") from exc
     cluster = None
@@ -46,6 +46,18 @@ def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
             cluster.close()
         raise DaskUnavailable(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
 
+    try:
+        yield client_runner(client, retries=retries)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def client_runner(client, *, retries: int = 1) -> Runner:
+    """A runner sending each task to the cluster of a `distributed.Client` the caller holds."""
+    from distributed import as_completed
+
     def run(fn: Callable, items: list, names: list[str]) -> Iterator:
         run_id = uuid.uuid4().hex[:8]
         keys = [f"cstvault-{fn.__name__}-{n}-{run_id}" for n in names]
@@ -57,10 +69,4 @@ def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
             except Exception as exc:  # noqa: BLE001 - reported by shard name
                 raise ShardFailed(f"shard {by_key[fut.key]} failed on Dask: {exc!r}") from exc
 
-    try:
-        yield run
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
+    return run

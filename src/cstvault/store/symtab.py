@@ -22,6 +22,7 @@ read by lookups and folded by `compact`, never written.
 from __future__ import annotations
 
 import heapq
+import sqlite3
 import struct
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -244,6 +245,7 @@ class SymbolTable:
         self.db = db
         self._get, self._set = meta_get, meta_set
         self._pending_table = False  # known to exist
+        self._no_legacy_runs = False  # an older store's `symbol_runs` known empty (never refilled)
 
     def _has_pending(self) -> bool:
         if not self._pending_table:
@@ -276,9 +278,11 @@ class SymbolTable:
         """Blob ids whose trees use `text` as an identifier (blocks, pending runs and an
         older store's recent layer; ascending)."""
         parts = []
+        sid = None
         block = self._block_for(text)
         if block is not None and (k := block.find(text)) is not None:
             parts.append(_blobs(block.stream(k)))
+            sid = int(block.ids[k])
         for run in self._runs():
             row = self.db.execute(
                 "SELECT data FROM symbol_pending WHERE run = ? AND first <= ? "
@@ -287,13 +291,25 @@ class SymbolTable:
                 pending = Block(row[0])
                 if (k := pending.find(text)) is not None:
                     parts.append(_blobs(pending.stream(k)))
-        sid = self.id_of(text)
-        if sid is not None:
+        if self._legacy_runs() and sid is None:
+            sid = self.id_of(text)
+        if sid is not None and self._legacy_runs():
             for (data,) in self.db.execute("SELECT data FROM symbol_runs"):
                 sids, blobs = unpack_run(data)
                 lo, hi = np.searchsorted(sids, [sid, sid + 1])
                 parts.append(blobs[lo:hi])
         return np.unique(np.concatenate(parts)).tolist() if parts else []
+
+    def _legacy_runs(self) -> bool:
+        """Does an older store's `symbol_runs` still hold rows (folded by the next compaction,
+        never written again: once empty, known empty)?"""
+        if not self._no_legacy_runs:
+            try:
+                found = self.db.execute("SELECT 1 FROM symbol_runs LIMIT 1").fetchone()
+            except sqlite3.OperationalError:  # no such table
+                found = None
+            self._no_legacy_runs = found is None
+        return not self._no_legacy_runs
 
     # writes (inside the caller's transaction)
     def add(self, per_blob: dict[int, set[bytes]]) -> None:
