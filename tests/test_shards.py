@@ -261,7 +261,7 @@ def test_a_query_runs_per_shard_on_a_dask_client_in_path_order(repo, tmp_path):
     build.index_sharded(repo, sh, runner=build.local_runner(2), shard_mb=SHARD_MB)
     q = "(function_definition name: (identifier) @n)"
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None)  # fmt: skip
+                           dashboard_address=":0")  # fmt: skip
     with cluster, Client(cluster) as client, cstvault.open(sh) as s:
         local = list(s.query(q, "python"))
         remote = list(s.query(q, "python", client=client))

@@ -36,7 +36,7 @@ def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
         if address.startswith("local:"):
             workers = int(address.split(":", 1)[1] or 1)
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None,
+                                   dashboard_address=":0",  # a free port: 8787 may be taken
                                    silence_logs=logging.ERROR)  # fmt: skip
             client = Client(cluster)
         else:
