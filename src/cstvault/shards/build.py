@@ -65,10 +65,9 @@ def cut(files: list[tuple[str, int]], shard_bytes: int) -> list[str]:
 
 def assign(files: list[tuple[str, int]], firsts: list[str]) -> list[list[str]]:
     """Each shard's files, by the ranges that `firsts` start."""
-    m = mf.Manifest("", [mf.Shard("", f, 0, 0, 0, 0) for f in firsts], 0)
     groups: list[list[str]] = [[] for _ in firsts]
     for rel, _ in files:
-        groups[m.shard_of(rel)].append(rel)
+        groups[mf.shard_of(firsts, rel)].append(rel)
     return groups
 
 

@@ -51,10 +51,17 @@ class Manifest:
     record_format: int = FORMAT_VERSION
     schema_version: str = SCHEMA_VERSION
     grammars: dict[str, str] = field(default_factory=dict)
+    _firsts: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def shard_of(self, path: str) -> int:
         """Index of the shard whose range holds `path`."""
-        return max(bisect.bisect_right([s.first for s in self.shards], path) - 1, 0)
+        return shard_of(self.firsts, path)
+
+    @property
+    def firsts(self) -> list[str]:
+        if len(self._firsts) != len(self.shards):
+            self._firsts = [s.first for s in self.shards]
+        return self._firsts
 
     @property
     def lines(self) -> int:
@@ -62,8 +69,14 @@ class Manifest:
 
     def to_json(self) -> str:
         body = {"format": MANIFEST_FORMAT, **asdict(self)}
+        body.pop("_firsts")
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return json.dumps({**body, "check": crc32c(text.encode())}, indent=1, sort_keys=True)
+
+
+def shard_of(firsts: list[str], path: str) -> int:
+    """Index of the range (ascending first paths, the first "") that holds `path`."""
+    return max(bisect.bisect_right(firsts, path) - 1, 0)
 
 
 def is_sharded(directory: str | os.PathLike[str]) -> bool:
