@@ -102,6 +102,7 @@ def test_rerunning_resumes_and_changed_files_go_to_their_shard(repo, tmp_path):
     before = mf.read(sh)
     again = build.index_sharded(repo, sh, runner=build.local_runner(2), shard_mb=SHARD_MB)
     assert again["indexed"] == 0 and again["unchanged"] == again["files"]
+    assert again["shards_rebuilt"] == 0  # no shard's files changed: no task ran
     (repo / "pkg1" / "sub" / "m1.py").write_text("def changed():\n    return 1\n")
     (repo / "pkg0" / "m0.py").unlink()
     (repo / "pkg2" / "new.py").write_text("def brand_new():\n    pass\n")
@@ -183,6 +184,9 @@ def test_bad_input_is_a_clear_error(repo, tmp_path, monkeypatch):
     assert res.exit_code != 0
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in res.output
     assert not (sh / mf.MANIFEST).exists()
+    res = CliRunner().invoke(main, ["index", str(repo), "--store", str(tmp_path / "one"),
+                                    "--scratch", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 2 and "--scratch is for sharded stores" in res.output
 
     build.index_sharded(repo, sh, runner=build.local_runner(2), shard_mb=SHARD_MB)
     text = (sh / mf.MANIFEST).read_text()
@@ -270,3 +274,28 @@ def test_a_query_runs_per_shard_on_a_dask_client_in_path_order(repo, tmp_path):
     assert len(local) > 30 and remote == local
     assert [m.path for m in remote] == sorted(m.path for m in remote)
     assert {m.path for m in go} == go_files
+
+
+def test_shards_built_in_a_scratch_directory_are_moved_in(repo, tmp_path):
+    """With a scratch directory the tasks write there (a changed shard from a copy of the
+    old one) and the driver moves the finished shards in; a shard whose files did not
+    change is kept without a task, the replaced ones are deleted after the manifest."""
+    sh, scratch = tmp_path / "sh", tmp_path / "scratch"
+    scratch.mkdir()
+    out = build.index_sharded(repo, sh, runner=build.local_runner(2), shard_mb=SHARD_MB,
+                              scratch=str(scratch))  # fmt: skip
+    first = mf.read(sh)
+    assert out["shards_rebuilt"] == len(first.shards) and list(scratch.iterdir()) == []
+    assert sorted(p.name for p in sh.iterdir() if p.is_dir()) == [s.name for s in first.shards]
+    assert _same(sh, _single(repo, tmp_path)) == []
+    (repo / "pkg3" / "sub" / "m7.py").write_text("def seventh():\n    return 7\n")
+    out = build.index_sharded(repo, sh, runner=build.local_runner(2), shard_mb=SHARD_MB,
+                              scratch=str(scratch))  # fmt: skip
+    second = mf.read(sh)
+    changed = [a.name for a, b in zip(first.shards, second.shards, strict=True)
+               if a.name != b.name]  # fmt: skip
+    k = second.shard_of("pkg3/sub/m7.py")
+    assert first.shards[k].name in changed and out["indexed"] == 1
+    assert out["shards_rebuilt"] == len(changed) == 1  # that shard alone
+    assert sorted(p.name for p in sh.iterdir() if p.is_dir()) == [s.name for s in second.shards]
+    assert _same(sh, _single(repo, tmp_path)) == [] and list(scratch.iterdir()) == []

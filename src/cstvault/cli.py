@@ -191,10 +191,13 @@ _WAIT = click.option("--wait", type=float, default=0.0, show_default=True, metav
 @click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
               help="Run the shards' tasks on Dask: a scheduler address, or local:N for a "
                    "LocalCluster of N workers (needs cstvault[dask]).")
+@click.option("--scratch", type=click.Path(file_okay=False), default=None,
+              help="Sharded: tasks build their shards here (a directory the workers and this "
+                   "process share), and this process moves them into the store.")
 @_WAIT
 def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | None,
           freeze: bool, as_json: bool, shard_mb: float | None, dask_address: str | None,
-          wait: float) -> None:  # fmt: skip
+          scratch: str | None, wait: float) -> None:  # fmt: skip
     """Index every supported file under ROOT (gitignore respected) into a store.
 
     Files are parsed, encoded and written as fast (zstd-1) frames, so the store is complete
@@ -212,8 +215,10 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
 
     directory = Path(store_dir) if store_dir else Path(root) / ".cstvault"
     if shard_mb is not None or dask_address is not None or find_sharded(directory):
-        _index_sharded(root, directory, jobs, shard_mb, dask_address, as_json, wait)
+        _index_sharded(root, directory, jobs, shard_mb, dask_address, scratch, as_json, wait)
         return
+    if scratch is not None:
+        raise click.UsageError("--scratch is for sharded stores (--shard-mb or --dask)")
     with WriterLock(directory, wait, joinable=True):  # one writer from the index through its freeze
         with _progress(console.is_terminal and not as_json) as bar:
             task = bar.add_task("index", total=None, current="")
@@ -257,7 +262,8 @@ def index(root: str, store_dir: str | None, jobs: int, disk_quota_mb: float | No
 
 
 def _index_sharded(root: str, directory: Path, jobs: int, shard_mb: float | None,
-                   dask_address: str | None, as_json: bool, wait: float) -> None:  # fmt: skip
+                   dask_address: str | None, scratch: str | None, as_json: bool,
+                   wait: float) -> None:  # fmt: skip
     from contextlib import ExitStack
 
     from .shards import build
@@ -277,8 +283,8 @@ def _index_sharded(root: str, directory: Path, jobs: int, shard_mb: float | None
 
         try:
             out = build.index_sharded(root, directory, runner=runner,
-                                      shard_mb=shard_mb or build.SHARD_MB, progress=step,
-                                      wait=wait)  # fmt: skip
+                                      shard_mb=shard_mb or build.SHARD_MB, scratch=scratch,
+                                      progress=step, wait=wait)  # fmt: skip
         except (build.ShardFailed, ManifestError) as exc:
             raise click.ClickException(str(exc)) from exc
     out["store"] = str(directory)

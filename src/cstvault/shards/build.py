@@ -11,6 +11,8 @@ with the same shard.
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,16 +39,17 @@ class ShardFailed(RuntimeError):
     """A shard's task failed, or the shard it left does not match what the task reported."""
 
 
-def walk(root: Path) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
-    """(root-relative path, size) of every supported file under `root`, ascending, and the
-    links not followed with why."""
+def walk(root: Path) -> tuple[list[tuple[str, int, int]], list[tuple[str, str]]]:
+    """(root-relative path, size, mtime in ns) of every supported file under `root`,
+    ascending, and the links not followed with why."""
     top = os.fspath(root).rstrip(os.sep) or os.sep
     links: list[tuple[str, str]] = []
     files = []
     for path, _, st in walk_files([root], lambda p, r: links.append((
             Path(p).relative_to(root).as_posix(), r))):  # fmt: skip
         rel = path[len(top) + 1 :].replace(os.sep, "/")
-        files.append((rel, st.st_size if st is not None else 0))
+        files.append((rel, st.st_size if st is not None else 0,
+                      st.st_mtime_ns if st is not None else 0))
     files.sort()
     return files, links
 
@@ -63,11 +66,11 @@ def cut(files: list[tuple[str, int]], shard_bytes: int) -> list[str]:
     return firsts
 
 
-def assign(files: list[tuple[str, int]], firsts: list[str]) -> list[list[str]]:
-    """Each shard's files, by the ranges that `firsts` start."""
-    groups: list[list[str]] = [[] for _ in firsts]
-    for rel, _ in files:
-        groups[mf.shard_of(firsts, rel)].append(rel)
+def assign(files: list[tuple[str, int, int]], firsts: list[str]) -> list[list[tuple]]:
+    """Each shard's files (path, size, mtime), by the ranges that `firsts` start."""
+    groups: list[list[tuple]] = [[] for _ in firsts]
+    for f in files:
+        groups[mf.shard_of(firsts, f[0])].append(f)
     return groups
 
 
@@ -143,15 +146,36 @@ def local_runner(jobs: int) -> Runner:
     return run
 
 
+def _as_stored(directory: Path, files: list[tuple[str, int, int]], digest: int) -> bool:
+    """Does the shard at `directory` hold exactly `files` (path, size, mtime) as they are
+    now, with the files digest the manifest recorded (then its task need not run)? A shard
+    with a skipped file always runs again (a skip keeps no size or mtime to compare)."""
+    from ..store import Store
+
+    try:
+        with Store.open(directory, working_tree=False) as store:
+            if store.catalog.files_digest() != digest or store.catalog.skipped():
+                return False
+            have = {f.path: (f.size, f.mtime_ns) for f in store.files()}
+    except (OSError, ValueError, RuntimeError, sqlite3.Error):  # missing, damaged, old: rebuild
+        return False
+    return have == {rel: (size, mtime) for rel, size, mtime in files}
+
+
 def index_sharded(root: str | os.PathLike[str], directory: str | os.PathLike[str], *,
-                  runner: Runner, shard_mb: float = SHARD_MB,
+                  runner: Runner, shard_mb: float = SHARD_MB, scratch: str | None = None,
                   progress: Callable[[int, int, dict], None] | None = None,
                   wait: float = 0.0) -> dict:  # fmt: skip
     """Index `root` into the sharded store at `directory` (created if missing): walk, cut
-    (or keep the manifest's ranges), run one task per shard through `runner`, check every
-    shard against what its task reported, then write the manifest. Nothing is committed
-    when a shard fails: the old manifest (if any) still names the old shards' contents,
-    and a re-run resumes."""
+    (or keep the manifest's ranges), run one task per shard whose files changed through
+    `runner`, check every shard against what its task reported, then write the manifest.
+
+    Tasks write their shard in place, or, with `scratch` (a directory the workers can
+    write to, shared with the driver), under it, from a copy of the shard they resume;
+    the driver then moves each finished shard into `directory` under a new name, and the
+    shards it replaces are deleted once the manifest names the new ones. Nothing is
+    committed when a shard fails: the old manifest (if any) still names the old shards'
+    contents, and a re-run resumes."""
     from ..store import Store
     from ..store.lock import WriterLock
 
@@ -159,40 +183,68 @@ def index_sharded(root: str | os.PathLike[str], directory: str | os.PathLike[str
     root = Path(root).resolve()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    run_id = f"{int(time.time())}-{os.getpid()}"
+    stage = Path(scratch) / f"cstvault-{run_id}" if scratch is not None else None
     with WriterLock(directory, wait):
         old = mf.read(directory) if mf.is_sharded(directory) else None
         if old is not None and old.root != str(root):
             raise mf.ManifestError(f"{directory}: its shards index {old.root}, not {root}")
         files, links = walk(root)
         shard_bytes = old.shard_bytes if old else max(1, int(shard_mb * 2**20))
-        firsts = [s.first for s in old.shards] if old else cut(files, shard_bytes)
+        firsts = old.firsts if old else cut([(r, s) for r, s, _ in files], shard_bytes)
         groups = assign(files, firsts)
-        tasks = [ShardTask(str(root), str(directory / shard_name(k)), shard_name(k),
-                           tuple(g)) for k, g in enumerate(groups)]  # fmt: skip
+        kept: dict[int, mf.Shard] = {}
+        tasks: list[tuple[int, ShardTask]] = []
+        for k, group in enumerate(groups):
+            prev = old.shards[k] if old else None
+            if prev is not None and _as_stored(directory / prev.name, group, prev.digest):
+                kept[k] = prev  # nothing changed: no task
+                continue
+            name = prev.name if prev is not None else shard_name(k)
+            where = directory / name
+            if stage is not None:
+                name = f"{shard_name(k)}.{run_id}"
+                where = stage / name
+                if prev is not None and (directory / prev.name).is_dir():
+                    shutil.copytree(directory / prev.name, where)  # resumed there
+            paths = tuple(rel for rel, _, _ in group)
+            tasks.append((k, ShardTask(str(root), str(where), name, paths)))
         results: dict[str, dict] = {}
-        for res in runner(build_shard, tasks, [t.name for t in tasks]):
+        for res in runner(build_shard, [t for _, t in tasks], [t.name for _, t in tasks]):
             results[res["name"]] = res
             if progress:
                 progress(len(results), len(tasks), res)
-        shards = []
-        for task, first in zip(tasks, firsts, strict=True):
+        made: dict[int, mf.Shard] = {}
+        for k, task in tasks:
             res = results.get(task.name)
             if res is None:
                 raise ShardFailed(f"shard {task.name}: its task returned nothing")
             with Store.open(task.directory, working_tree=False) as store:
                 got = shard_summary(store)
-            want = {k: res[k] for k in got}
+            want = {key: res[key] for key in got}
             if got != want:
                 raise ShardFailed(f"shard {task.name} does not hold what its task reported "
                                   f"({got} != {want}): run the index again")  # fmt: skip
-            shards.append(mf.Shard(task.name, first, **got))
+            made[k] = mf.Shard(task.name, firsts[k], **got)
+        if stage is not None:  # the driver moves the finished shards in
+            for _, task in tasks:
+                shutil.move(task.directory, directory / task.name)
+        shards = [kept.get(k) or made[k] for k in range(len(groups))]
         manifest = mf.Manifest(str(root), shards, shard_bytes, grammars=mf.grammar_identities())
         mf.write(directory, manifest)
+        names = {s.name for s in shards}
+        for s in old.shards if old else ():
+            if s.name not in names:  # replaced by a shard built in the scratch directory
+                shutil.rmtree(directory / s.name, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     seconds = time.perf_counter() - t0
     lines = manifest.lines
     return {"shards": len(shards), "files": sum(s.files for s in shards), "lines": lines,
+            "shards_rebuilt": len(tasks),
             "indexed": sum(r["indexed"] for r in results.values()),
-            "unchanged": sum(r["unchanged"] for r in results.values()),
+            "unchanged": sum(r["unchanged"] for r in results.values())
+            + sum(s.files for s in kept.values()),
             "skipped_files": sorted([tuple(x) for r in results.values()
                                      for x in r["skipped_files"]] + links),
             "seconds": round(seconds, 3),
