@@ -87,7 +87,9 @@ class ShardedStore:
                 store.close()
                 raise ManifestError(f"{self.directory}: shard {info.name} does not hold what "
                                     f"the manifest records (files digest {digest}, recorded "
-                                    f"{info.digest}): re-run the index to rebuild it")  # fmt: skip
+                                    f"{info.digest}): an index run is rebuilding it in place, "
+                                    "or it was changed or damaged; reopen once the index has "
+                                    "finished, or re-run the index")  # fmt: skip
             store.cache, store._shard = self.cache, k  # one budget for the process
             store._dctxs, store._packs, store._tree_packs = \
                 self._dctxs, self._packs, self._tree_packs  # fmt: skip
