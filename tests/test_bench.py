@@ -257,3 +257,10 @@ def test_bench_scale_reports_every_key(tmp_path):
                 "attributable_rss_mb"):
         assert out[key] > 0, key
     assert not (tmp_path / "w" / "synthetic").exists()  # the copies are removed
+    res = CliRunner().invoke(cli.main, [
+        "bench", "scale", "--work", str(tmp_path / "w"), "--corpus", str(root), "--ops", "100",
+        "--lookups", "10", "--reader-only", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.output[res.output.index("{") :])
+    assert again["reader_only"] and again["lines"] == out["lines"]
+    assert again["cache_mb"] >= 0 and again["attributable_anonymous_mb"] != 0

@@ -167,10 +167,12 @@ def register(group: click.Group) -> None:
     @click.option("--ops", type=int, default=20_000, show_default=True)
     @click.option("--lookups", type=int, default=2_000, show_default=True)
     @click.option("--seed", type=int, default=1, show_default=True)
+    @click.option("--reader-only", is_flag=True,
+                  help="Only the reader's part, on the sharded store an earlier run left.")
     @click.option("--json", "as_json", is_flag=True)
     def scale(corpus_dir: Path | None, work: Path | None, jobs: int, shard_mb: float,
               copies: int, scale_shard_mb: float, budget_mb: float, ops: int, lookups: int,
-              seed: int, as_json: bool) -> None:  # fmt: skip
+              seed: int, reader_only: bool, as_json: bool) -> None:  # fmt: skip
         """Sharded stores on a Dask LocalCluster: equality with one store, throughput
         against `index --jobs`, and a synthetic tree of `copies` corpora (RSS per worker,
         open, symbol lookups across shards, reader RSS)."""
@@ -184,14 +186,15 @@ def register(group: click.Group) -> None:
         result = scale_mod.run(corpus, work or corpus_mod.DEFAULT_DIR / "bench-scale",
                                jobs=jobs, shard_mb=shard_mb, copies=copies,
                                scale_shard_mb=scale_shard_mb, budget_mb=budget_mb, ops=ops,
-                               lookups=lookups, seed=seed,
+                               lookups=lookups, seed=seed, reader_only=reader_only,
                                log=lambda m: err.print(m, style="dim"))  # fmt: skip
         _stamp(result, "scale", t0)
         if as_json:
             click.echo(json.dumps(result, indent=2))
             return
-        click.echo(f"differences {result['differences']}; dask / local throughput "
-                   f"{result['dask_vs_local_throughput_ratio']}")  # fmt: skip
+        if not reader_only:
+            click.echo(f"differences {result['differences']}; dask / local throughput "
+                       f"{result['dask_vs_local_throughput_ratio']}")  # fmt: skip
         if "lines" in result:
             click.echo(f"{result['lines']:,} lines in {result['shards']} shards; worker peak "
                        f"{result['worker_peak_rss_mb']} MB; open {result['sharded_open_ms']} "

@@ -156,14 +156,15 @@ for s in m.shards:
 # its code is not counted as data the store holds
 _IMPORTS = "import numpy, cstvault, cstvault.bench.zipf, random, time\n"
 _BASELINE = _IMPORTS + _PATHS + """
-from cstvault.store import rss_bytes
-print(rss_bytes())
+from cstvault.store import memory_breakdown, rss_bytes
+m = memory_breakdown()
+print(rss_bytes(), m.get("anonymous", 0), m.get("file_backed", 0))
 """
 
 _READER = _IMPORTS + _PATHS + r"""
 from cstvault.bench.zipf import zipf
 from cstvault.cache import CacheConfig
-from cstvault.store import rss_bytes
+from cstvault.store import memory_breakdown, rss_bytes
 budget, ops, seed = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 symbols = json.loads(open(sys.argv[5]).read())
 opens = []
@@ -191,13 +192,17 @@ for k in range(ops):
     if k % every == every - 1:
         peak = max(peak, rss_bytes())
 after = rss_bytes()
+memory = memory_breakdown()
+cache = store.stats()["cache_bytes"]
 store.close()
 opens.sort(); lookups.sort()
 print(json.dumps({"open_ms": opens[len(opens) // 2], "first_open_ms": opens[0],
                   "lookup_p50_ms": lookups[len(lookups) // 2],
                   "lookup_p99_ms": lookups[min(len(lookups) - 1, len(lookups) * 99 // 100)],
                   "lookups": len(lookups), "lookup_files_found": found,
-                  "rss_after": after, "rss_peak": max(peak, after)}))
+                  "rss_after": after, "rss_peak": max(peak, after), "cache_bytes": cache,
+                  "anonymous": memory.get("anonymous", 0),
+                  "file_backed": memory.get("file_backed", 0)}))
 """
 
 
@@ -225,7 +230,8 @@ def reader(sharded: Path, budget_mb: float, ops: int, lookups: int, seed: int,
            work: Path) -> dict:  # fmt: skip
     sample = work / "symbols.json"
     sample.write_text(json.dumps(symbol_sample(sharded, lookups, seed)))
-    base = int(fresh_process(["-c", _BASELINE, str(sharded)], "bench scale baseline"))
+    got = fresh_process(["-c", _BASELINE, str(sharded)], "bench scale baseline")
+    base, anon, backed = (int(x) for x in got.split())
     got = json.loads(fresh_process(["-c", _READER, str(sharded), str(budget_mb), str(ops),
                                     str(seed), str(sample)], "bench scale reader"))  # fmt: skip
     return {"sharded_open_ms": round(got["open_ms"], 3),
@@ -236,13 +242,29 @@ def reader(sharded: Path, budget_mb: float, ops: int, lookups: int, seed: int,
             got["lookup_files_found"], "reader_ops": ops, "budget_mb": budget_mb,
             "baseline_rss_mb": round(base / 2**20, 2),
             "attributable_rss_mb": round((got["rss_after"] - base) / 2**20, 2),
-            "attributable_rss_peak_mb": round((got["rss_peak"] - base) / 2**20, 2)}
+            "attributable_rss_peak_mb": round((got["rss_peak"] - base) / 2**20, 2),
+            "attributable_anonymous_mb": round((got["anonymous"] - anon) / 2**20, 2),
+            "attributable_file_backed_mb": round((got["file_backed"] - backed) / 2**20, 2),
+            "cache_mb": round(got["cache_bytes"] / 2**20, 2)}
 
 
 def run(corpus: Path, work: Path, *, jobs: int = 2, shard_mb: float = 32, copies: int = 12,
         scale_shard_mb: float = 256, budget_mb: float = 16, ops: int = 20_000,
-        lookups: int = 2_000, seed: int = 1, log=print) -> dict:  # fmt: skip
+        lookups: int = 2_000, seed: int = 1, reader_only: bool = False,
+        log=print) -> dict:  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
+    if reader_only:  # the reader's part again, on the sharded store an earlier run left
+        big = work / "sharded-scale"
+        if not (big / "shards.json").is_file():
+            raise FileNotFoundError(f"no sharded store at {big}: run `bench scale` first")
+        import cstvault
+
+        with cstvault.open(big) as s:
+            out = {"reader_only": True, "lines": s.manifest.lines,
+                   "shards": len(s.manifest.shards)}  # fmt: skip
+        log(f"a reader: opens, {lookups:,} symbol lookups, {ops:,} Zipf ops at {budget_mb} MB")
+        out.update(reader(big, budget_mb, ops, lookups, seed, work))
+        return out
     single, sharded = work / "single", work / "sharded"
     for d in (single, sharded):
         if d.exists():
