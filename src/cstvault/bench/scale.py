@@ -150,6 +150,9 @@ for s in m.shards:
     from cstvault.store.catalog import FILE, PATH
     paths += [r[0] for r in con.execute(f"SELECT {PATH} AS p FROM {FILE} ORDER BY p")]
     con.close()
+import random
+order = list(range(len(paths)))  # the visiting order: the harness's data, in both processes
+random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 1).shuffle(order)
 """
 
 # symbol lookups load numpy (the symbol blocks' columns): both processes import it first, so
@@ -180,9 +183,7 @@ for text in symbols:
     t = time.perf_counter()
     found += len(store.files_with_symbol(text))
     lookups.append((time.perf_counter() - t) * 1000)
-rng = random.Random(seed)
-order = list(range(len(paths)))
-rng.shuffle(order)
+rng = random.Random(seed + 1)  # the Zipf draws (the order was shuffled with `seed`)
 peak, every = 0, max(1, min(1000, ops // 10))
 for k in range(ops):
     at = order[min(zipf(rng, 1.2), len(order)) - 1]
@@ -230,7 +231,8 @@ def reader(sharded: Path, budget_mb: float, ops: int, lookups: int, seed: int,
            work: Path) -> dict:  # fmt: skip
     sample = work / "symbols.json"
     sample.write_text(json.dumps(symbol_sample(sharded, lookups, seed)))
-    got = fresh_process(["-c", _BASELINE, str(sharded)], "bench scale baseline")
+    got = fresh_process(["-c", _BASELINE, str(sharded), "", "", str(seed)],
+                        "bench scale baseline")  # fmt: skip
     base, anon, backed = (int(x) for x in got.split())
     got = json.loads(fresh_process(["-c", _READER, str(sharded), str(budget_mb), str(ops),
                                     str(seed), str(sample)], "bench scale reader"))  # fmt: skip
