@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ def index_sharded(root: str | os.PathLike[str], directory: str | os.PathLike[str
     root = Path(root).resolve()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    run_id = f"{int(time.time())}-{os.getpid()}"
+    run_id = uuid.uuid4().hex[:12]  # names the shards this run builds in `scratch`
     stage = Path(scratch) / f"cstvault-{run_id}" if scratch is not None else None
     with WriterLock(directory, wait):
         old = mf.read(directory) if mf.is_sharded(directory) else None
@@ -226,8 +227,10 @@ def index_sharded(root: str | os.PathLike[str], directory: str | os.PathLike[str
                 raise ShardFailed(f"shard {task.name} does not hold what its task reported "
                                   f"({got} != {want}): run the index again")  # fmt: skip
             made[k] = mf.Shard(task.name, firsts[k], **got)
-        if stage is not None:  # the driver moves the finished shards in
+        if stage is not None:  # the driver moves the finished shards in (new names)
             for _, task in tasks:
+                if (directory / task.name).exists():
+                    raise ShardFailed(f"shard {task.name}: {directory / task.name} exists")
                 shutil.move(task.directory, directory / task.name)
         shards = [kept.get(k) or made[k] for k in range(len(groups))]
         manifest = mf.Manifest(str(root), shards, shard_bytes, grammars=mf.grammar_identities())
