@@ -136,7 +136,8 @@ def test_the_cli_indexes_a_sharded_store_on_a_dask_local_cluster(repo, tmp_path)
     single = _single(repo, tmp_path)
     for args in (["query", "(function_definition name: (identifier) @n)", "--lang", "python",
                   "--json"], ["defs", "shared_name", "--json"], ["refs", "helper_3", "--json"],
-                 ["outline", "pkg1/sub/m1.py", "--json"], ["show", "pkg2/sub/m2.py:4:5"]):
+                 ["outline", "pkg1/sub/m1.py", "--json"], ["show", "pkg2/sub/m2.py:4:5"],
+                 ["highlight", "pkg3/m3.py"], ["history", "pkg1/sub/m1.py", "--json"]):
         a = CliRunner().invoke(main, [*args, "--store", str(sh)])
         b = CliRunner().invoke(main, [*args, "--store", str(single)])
         assert a.exit_code == b.exit_code == 0, a.output + b.output

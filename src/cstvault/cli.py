@@ -337,6 +337,13 @@ def _runner(stack, jobs: int, dask_address: str | None):
         raise click.ClickException(str(exc)) from exc
 
 
+def _store_of(opened, path: str):
+    """The single store that holds `path`: itself, or the shard of a sharded store."""
+    from .shards import ShardedStore
+
+    return opened.shard_for(path) if isinstance(opened, ShardedStore) else opened
+
+
 def _stores_of(opened) -> list:
     """The single stores behind an opened store: itself, or a sharded store's shards."""
     from .shards import ShardedStore
@@ -598,7 +605,8 @@ def highlight(file: str, store_dir: str) -> None:
     from .query import Query
     from .search import file_matches
 
-    with _open_read(store_dir) as store:
+    with _open_read(store_dir) as opened:
+        store = _store_of(opened, file)
         try:
             blob, _ = store._located(file)
         except KeyError as exc:
