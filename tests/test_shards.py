@@ -15,7 +15,7 @@ from cstvault import faults, indexer
 from cstvault.cli import main
 from cstvault.shards import ManifestError, ShardedStore, build
 from cstvault.shards import manifest as mf
-from cstvault.store import IncompleteStore
+from cstvault.store import IncompleteStore, ShardedStoreError
 
 SHARD_MB = 2048 / 2**20  # 2 KiB of source a shard: the repo below makes several
 
@@ -207,8 +207,11 @@ def test_bad_input_is_a_clear_error(repo, tmp_path, monkeypatch):
     shutil.rmtree(sh / "shard-001")
     with pytest.raises(ManifestError, match="shard shard-001 is missing"):
         cstvault.open(sh)
-    with pytest.raises(ValueError, match="sharded store"):
+    with pytest.raises(ShardedStoreError, match="per-file writes are not supported"):
         cstvault.open(sh, write=True)
+    for cmd in ("gc", "freeze", "checkpoint"):  # a single store's commands: a clear error
+        res = CliRunner().invoke(main, [cmd, "--store", str(sh)])
+        assert res.exit_code == 1 and "is a sharded store" in res.output, res.output
     res = CliRunner().invoke(main, ["index", str(repo), "--store", str(sh), "--shard-mb", "1"])
     assert res.exit_code == 0, res.output  # the missing shard is rebuilt
     assert _same(sh, _single(repo, tmp_path)) == []

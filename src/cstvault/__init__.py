@@ -71,8 +71,11 @@ def open(  # noqa: A001 - the documented entry point
 
     if find(path) is not None:
         if write:
-            raise ValueError(f"{path} is a sharded store: per-file writes are not supported "
-                             "on it (re-run `cstvault index` to bring it up to date)")  # fmt: skip
+            from .store import ShardedStoreError
+
+            raise ShardedStoreError(f"{path} is a sharded store: per-file writes are not "
+                                    "supported on it (re-run `cstvault index` to bring it up "
+                                    "to date)")  # fmt: skip
         from .shards import ShardedStore
 
         return ShardedStore.open(path, config)  # type: ignore[return-value]

@@ -62,11 +62,13 @@ class _Main(click.Group):
     """Turns the store's expected failures into clean one-line errors."""
 
     def invoke(self, ctx: click.Context):
-        from .store import IncompleteStore, StoreLocked, StoreVersionError
+        from .shards.manifest import ManifestError
+        from .store import IncompleteStore, ShardedStoreError, StoreLocked, StoreVersionError
 
         try:
             return super().invoke(ctx)
-        except (FileNotFoundError, StoreVersionError, StoreLocked, IncompleteStore) as exc:
+        except (FileNotFoundError, StoreVersionError, StoreLocked, IncompleteStore,
+                ShardedStoreError, ManifestError) as exc:  # fmt: skip
             raise click.ClickException(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             raise click.ClickException(storage_error(exc)) from exc

@@ -29,8 +29,8 @@ from .lock import LOCK, StoreLocked, WriterLock
 from .segments import SegmentReader, SegmentWriter, segment_name
 from .versions import size_bytes as versions_bytes
 
-__all__ = ["FileRow", "IncompleteStore", "Store", "StoreLocked", "StoreVersionError",
-           "open_store"]
+__all__ = ["FileRow", "IncompleteStore", "ShardedStoreError", "Store", "StoreLocked",
+           "StoreVersionError", "open_store"]
 
 CATALOG = "catalog.sqlite"
 LIVE_SHARE = 0.25  # of a writing store's memory budget, for the writer's live trees
@@ -38,12 +38,18 @@ DCTX_CACHE = 8
 SEGMENTS = "segments"
 
 
+class ShardedStoreError(ValueError):
+    """A single store's operation (writes, gc, freeze, checkpoint) asked of a sharded store."""
+
+
 def resolve(path: str | os.PathLike[str]) -> Path:
     """A store directory: `path` itself, or `path/.cstvault` when that holds a store."""
     p = Path(path)
     for d in (p, p / ".cstvault"):
         if (d / "shards.json").exists():
-            raise ValueError(f"{d} is a sharded store: open it with cstvault.open()")
+            raise ShardedStoreError(f"{d} is a sharded store: this works on a single store "
+                                    "(read a sharded one with cstvault.open(); update it by "
+                                    "running `cstvault index` again)")  # fmt: skip
     if (p / CATALOG).exists():
         return p
     if (p / ".cstvault" / CATALOG).exists():
