@@ -196,8 +196,9 @@ after = rss_bytes()
 memory = memory_breakdown()
 cache = store.stats()["cache_bytes"]
 store.close()
+first = opens[0]
 opens.sort(); lookups.sort()
-print(json.dumps({"open_ms": opens[len(opens) // 2], "first_open_ms": opens[0],
+print(json.dumps({"open_ms": opens[len(opens) // 2], "first_open_ms": first,
                   "lookup_p50_ms": lookups[len(lookups) // 2],
                   "lookup_p99_ms": lookups[min(len(lookups) - 1, len(lookups) * 99 // 100)],
                   "lookups": len(lookups), "lookup_files_found": found,
