@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 import sqlite3
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 from . import fresh_process
@@ -79,43 +81,18 @@ def equality(single: Path, sharded: Path, log=print) -> dict:
             if row[0]:
                 out["pending_symbols"] += st.catalog.db.execute(
                     "SELECT count(*) FROM symbol_pending").fetchone()[0]  # fmt: skip
-        merged = heapq.merge(*(entries(s) for s in stores), key=lambda e: e[0])
-        pending: tuple[bytes, list] | None = None
-        mine = entries(one)
-
-        def sharded_symbols():
-            nonlocal pending
-            for text, found in merged:
-                if pending is not None and pending[0] == text:
-                    pending[1].extend(found)
-                    continue
-                if pending is not None:
-                    yield pending[0], sorted(pending[1])
-                pending = (text, list(found))
-            if pending is not None:
-                yield pending[0], sorted(pending[1])
-
-        for left, right in _zip_by_key(mine, sharded_symbols()):
+        # every store's symbols in text order, tagged 0 (one store) or 1 (the shards)
+        tagged = [((t, 0, f) for t, f in entries(one))]
+        tagged += [((t, 1, f) for t, f in entries(s)) for s in stores]
+        for _, group in groupby(heapq.merge(*tagged, key=itemgetter(0)), key=itemgetter(0)):
+            files: list[list[str] | None] = [None, None]  # None: the side lacks the symbol
+            for _, side, found in group:
+                files[side] = sorted((files[side] or []) + found)
             out["symbols_checked"] += 1
-            out["symbols_differ"] += left != right
+            out["symbols_differ"] += files[0] is None or files[0] != files[1]
     out["differences"] = (out["listing_differs"] + out["sources_differ"] + out["trees_differ"]
                           + out["symbols_differ"])  # fmt: skip
     return out
-
-
-def _zip_by_key(a, b):
-    """(a's files, b's files) of every text either has, in text order (missing: None)."""
-    x, y = next(a, None), next(b, None)
-    while x is not None or y is not None:
-        if y is None or (x is not None and x[0] < y[0]):
-            yield x[1], None
-            x = next(a, None)
-        elif x is None or y[0] < x[0]:
-            yield None, y[1]
-            y = next(b, None)
-        else:
-            yield x[1], y[1]
-            x, y = next(a, None), next(b, None)
 
 
 def synthetic(corpus: Path, dest: Path, copies: int, log=print) -> int:

@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -91,6 +91,7 @@ def build_shard(task: ShardTask) -> dict:
     faults.point("shards.indexed")
     freeze(task.directory, jobs=task.jobs)
     with Store.open(task.directory, working_tree=False) as store:
+        check_frames(store)
         return {"name": task.name, **shard_summary(store), "indexed": report.files,
                 "unchanged": report.unchanged, "removed": report.removed,
                 "skipped_files": report.skipped_files,
@@ -98,17 +99,20 @@ def build_shard(task: ShardTask) -> dict:
                 "peak_rss_mb": round(_peak_rss() or rss_bytes() / 2**20, 1)}  # fmt: skip
 
 
-def shard_summary(store) -> dict:
-    """What the manifest records of a shard, read from its catalog, every stored frame's
-    CRC32C checked on the way (a shard is only recorded whole)."""
-    cat = store.catalog
-    counts = cat.counts()
+def check_frames(store) -> None:
+    """Read every stored frame once, CRC32C-checked (a shard is only recorded whole)."""
     seen: set[tuple] = set()  # a pack's frame is named by each of its members
-    for blob in cat.blobs():
+    for blob in store.catalog.blobs():
         for loc in (blob.tree, blob.src):
             if loc not in seen:
                 seen.add(loc)
                 store.raw_frame(loc)
+
+
+def shard_summary(store) -> dict:
+    """What the manifest records of a shard, from its catalog."""
+    cat = store.catalog
+    counts = cat.counts()
     return {"files": counts["files"], "lines": counts["lines"], "blobs": counts["blobs"],
             "digest": cat.files_digest()}  # fmt: skip
 
@@ -130,6 +134,15 @@ def _peak_rss() -> float | None:
 Runner = Callable[[Callable, list, list[str]], Iterator]
 
 
+def results(done: Iterable, name_of: Callable, where: str = "") -> Iterator:
+    """The results of finished futures, a failure raised as ShardFailed naming its shard."""
+    for fut in done:
+        try:
+            yield fut.result()
+        except Exception as exc:  # noqa: BLE001 - reported by shard name
+            raise ShardFailed(f"shard {name_of(fut)} failed{where}: {exc!r}") from exc
+
+
 def local_runner(jobs: int) -> Runner:
     """Run tasks on a pool of `jobs` processes (spawned: nothing of the driver is shared)."""
 
@@ -138,11 +151,7 @@ def local_runner(jobs: int) -> Runner:
                                  mp_context=get_context("spawn")) as pool:  # fmt: skip
             futures = {pool.submit(fn, item): name for item, name in zip(items, names,
                                                                          strict=True)}  # fmt: skip
-            for fut in as_completed(futures):
-                try:
-                    yield fut.result()
-                except Exception as exc:  # noqa: BLE001 - reported by shard name
-                    raise ShardFailed(f"shard {futures[fut]} failed: {exc!r}") from exc
+            yield from results(as_completed(futures), futures.__getitem__)
 
     return run
 

@@ -17,9 +17,7 @@ def verify_shard(args: tuple[str, int, str]) -> dict:
 
     directory, max_mismatches, name = args
     with Store.open(directory, working_tree=False) as store:
-        report = verify_store(store)
-    report.max_mismatches = max_mismatches
-    out = report.as_dict()
+        out = verify_store(store).as_dict()
     out["mismatches"] = out["mismatches"][:max_mismatches]
     out["shard"] = name
     return out

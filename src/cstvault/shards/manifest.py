@@ -15,6 +15,7 @@ import bisect
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .. import languages
@@ -51,17 +52,14 @@ class Manifest:
     record_format: int = FORMAT_VERSION
     schema_version: str = SCHEMA_VERSION
     grammars: dict[str, str] = field(default_factory=dict)
-    _firsts: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def shard_of(self, path: str) -> int:
         """Index of the shard whose range holds `path`."""
         return shard_of(self.firsts, path)
 
-    @property
+    @cached_property
     def firsts(self) -> list[str]:
-        if len(self._firsts) != len(self.shards):
-            self._firsts = [s.first for s in self.shards]
-        return self._firsts
+        return [s.first for s in self.shards]
 
     @property
     def lines(self) -> int:
@@ -69,7 +67,6 @@ class Manifest:
 
     def to_json(self) -> str:
         body = {"format": MANIFEST_FORMAT, **asdict(self)}
-        body.pop("_firsts")
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return json.dumps({**body, "check": crc32c(text.encode())}, indent=1, sort_keys=True)
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .build import Runner, ShardFailed
+from .build import Runner, results
 
 CONNECT_TIMEOUT_S = 10
 
@@ -63,10 +63,6 @@ def client_runner(client, *, retries: int = 1) -> Runner:
         keys = [f"cstvault-{fn.__name__}-{n}-{run_id}" for n in names]
         futures = client.map(fn, items, pure=False, retries=retries, key=keys)
         by_key = {f.key: n for f, n in zip(futures, names, strict=True)}
-        for fut in as_completed(futures):
-            try:
-                yield fut.result()
-            except Exception as exc:  # noqa: BLE001 - reported by shard name
-                raise ShardFailed(f"shard {by_key[fut.key]} failed on Dask: {exc!r}") from exc
+        yield from results(as_completed(futures), lambda f: by_key[f.key], " on Dask")
 
     return run
