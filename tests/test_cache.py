@@ -83,7 +83,8 @@ def test_promotion_and_demotion_policy(store_root):
     with cstvault.open(store_root, CacheConfig(max_memory_mb=64)) as probe:
         probe.tree("m39.py")
         one = probe.cache.stats["hot"].bytes
-    mb = one * 1.1 / 0.5 / (1024 * 1024)  # the hot share holds the largest tree, no more
+        held = probe.cache.held()  # its zstd context: charged, the tiers share the rest
+    mb = (one * 1.1 / 0.5 + held) / (1024 * 1024)  # the hot share: the largest tree, no more
     cfg = CacheConfig(max_memory_mb=mb, hot_percent=50, warm_percent=25, cold_percent=25)
     with cstvault.open(store_root, cfg) as store:
         cache = store.cache
@@ -199,3 +200,30 @@ def test_a_large_tree_returns_its_heap_when_dropped():
     assert grown > 8 * 2**20  # 31 bytes a node
     del tree
     assert _anon_rss() - before < grown / 4
+
+
+def test_what_the_store_holds_besides_trees_is_charged_to_the_budget(store_root):
+    """`hold` charges the budget: the tiers share what is left, evicting to fit; a store
+    charges its zstd contexts and decompressed packs."""
+    from cstvault.cache import TieredCache
+
+    budget = 1 << 20
+    cache = TieredCache(CacheConfig(max_memory_mb=1))
+    for k in range(400):
+        cache.admit(k, object(), os.urandom(2000), None, 2000, 0.0)
+        cache.get(k, None, None)  # used twice: demoted to warm, not straight to cold
+    full = cache.bytes_in_ram()
+    assert full > budget * 0.7
+    cache.hold("test", budget * 3 // 4)
+    assert cache.held() == budget * 3 // 4
+    assert cache.bytes_in_ram() <= budget // 4 < full
+    for k in range(400, 800):  # and it stays within what is left while reading on
+        cache.admit(k, object(), os.urandom(2000), None, 2000, 0.0)
+        assert cache.bytes_in_ram() <= budget // 4
+    cache.hold("test", 0)
+    for k in range(800, 1200):
+        cache.admit(k, object(), os.urandom(2000), None, 2000, 0.0)
+    assert cache.bytes_in_ram() > budget // 2
+    with cstvault.open(store_root, CacheConfig(max_memory_mb=64)) as store:
+        store.tree(next(store.files()).path)
+        assert store.cache.held() > 0  # its zstd context, as zstd sizes it

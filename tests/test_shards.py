@@ -303,3 +303,31 @@ def test_shards_built_in_a_scratch_directory_are_moved_in(repo, tmp_path):
     assert out["shards_rebuilt"] == len(changed) == 1  # that shard alone
     assert sorted(p.name for p in sh.iterdir() if p.is_dir()) == [s.name for s in second.shards]
     assert _same(sh, _single(repo, tmp_path)) == [] and list(scratch.iterdir()) == []
+
+
+def test_each_task_on_a_local_cluster_runs_in_a_fresh_worker_process():
+    """`--dask local:N`: one task per worker at a time, the worker restarted after each,
+    so no task starts from what an earlier one left in its process."""
+    from cstvault.shards.on_dask import dask_runner
+
+    with dask_runner("local:2") as run:
+        pids = list(run(lambda _: os.getpid(), [None] * 4, [f"t{k}" for k in range(4)]))
+    assert len(pids) == 4 and len(set(pids)) == 4 and os.getpid() not in pids
+
+
+def test_a_readers_open_shards_are_charged_to_its_budget(repo, tmp_path):
+    """Each shard a reader opens is charged to the one budget: its page cache and what an
+    open shard holds."""
+    from cstvault.cache import CacheConfig
+    from cstvault.shards import SHARD_OPEN_BYTES
+
+    build.index_sharded(repo, tmp_path / "sh", runner=build.local_runner(1),
+                        shard_mb=SHARD_MB)  # fmt: skip
+    with ShardedStore.open(tmp_path / "sh", CacheConfig(max_memory_mb=64)) as sh:
+        n = len(sh.manifest.shards)
+        assert n >= 4 and sh.cache.held() == 0
+        sh.shard(0)
+        one = sh.cache.held()
+        assert one >= SHARD_OPEN_BYTES
+        sh.files_with_symbol("shared_name")  # every shard opened
+        assert sh.cache.held() >= n * one

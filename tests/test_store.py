@@ -480,3 +480,56 @@ def test_duplicates_across_lookups_and_batches_make_one_blob(tmp_path, monkeypat
         assert store.stats()["blobs"] == 4
         assert verify_store(store).mismatched == 0
         assert store.files_with_symbol("same") == [f"a{k:02d}.py" for k in range(11)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_shards_files_encoded_alone_go_first_largest_first_and_commit_what_came_before(
+        repo, tmp_path, monkeypatch, jobs):  # fmt: skip
+    """With `paths` (a shard's share), the files whose parse estimate is over the budget
+    are encoded first, largest first, each after the batch before it was committed."""
+    single = tmp_path / "one"
+    indexer.index(repo, single, jobs=1)
+    with cstvault.open(single) as one:
+        rels = [f.path for f in one.files()]
+        want = {r: str(one.tree(r).root_node) for r in rels}
+    monkeypatch.setattr(indexer, "PARSE_BUDGET", 300 * indexer.PARSE_BYTES_PER_BYTE)
+    size = {r: (repo / r).stat().st_size for r in rels}
+    large = sorted((r for r in rels if size[r] > 300), key=lambda r: (-size[r], r))
+    assert 2 <= len(large) < len(rels)
+    order, commits = [], []
+    report = indexer.index(repo, tmp_path / "s", jobs=jobs, paths=rels,
+                           progress=lambda done, total, path: order.append(path),
+                           on_commit=commits.append)  # fmt: skip
+    assert report.files == len(rels)
+    assert order[: len(large)] == large and sorted(order) == sorted(rels)
+    assert commits[: len(large) - 1] == [[p] for p in large[:-1]]  # each alone in its batch
+    with cstvault.open(tmp_path / "s") as store:
+        assert {r: str(store.tree(r).root_node) for r in rels} == want
+
+
+def test_in_lists_take_a_few_statement_forms_whatever_their_length():
+    """IN lists are bound so that a statement's text takes few forms (the statement cache
+    of each connection keeps one prepared statement per form), and select what they list."""
+    import sqlite3
+
+    from cstvault.store.catalog import IN_CHUNK, _in_chunks
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, h BLOB)")
+    db.executemany("INSERT INTO t VALUES (?, ?)", ((k, b"%d" % k) for k in range(1200)))
+    ints, blobs = set(), set()
+    for n in range(1, 1100, 7):
+        want = list(range(3, 3 + 2 * n, 2))
+        got = []
+        for chunk, params, marks in _in_chunks(want):
+            assert len(chunk) <= IN_CHUNK
+            ints.add(marks)
+            got += [r for (r,) in db.execute(f"SELECT id FROM t WHERE id IN ({marks})", params)]
+        assert sorted(got) == [w for w in want if w < 1200]
+        keys = [b"%d" % w for w in want]
+        got = []
+        for _, params, marks in _in_chunks(keys):
+            blobs.add(marks)
+            got += [r for (r,) in db.execute(f"SELECT h FROM t WHERE h IN ({marks})", params)]
+        assert sorted(got) == sorted(k for k in keys if int(k) < 1200)
+    assert len(ints) == 1 and len(blobs) <= 8

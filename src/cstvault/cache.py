@@ -114,13 +114,17 @@ class TieredCache:
 
     def __init__(self, config: CacheConfig):
         self.config = config
-        self._budget = {t: config.budget(t) for t in ("hot", "warm", "cold")}
+        self._full = {t: config.budget(t) for t in ("hot", "warm", "cold")}
+        self._budget = dict(self._full)
+        self._held: dict[object, int] = {}  # what else the store holds, by holder (`hold`)
         self.hot: OrderedDict[object, _Hot] = OrderedDict()
         self.warm: OrderedDict[object, tuple[bytes, object]] = OrderedDict()
         self.cold: OrderedDict[object, tuple[bytes, object, int]] = OrderedDict()
         self.stats = {t: TierStats() for t in TIERS}
         self._fast = zstandard.ZstdCompressor(level=1)
         self._churned = 0  # bytes admitted or evicted since the last trim
+        # a small budget trims more often: what the heap holds freed stays a share of it
+        self._trim_every = min(TRIM_EVERY, max(1 << 20, int(config.max_memory_mb * 2**17)))
         self._dctx = zstandard.ZstdDecompressor()
 
     def holds(self, blob: object) -> bool:
@@ -187,6 +191,22 @@ class TieredCache:
             self.stats["hot"].bytes += nbytes
             self._enforce()
 
+    def hold(self, holder: object, nbytes: int) -> None:
+        """Charge to the budget what `holder` (a store's zstd contexts, its decompressed
+        packs) now holds besides the tiers: the tiers share what is left, so the budget
+        bounds everything the store keeps in RAM, over however many shards."""
+        if self._held.get(holder) == nbytes:
+            return
+        self._held[holder] = nbytes
+        total = int(self.config.max_memory_mb * 1024 * 1024)
+        left = max(0.0, 1.0 - sum(self._held.values()) / total) if total else 0.0
+        self._budget = {t: int(b * left) for t, b in self._full.items()}
+        self._enforce()
+
+    def held(self) -> int:
+        """Bytes charged by `hold`."""
+        return sum(self._held.values())
+
     def _hit(self, tier: str, t0: float) -> None:
         s = self.stats[tier]
         s.hits += 1
@@ -211,7 +231,7 @@ class TieredCache:
         while cold.bytes > self._budget["cold"] and self.cold:
             _, (crec, csrc, _) = self.cold.popitem(last=False)
             cold.bytes -= len(crec) + _ram(csrc)
-        if self._churned >= TRIM_EVERY:
+        if self._churned >= self._trim_every:
             self._churned = 0
             release_free_memory()
 

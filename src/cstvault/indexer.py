@@ -224,8 +224,9 @@ def index(
     DiskQuotaExceeded before anything of it is written (earlier batches stay committed). The
     quota is kept in the store: later runs (and `freeze`) enforce it when given none.
     With `only` (root-relative '/'-separated paths), just those files are indexed. With
-    `paths` (root-relative, ascending: a shard's share of a walk made by the caller) nothing
-    is walked: the store then holds exactly those files, and any other it held is removed.
+    `paths` (root-relative: a shard's share of a walk made by the caller) nothing is
+    walked: the store then holds exactly those files, and any other it held is removed;
+    the files encoded alone (the largest) go first, while the process holds least.
     `progress(done, total, path)` is called per file; `total` is None until the walk,
     which runs ahead of the encoding, has found every file.
     Frames are written at zstd `level` (fast by default); `freeze.freeze` then recompresses
@@ -281,7 +282,7 @@ def index(
             top = os.fspath(root).rstrip(os.sep) or os.sep
             chunk: list[tuple[str, str, os.stat_result | None]] = []
             k = 0
-            listed = walk_files([root], skipped) if paths is None else listed_files(top, paths)
+            listed = walk_files([root], skipped) if paths is None else _large_first(top, paths)
             for path, language, st in listed:
                 rel = path[len(top) + 1 :]
                 if os.sep != "/":
@@ -327,6 +328,7 @@ def index(
         for enc in results:
             if enc is None:  # a large file is next, encoded alone: hold nothing meanwhile
                 batch.flush()
+                store.catalog.shrink()
                 continue
             batch.add(enc)
             done += 1
@@ -347,6 +349,25 @@ def index(
     return report
 
 
+def _alone(size: int) -> bool:
+    """Is a file of `size` bytes encoded alone (its parse estimate over PARSE_BUDGET)?"""
+    return size * PARSE_BYTES_PER_BYTE > PARSE_BUDGET
+
+
+def _large_first(top: str, rels: list[str]) -> Iterator[tuple[str, str, os.stat_result | None]]:
+    """`listed_files`, the files encoded alone first, largest first: their parses, the
+    run's peaks, then come while the process holds least (nothing committed yet, few
+    grammars loaded; each large parse leaves the process a little larger)."""
+    large = [(st.st_size, path, language, st) for path, language, st in listed_files(top, rels)
+             if st is not None and _alone(st.st_size)]  # fmt: skip
+    large.sort(key=lambda f: (-f[0], f[1]))
+    yield from (f[1:] for f in large)
+    seen = {f[1] for f in large}
+    for path, language, st in listed_files(top, rels):
+        if path not in seen:
+            yield path, language, st
+
+
 def _store_dictionaries(store: Store) -> dict:
     """What workers need of the dictionaries the store already has (trained by `freeze`)."""
     have = store.catalog.dictionaries()
@@ -364,7 +385,11 @@ def _run(tasks: Iterable[tuple[tuple[str, str, str], int]], jobs: int, dicts: di
     corpus, and one process holds one copy of everything imported."""
     _init_worker(dicts, level)
     if jobs <= 1:
-        yield from (_encode(t) for t, _ in tasks)
+        for task, size in tasks:
+            if _alone(size):  # as below: commit, then alone
+                yield None
+                release_free_memory()
+            yield _encode(task)
         return
     with ThreadPoolExecutor(jobs, thread_name_prefix="cstvault-encode") as pool:
         window: deque[tuple[Future[Encoded], int]] = deque()
@@ -375,7 +400,7 @@ def _run(tasks: Iterable[tuple[tuple[str, str, str], int]], jobs: int, dicts: di
                 fut, done = window.popleft()
                 inflight -= done
                 yield fut.result()
-            if cost > PARSE_BUDGET:  # encoded alone: the caller commits what it holds
+            if _alone(size):  # encoded alone: the caller commits what it holds
                 yield None  # (the window is empty now), and freed heap goes back first
                 release_free_memory()
             window.append((pool.submit(_encode, task), cost))
@@ -466,6 +491,7 @@ class _Batch:
             self.pending[enc.digest] = (tree, src)
             self.rows.append((enc, tree, src))
             self.bytes += len(enc.tree) + len(enc.source)
+            enc.tree = enc.source = b""  # in the segment now: the batch holds rows, not frames
 
     def flush(self) -> None:
         if self.queue:

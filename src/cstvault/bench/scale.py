@@ -132,9 +132,11 @@ order = list(range(len(paths)))  # the visiting order: the harness's data, in bo
 random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 1).shuffle(order)
 """
 
-# symbol lookups load numpy (the symbol blocks' columns): both processes import it first, so
-# its code is not counted as data the store holds
-_IMPORTS = "import numpy, cstvault, cstvault.bench.zipf, random, time\n"
+# symbol lookups load numpy (the symbol blocks' columns), and a sharded store's modules
+# load the store's: both processes import them first, so their code is not counted as data
+# the store holds (as in `bench store`, whose processes both import cstvault.store)
+_IMPORTS = ("import numpy, cstvault, cstvault.store, cstvault.shards, cstvault.bench.zipf, "
+            "random, time\n")
 _BASELINE = _IMPORTS + _PATHS + """
 from cstvault.store import memory_breakdown, rss_bytes
 m = memory_breakdown()
@@ -154,7 +156,15 @@ for _ in range(21):
     opens.append((time.perf_counter() - t) * 1000)
     s.close()
 store = cstvault.open(sys.argv[1], CacheConfig(max_memory_mb=budget))
-store.files_with_symbol("x")  # every shard opened once
+from cstvault._native import release_free_memory
+probe = "cstvault_probe_no_such_symbol"  # a lookup's code runs, no list of paths is made
+store.shard(0).files_with_symbol(probe)
+release_free_memory()
+one = rss_bytes()
+store.files_with_symbol(probe)  # every other shard opened and searched
+release_free_memory()
+shard_open = (rss_bytes() - one) / max(1, len(store.manifest.shards) - 1)
+store.files_with_symbol("x")
 lookups, found = [], 0
 for text in symbols:
     t = time.perf_counter()
@@ -180,7 +190,7 @@ print(json.dumps({"open_ms": opens[len(opens) // 2], "first_open_ms": first,
                   "lookup_p99_ms": lookups[min(len(lookups) - 1, len(lookups) * 99 // 100)],
                   "lookups": len(lookups), "lookup_files_found": found,
                   "rss_after": after, "rss_peak": max(peak, after), "cache_bytes": cache,
-                  "anonymous": memory.get("anonymous", 0),
+                  "shard_open": shard_open, "anonymous": memory.get("anonymous", 0),
                   "file_backed": memory.get("file_backed", 0)}))
 """
 
@@ -225,7 +235,10 @@ def reader(sharded: Path, budget_mb: float, ops: int, lookups: int, seed: int,
             "attributable_rss_peak_mb": round((got["rss_peak"] - base) / 2**20, 2),
             "attributable_anonymous_mb": round((got["anonymous"] - anon) / 2**20, 2),
             "attributable_file_backed_mb": round((got["file_backed"] - backed) / 2**20, 2),
-            "cache_mb": round(got["cache_bytes"] / 2**20, 2)}
+            "cache_mb": round(got["cache_bytes"] / 2**20, 2),
+            # what opening one more shard costs (RSS after opening every shard and a lookup
+            # in each, freed heap given back, less after the first shard's, per shard)
+            "shard_open_kib": round(got["shard_open"] / 1024)}
 
 
 def run(corpus: Path, work: Path, *, jobs: int = 2, shard_mb: float = 32, copies: int = 12,

@@ -16,11 +16,18 @@ from pathlib import Path
 
 from ..cache import CacheConfig, TieredCache
 from ..store import CATALOG
+from ..store.catalog import READ_CACHE_KIB
 from ..store.packs import PackCache
 from . import manifest as mf
 from .manifest import MANIFEST, Manifest, ManifestError
 
 __all__ = ["MANIFEST", "Manifest", "ManifestError", "ShardedStore", "find"]
+
+SHARD_CACHE_MIN_KIB = 32  # a shard's SQLite page cache at least (4 pages)
+# what an open shard holds besides its page cache and the shared caches (its connection,
+# prepared statements, path index map, Store): charged to the budget per open shard.
+# `cstvault bench scale --reader-only --json` measures it: `shard_open_kib`
+SHARD_OPEN_BYTES = 384 * 1024
 
 
 def find(path: str | os.PathLike[str]) -> Path | None:
@@ -90,6 +97,11 @@ class ShardedStore:
                                     f"{info.digest}): an index run is rebuilding it in place, "
                                     "or it was changed or damaged; reopen once the index has "
                                     "finished, or re-run the index")  # fmt: skip
+            # the shards' SQLite page caches together as one store's; what an open shard
+            # holds is charged to the budget
+            kib = max(SHARD_CACHE_MIN_KIB, READ_CACHE_KIB // len(self.manifest.shards))
+            store.catalog.cache_kib(kib)
+            self.cache.hold(("shard", k), kib * 1024 + SHARD_OPEN_BYTES)
             store.cache, store._shard = self.cache, k  # one budget for the process
             store._dctxs, store._packs, store._tree_packs = \
                 self._dctxs, self._packs, self._tree_packs  # fmt: skip

@@ -92,11 +92,11 @@ def build_shard(task: ShardTask) -> dict:
     freeze(task.directory, jobs=task.jobs)
     with Store.open(task.directory, working_tree=False) as store:
         check_frames(store)
-        return {"name": task.name, **shard_summary(store), "indexed": report.files,
-                "unchanged": report.unchanged, "removed": report.removed,
-                "skipped_files": report.skipped_files,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "peak_rss_mb": round(_peak_rss() or rss_bytes() / 2**20, 1)}  # fmt: skip
+        out = {"name": task.name, **shard_summary(store), "indexed": report.files,
+               "unchanged": report.unchanged, "removed": report.removed,
+               "skipped_files": report.skipped_files}  # fmt: skip
+    return {**out, "seconds": round(time.perf_counter() - t0, 3),
+            "peak_rss_mb": round(_peak_rss() or rss_bytes() / 2**20, 1)}  # fmt: skip
 
 
 def check_frames(store) -> None:

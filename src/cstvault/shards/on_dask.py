@@ -18,6 +18,11 @@ from contextlib import contextmanager
 from .build import Runner, results
 
 CONNECT_TIMEOUT_S = 10
+RESTART_TIMEOUT_S = 60
+# a `local:N` cluster's workers: no statistical profiler (it samples the running task every
+# 10 ms and keeps the history, so a worker's memory grows with every task it runs). Workers
+# of another cluster take the same from DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 class DaskUnavailable(RuntimeError):
@@ -28,6 +33,7 @@ class DaskUnavailable(RuntimeError):
 def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
     """A runner sending each shard task to the Dask cluster at `address` (or a local one)."""
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise DaskUnavailable("Dask is not installed: pip install 'cstvault[dask]'") from exc
@@ -35,9 +41,10 @@ def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
     try:
         if address.startswith("local:"):
             workers = int(address.split(":", 1)[1] or 1)
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0",  # a free port: 8787 may be taken
-                                   silence_logs=logging.ERROR)  # fmt: skip
+            with dask.config.set(WORKER_CONFIG):  # the nannies hand it to their workers
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                       processes=True, dashboard_address=":0",  # a free port
+                                       silence_logs=logging.ERROR)  # fmt: skip
             client = Client(cluster)
         else:
             client = Client(address, timeout=CONNECT_TIMEOUT_S)
@@ -46,23 +53,50 @@ def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
             cluster.close()
         raise DaskUnavailable(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
 
-    try:
-        yield client_runner(client, retries=retries)
+    try:  # a cluster of its own: each task in a fresh worker process
+        yield client_runner(client, retries=retries, fresh=cluster is not None)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def client_runner(client, *, retries: int = 1) -> Runner:
-    """A runner sending each task to the cluster of a `distributed.Client` the caller holds."""
+def client_runner(client, *, retries: int = 1, fresh: bool = False) -> Runner:
+    """A runner sending each task to the cluster of a `distributed.Client` the caller holds.
+    With `fresh` (a cluster cstvault started), at most one task per worker is out at a
+    time, and a worker that finished one is restarted (by its nanny) before the next is
+    sent: a task's peak is then its own, not its own on top of what earlier tasks left in
+    the process (each left ~40 MB: heap the allocators keep, grammars' pages mapped)."""
     from distributed import as_completed
 
     def run(fn: Callable, items: list, names: list[str]) -> Iterator:
         run_id = uuid.uuid4().hex[:8]
         keys = [f"cstvault-{fn.__name__}-{n}-{run_id}" for n in names]
-        futures = client.map(fn, items, pure=False, retries=retries, key=keys)
-        by_key = {f.key: n for f, n in zip(futures, names, strict=True)}
-        yield from results(as_completed(futures), lambda f: by_key[f.key], " on Dask")
+        if not fresh:
+            futures = client.map(fn, items, pure=False, retries=retries, key=keys)
+            by_key = {f.key: n for f, n in zip(futures, names, strict=True)}
+            yield from results(as_completed(futures), lambda f: by_key[f.key], " on Dask")
+            return
+        todo = list(zip(items, keys, names, strict=True))[::-1]
+        name_of: dict = {}
+
+        def send() -> object:
+            item, key, name = todo.pop()
+            name_of[key] = name
+            return client.submit(fn, item, pure=False, retries=retries, key=key)
+
+        width = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        done = as_completed([send() for _ in range(min(width, len(todo)))])
+        for fut in done:
+            ran = set(client.who_has([fut]).get(fut.key, ()))
+            yield from results([fut], lambda f: name_of[f.key], " on Dask")
+            fut.release()
+            # restarted once idle (a task the scheduler queued behind this one runs first)
+            idle = [w for w, keys in client.processing(list(ran)).items() if not keys]
+            if idle:
+                client.restart_workers(idle, timeout=RESTART_TIMEOUT_S,
+                                       raise_for_error=False)  # their nannies start others
+            if todo:
+                done.add(send())
 
     return run

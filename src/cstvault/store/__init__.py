@@ -74,7 +74,8 @@ class Store:
         self.cache = TieredCache(self.config)
         self._reader = SegmentReader(directory / SEGMENTS, keep_open=segment_lru)
         self._writer: SegmentWriter | None = None
-        self._dctxs: OrderedDict[tuple, zstandard.ZstdDecompressor] = OrderedDict()
+        # (decompressor, its dictionary's bytes) by (shard, dictionary id)
+        self._dctxs: OrderedDict[tuple, tuple[zstandard.ZstdDecompressor, int]] = OrderedDict()
         self._packs = packs.PackCache()  # decompressed source packs
         self._tree_packs = packs.PackCache()
         self._paths = pathindex.PathIndex(directory)
@@ -265,15 +266,25 @@ class Store:
         """Decompression contexts by dictionary, an LRU of DCTX_CACHE (each holds a zstd
         context and the digested dictionary; making one digests the dictionary again)."""
         key = (self._shard, did)  # a sharded store's shards share the LRU
-        d = self._dctxs.get(key)
-        if d is not None:
+        got = self._dctxs.get(key)
+        if got is not None:
             self._dctxs.move_to_end(key)
-            return d
-        data = zstandard.ZstdCompressionDict(self.catalog.dictionary(did)) if did else None
-        d = self._dctxs[key] = zstandard.ZstdDecompressor(dict_data=data)
+            return got[0]
+        data = self.catalog.dictionary(did) if did else b""
+        d = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(data)
+                                       if data else None)  # fmt: skip
+        self._dctxs[key] = (d, len(data))
         if len(self._dctxs) > DCTX_CACHE:
             self._dctxs.popitem(last=False)
+        self._charge()
         return d
+
+    def _charge(self) -> None:
+        """Charge the cache's budget with what the store holds besides trees: its zstd
+        contexts (as zstd sizes them, window buffers included, and their dictionaries) and
+        its decompressed packs. Shards share these, and so the charge."""
+        held = sum(d.memory_size() + n for d, n in self._dctxs.values())
+        self.cache.hold("store", held + self._packs.nbytes() + self._tree_packs.nbytes())
 
     def _record(self, blob, path: str) -> bytes:
         """A blob's tree record: its own frame or its member of a tree pack."""
@@ -289,7 +300,9 @@ class Store:
                 return cache.member(key, lambda: self._reader.read(*loc), blob, dctx)
             raw = self._reader.read(*loc)
             if packs.is_pack(raw):
-                return cache.member(key, raw, blob, dctx)
+                text = cache.member(key, raw, blob, dctx)
+                self._charge()
+                return text
             return dctx.decompress(raw)
         except (CorruptRecord, zstandard.ZstdError, KeyError) as exc:
             raise CorruptRecord(f"{path}: {what} unreadable: {exc}") from exc

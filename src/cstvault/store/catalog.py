@@ -90,11 +90,23 @@ def _unpack_group(data: bytes) -> dict[int, bytes]:
     return {b: text[offsets[k] : offsets[k + 1]] for k, b in enumerate(ids)}
 
 
-def _in_chunks(values: list) -> Iterator[tuple[list, str]]:
-    """`values` in chunks of IN_CHUNK, each with its `?,?,…` placeholders."""
+def _in_chunks(values: list) -> Iterator[tuple[list, list, str]]:
+    """`values` in chunks of IN_CHUNK: each chunk, its parameters and what goes inside its
+    `IN (...)`. Integers are bound as one JSON array read by `json_each`, anything else as
+    placeholders repeating the chunk's last value up to a power of two (at least 8): so a
+    statement's text takes one or a few forms. Python's statement cache (per connection)
+    would otherwise keep a prepared statement for every length met, up to ~100 KB each,
+    and MBs across a sharded store's connections."""
     for k in range(0, len(values), IN_CHUNK):
         chunk = values[k : k + IN_CHUNK]
-        yield chunk, ",".join("?" * len(chunk))
+        if isinstance(chunk[0], int):
+            yield chunk, ["[" + ",".join(map(str, chunk)) + "]"], _JSON_IN
+            continue
+        n = min(IN_CHUNK, max(8, 1 << (len(chunk) - 1).bit_length()))
+        yield chunk, chunk + [chunk[-1]] * (n - len(chunk)), ",".join("?" * n)
+
+
+_JSON_IN = "SELECT value FROM json_each(?)"
 
 
 def _dictionary(did: int, stored: bytes) -> bytes:
@@ -127,6 +139,9 @@ BLOB_COLUMNS = ("id, language, size, lines, nodes, tree_seg, tree_off, tree_len,
 _B_COLUMNS = ", ".join("b." + c.strip() for c in BLOB_COLUMNS.split(","))
 PAGE_SIZE = 8192
 READ_CACHE_KIB = 256  # SQLite page cache of a reading connection (default: 2000 KiB)
+# prepared statements a reading connection keeps (Python's default: 128, tens of KB each;
+# a sharded store has a connection per shard)
+READ_STATEMENTS = 16
 WRITE_CACHE_KIB = 4096  # a writer's: small, so the indexer's RSS stays flat (OS page cache)
 DIR_CACHE = 4096  # directory ids a connection remembers
 
@@ -231,7 +246,8 @@ class Catalog:
     def __init__(self, path: Path, *, create: bool = False):
         if not create and not path.exists():
             raise FileNotFoundError(f"no cstvault store at {path.parent}")
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  cached_statements=128 if create else READ_STATEMENTS)
         self.db.text_factory = _decode  # names stored as BLOBs come back through `||`
         if create:  # only takes effect on a new file: symbol blocks (~2 KB) fill 8 KiB pages
             self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -240,8 +256,7 @@ class Catalog:
         self._sync = "FULL"
         # readers: B-tree interior pages stay cached, leaves come from the OS; writers keep
         # more (files and blobs are inserted by path and digest: random keys)
-        cache_kib = WRITE_CACHE_KIB if create else READ_CACHE_KIB
-        self.db.execute(f"PRAGMA cache_size=-{cache_kib}")
+        self.cache_kib(WRITE_CACHE_KIB if create else READ_CACHE_KIB)
         has_meta = self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE name = 'meta'"
         ).fetchone() is not None  # fmt: skip
@@ -303,6 +318,14 @@ class Catalog:
         value = self._meta_value("disk_quota_bytes")
         return int(value) if value else None
 
+    def cache_kib(self, kib: int) -> None:
+        """Bound this connection's SQLite page cache to `kib` KiB."""
+        self.db.execute(f"PRAGMA cache_size=-{int(kib)}")
+
+    def shrink(self) -> None:
+        """Give back the memory SQLite holds for this connection (its page cache)."""
+        self.db.execute("PRAGMA shrink_memory")
+
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta"))
 
@@ -324,15 +347,15 @@ class Catalog:
         return self._pairs_in("SELECT hash, id FROM blobs WHERE hash IN ({})", digests)
 
     def _delete_in(self, sql: str, values: list) -> None:
-        for chunk, marks in _in_chunks(values):
-            self.db.execute(sql.format(marks), chunk)
+        for _, params, marks in _in_chunks(values):
+            self.db.execute(sql.format(marks), params)
 
     def _pairs_in(self, sql: str, values: list) -> dict:
         """The (key, value) rows of `sql` (its IN list `{}`) over `values`, IN_CHUNK at a
         time."""
         out: dict = {}
-        for chunk, marks in _in_chunks(values):
-            out.update(self.db.execute(sql.format(marks), chunk))
+        for _, params, marks in _in_chunks(values):
+            out.update(self.db.execute(sql.format(marks), params))
         return out
 
     def has_files(self) -> bool:
@@ -504,9 +527,9 @@ class Catalog:
         total = digests.pop(0, None)
         if total is not None:
             self.set_meta("files_digest", str(signed32(self.files_digest() + total)))
-        for chunk, marks in _in_chunks(list(digests)):
+        for chunk, params, marks in _in_chunks(list(digests)):
             now = dict(self.db.execute(
-                f"SELECT id, files_check FROM blobs WHERE id IN ({marks})", chunk))  # fmt: skip
+                f"SELECT id, files_check FROM blobs WHERE id IN ({marks})", params))  # fmt: skip
             self.db.executemany("UPDATE blobs SET files_check = ? WHERE id = ?",
                                 [(signed32(now[b] + digests[b]), b) for b in chunk
                                  if b in now])  # fmt: skip
@@ -855,14 +878,14 @@ class Catalog:
     def files_of_blobs(self, blobs: list[int]) -> dict[int, list[str]]:
         """`paths_of_blobs`, by blob."""
         out: dict[int, list[str]] = {}
-        for chunk, marks in _in_chunks(blobs):
+        for chunk, params, marks in _in_chunks(blobs):
             want: dict[int, int] = {}
             got: dict[int, int] = {}
             # one statement (one snapshot): each blob with its digest and its files, if any
             for blob, digest, path, *row in self.db.execute(
                 f'SELECT b.id, b.files_check, {PATH}, f.blob, f.size, f.mtime_ns, f."check" '
                 "FROM blobs b LEFT JOIN files f ON f.blob = b.id "
-                f"LEFT JOIN dirs d ON d.id = f.dir WHERE b.id IN ({marks})", chunk):  # fmt: skip
+                f"LEFT JOIN dirs d ON d.id = f.dir WHERE b.id IN ({marks})", params):  # fmt: skip
                 want[blob] = digest
                 if path is None:
                     continue
