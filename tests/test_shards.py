@@ -311,8 +311,8 @@ def test_each_task_on_a_local_cluster_runs_in_a_fresh_worker_process():
     from cstvault.shards.on_dask import dask_runner
 
     with dask_runner("local:2") as run:
-        pids = list(run(lambda _: os.getpid(), [None] * 4, [f"t{k}" for k in range(4)]))
-    assert len(pids) == 4 and len(set(pids)) == 4 and os.getpid() not in pids
+        pids = list(run(lambda _: os.getpid(), [None] * 6, [f"t{k}" for k in range(6)]))
+    assert len(pids) == 6 and len(set(pids)) == 6 and os.getpid() not in pids
 
 
 def test_a_readers_open_shards_are_charged_to_its_budget(repo, tmp_path):

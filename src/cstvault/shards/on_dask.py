@@ -10,6 +10,7 @@ the shard its predecessor left (committed batches are kept, the rest is redone).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,10 +20,6 @@ from .build import Runner, results
 
 CONNECT_TIMEOUT_S = 10
 RESTART_TIMEOUT_S = 60
-# a `local:N` cluster's workers: no statistical profiler (it samples the running task every
-# 10 ms and keeps the history, so a worker's memory grows with every task it runs). Workers
-# of another cluster take the same from DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False.
-WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 class DaskUnavailable(RuntimeError):
@@ -33,7 +30,6 @@ class DaskUnavailable(RuntimeError):
 def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
     """A runner sending each shard task to the Dask cluster at `address` (or a local one)."""
     try:
-        import dask
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise DaskUnavailable("Dask is not installed: pip install 'cstvault[dask]'") from exc
@@ -41,10 +37,9 @@ def dask_runner(address: str, *, retries: int = 1) -> Iterator[Runner]:
     try:
         if address.startswith("local:"):
             workers = int(address.split(":", 1)[1] or 1)
-            with dask.config.set(WORKER_CONFIG):  # the nannies hand it to their workers
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                       processes=True, dashboard_address=":0",  # a free port
-                                       silence_logs=logging.ERROR)  # fmt: skip
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0",  # a free port: 8787 may be taken
+                                   silence_logs=logging.ERROR)  # fmt: skip
             client = Client(cluster)
         else:
             client = Client(address, timeout=CONNECT_TIMEOUT_S)
@@ -79,24 +74,32 @@ def client_runner(client, *, retries: int = 1, fresh: bool = False) -> Runner:
             return
         todo = list(zip(items, keys, names, strict=True))[::-1]
         name_of: dict = {}
+        width = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
 
-        def send() -> object:
+        def send(pin: bool) -> object:
+            """The next task, to a worker running none (a restarted one has just joined:
+            the scheduler would otherwise queue it behind a busy one)."""
+            free = None
+            if pin:
+                with contextlib.suppress(TimeoutError):
+                    client.wait_for_workers(width, timeout=RESTART_TIMEOUT_S)
+                free = sorted(w for w, ks in client.processing().items() if not ks)[:1] or None
             item, key, name = todo.pop()
             name_of[key] = name
-            return client.submit(fn, item, pure=False, retries=retries, key=key)
+            pinned = {"workers": free, "allow_other_workers": True} if free else {}
+            return client.submit(fn, item, pure=False, retries=retries, key=key, **pinned)
 
-        width = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-        done = as_completed([send() for _ in range(min(width, len(todo)))])
+        done = as_completed([send(False) for _ in range(min(width, len(todo)))])
         for fut in done:
             ran = set(client.who_has([fut]).get(fut.key, ()))
             yield from results([fut], lambda f: name_of[f.key], " on Dask")
             fut.release()
             # restarted once idle (a task the scheduler queued behind this one runs first)
-            idle = [w for w, keys in client.processing(list(ran)).items() if not keys]
+            idle = [w for w, ks in client.processing(list(ran)).items() if not ks]
             if idle:
                 client.restart_workers(idle, timeout=RESTART_TIMEOUT_S,
                                        raise_for_error=False)  # their nannies start others
             if todo:
-                done.add(send())
+                done.add(send(True))
 
     return run
