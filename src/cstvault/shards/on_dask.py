@@ -1,9 +1,10 @@
 """Running shard tasks on Dask (the optional extra `cstvault[dask]`; nothing else imports it):
 a `build.Runner` for indexing (`build.build_shard`) and whole-store work (`fanout.py`).
 
-`--dask local:N` starts a `LocalCluster` of N single-threaded worker processes; any other
-value is a scheduler address (`tcp://host:8786`). Each shard is one task (`build.build_shard`)
-writing its store where the workers see the same path as the driver (a shared filesystem).
+`--dask local:N` starts a `LocalCluster` of N single-threaded worker processes (each
+restarted after each task: `client_runner(fresh=True)`); any other value is a scheduler
+address (`tcp://host:8786`). Each shard is one task (`build.build_shard`) writing its store
+where the workers see the same path as the driver (a shared filesystem).
 A worker that dies mid-task has its task rerun elsewhere by the scheduler; the task resumes
 the shard its predecessor left (committed batches are kept, the rest is redone).
 """
