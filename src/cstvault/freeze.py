@@ -153,6 +153,10 @@ def train_dictionaries(store: Store, rows: list[BlobRow], jobs: int) -> int:
     for lang, blobs in sorted(by_lang.items()):
         if (lang, "tree") in have or len(blobs) < DICT_MIN_FILES:
             continue
+        # files that keep frames of their own are left out: one large record would make
+        # most of the sample (a shard's largest files come first: `indexer._large_first`)
+        small = [b for b in blobs if b.size < packs.ALONE_BYTES["source"]]
+        blobs = small if len(small) >= DICT_MIN_FILES else blobs
         step = max(1, len(blobs) // DICT_SAMPLES)
         pairs = [store.read_blob(b, f"blob {b.id}") for b in blobs[::step][:DICT_SAMPLES]]
         todo.append((lang, [r for r, _ in pairs], [src for _, src in pairs]))
