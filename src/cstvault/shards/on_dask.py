@@ -11,8 +11,8 @@ the shard its predecessor left (committed batches are kept, the rest is redone).
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,22 +75,31 @@ def client_runner(client, *, retries: int = 1, fresh: bool = False) -> Runner:
             return
         todo = list(zip(items, keys, names, strict=True))[::-1]
         name_of: dict = {}
-        width = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        used: set[str] = set()  # workers that were given a task (a restarted one is new)
 
-        def send(pin: bool) -> object:
-            """The next task, to a worker running none (a restarted one has just joined:
-            the scheduler would otherwise queue it behind a busy one)."""
-            free = None
-            if pin:
-                with contextlib.suppress(TimeoutError):
-                    client.wait_for_workers(width, timeout=RESTART_TIMEOUT_S)
-                free = sorted(w for w, ks in client.processing().items() if not ks)[:1] or None
+        def fresh_worker() -> str | None:
+            """A worker that has run no task and runs none (a restarted one may still be
+            joining: waited for), None if none comes."""
+            deadline = time.monotonic() + RESTART_TIMEOUT_S
+            while True:
+                free = sorted(w for w, ks in client.processing().items()
+                              if not ks and w not in used)  # fmt: skip
+                if free or time.monotonic() > deadline:
+                    return free[0] if free else None
+                time.sleep(0.05)
+
+        def send() -> object:
             item, key, name = todo.pop()
             name_of[key] = name
-            pinned = {"workers": free, "allow_other_workers": True} if free else {}
-            return client.submit(fn, item, pure=False, retries=retries, key=key, **pinned)
+            worker = fresh_worker()
+            if worker is None:
+                return client.submit(fn, item, pure=False, retries=retries, key=key)
+            used.add(worker)  # (another runs it if this one dies)
+            return client.submit(fn, item, pure=False, retries=retries, key=key,
+                                 workers=[worker], allow_other_workers=True)  # fmt: skip
 
-        done = as_completed([send(False) for _ in range(min(width, len(todo)))])
+        width = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        done = as_completed([send() for _ in range(min(width, len(todo)))])
         for fut in done:
             ran = set(client.who_has([fut]).get(fut.key, ()))
             yield from results([fut], lambda f: name_of[f.key], " on Dask")
@@ -101,6 +110,6 @@ def client_runner(client, *, retries: int = 1, fresh: bool = False) -> Runner:
                 client.restart_workers(idle, timeout=RESTART_TIMEOUT_S,
                                        raise_for_error=False)  # their nannies start others
             if todo:
-                done.add(send(True))
+                done.add(send())
 
     return run
