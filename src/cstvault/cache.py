@@ -192,9 +192,9 @@ class TieredCache:
             self._enforce()
 
     def hold(self, holder: object, nbytes: int) -> None:
-        """Charge to the budget what `holder` (a store's zstd contexts, its decompressed
-        packs) now holds besides the tiers: the tiers share what is left, so the budget
-        bounds everything the store keeps in RAM, over however many shards."""
+        """Charge to the budget what `holder` (a store's zstd contexts and decompressed
+        packs, an open shard) now holds besides the tiers: the tiers share what is left, so
+        the budget bounds everything the store keeps in RAM, over however many shards."""
         if self._held.get(holder) == nbytes:
             return
         self._held[holder] = nbytes
